@@ -1,0 +1,92 @@
+"""Build prostate-fast's native parts.
+
+Two kinds of extension, both compiled with OpenMP when the compiler supports it:
+
+* every ``prostate_fast/_<stage>_cy.pyx`` becomes a Cython extension ``prostate_fast._<stage>_cy``;
+* every ``csrc/*.cpp`` is linked into the single pybind11 module ``prostate_fast._native``.
+
+OpenMP is probed by compiling a tiny program with ``-fopenmp``; a build without it still works but
+``built_with_openmp()`` returns False and the test suite fails loudly. ``-march=native`` is never
+used: wheels must run on any x86-64 (or aarch64) machine. Set ``PROSTATE_FAST_NO_OPENMP=1`` to build
+without OpenMP on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import Extension, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def _openmp_flags() -> tuple[list[str], list[str]]:
+    """Return (compile_args, link_args) for OpenMP, or two empty lists when unsupported."""
+    if os.environ.get("PROSTATE_FAST_NO_OPENMP"):
+        return [], []
+    if sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    elif sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()[0]
+    if shutil.which(cc) is None:
+        return candidates[0]  # let the real build report the problem
+    src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn n>0?0:1;}\n"
+    for cflags, lflags in candidates:
+        with tempfile.TemporaryDirectory() as tmp:
+            c = Path(tmp) / "probe.c"
+            c.write_text(src)
+            cmd = [cc, *cflags, str(c), "-o", str(Path(tmp) / "probe"), *lflags]
+            if subprocess.run(cmd, capture_output=True).returncode == 0:
+                return cflags, lflags
+    print("prostate-fast: WARNING: the compiler has no OpenMP; kernels will run on one thread")
+    return [], []
+
+
+OMP_C, OMP_L = _openmp_flags()
+OPT = ["-O3"] if sys.platform != "win32" else ["/O2"]
+
+cython_exts = [
+    Extension(
+        name=f"prostate_fast.{Path(p).stem}",
+        sources=[os.path.relpath(p, HERE)],
+        include_dirs=[np.get_include()],
+        extra_compile_args=[*OPT, *OMP_C],
+        extra_link_args=OMP_L,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for p in sorted(glob(str(HERE / "prostate_fast" / "_*_cy.pyx")))
+]
+
+native = Pybind11Extension(
+    "prostate_fast._native",
+    sources=sorted(os.path.relpath(p, HERE) for p in glob(str(HERE / "csrc" / "*.cpp"))),
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=[*OPT, *OMP_C],
+    extra_link_args=[*OMP_L, *(["-ldl"] if sys.platform.startswith("linux") else [])],
+)
+
+setup(
+    ext_modules=[
+        *cythonize(
+            cython_exts,
+            language_level=3,
+            compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        ),
+        native,
+    ],
+)

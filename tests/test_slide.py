@@ -1,0 +1,204 @@
+"""Slide reader: real files from PROSTATE_FAST_DATA, error paths, magnification choice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prostate_fast.errors import SlideError
+from prostate_fast.slide import ArraySlide, ImageSlide, TiffSlide, open_slide
+
+# Values from shared/data/MANIFEST.md.
+REAL = {
+    "CMU-1-Small-Region.svs": dict(
+        fmt="aperio", dims=(2220, 2967), levels=1, mpp=0.499, objective=20.0
+    ),
+    "tcga-cr-7395-01a-01-ts1.svs": dict(
+        fmt="aperio", dims=(4443, 3567), levels=2, mpp=None, objective=None
+    ),
+    "test3-DAPI-2-387.ndpi": dict(
+        fmt="hamamatsu", dims=(3968, 4864), levels=7, mpp=0.228, objective=40.0
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_slides_open_with_manifest_values(data_dir: Path, name: str) -> None:
+    want = REAL[name]
+    with open_slide(data_dir / "wsi" / name) as slide:
+        assert slide.format == want["fmt"]
+        assert slide.dimensions == want["dims"]
+        assert slide.level_count == want["levels"]
+        if want["mpp"] is None:
+            assert slide.mpp is None
+        else:
+            assert slide.mpp is not None
+            assert slide.mpp[0] == pytest.approx(want["mpp"], abs=1e-3)
+        assert slide.objective_power == want["objective"]
+        for level in range(slide.level_count):
+            region = slide.read_region((100, 50), level, (37, 23))
+            assert region.shape == (23, 37, 3)
+            assert region.dtype == np.uint8
+            assert region.flags.c_contiguous
+
+
+def test_read_region_matches_openslide_and_composites_outside_on_white(data_dir: Path) -> None:
+    import openslide
+
+    path = data_dir / "wsi" / "CMU-1-Small-Region.svs"
+    with open_slide(path) as slide:
+        ours = slide.read_region((1000, 1200), 0, (64, 48))
+        ref = np.asarray(openslide.OpenSlide(str(path)).read_region((1000, 1200), 0, (64, 48)))
+        np.testing.assert_array_equal(ours, ref[:, :, :3])  # opaque inside the slide
+        w, h = slide.dimensions
+        edge = slide.read_region((w - 10, h - 10), 0, (20, 20))
+        assert (edge[10:, :] == 255).all() and (edge[:, 10:] == 255).all()
+
+
+def test_tifffile_reader_matches_openslide(data_dir: Path) -> None:
+    path = data_dir / "wsi" / "test3-DAPI-2-387.ndpi"
+    with open_slide(path) as ref:
+        tiff = TiffSlide(path)
+        assert tiff.dimensions == ref.dimensions
+        # Level-aligned corners: OpenSlide resamples at sub-pixel offsets, tifffile does not.
+        for level in (0, 2):
+            a = tiff.read_region((512, 1024), level, (300, 200))
+            b = ref.read_region((512, 1024), level, (300, 200))
+            np.testing.assert_array_equal(a, b)
+        tiff.close()
+
+
+def test_associated_images_and_thumbnail(data_dir: Path) -> None:
+    with open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs") as slide:
+        assert set(slide.associated_images) == {"label", "macro", "thumbnail"}
+        label = slide.read_associated("label")
+        assert label.ndim == 3 and label.shape[2] == 3
+        with pytest.raises(KeyError):
+            slide.read_associated("nope")
+        thumb = slide.get_thumbnail((256, 256))
+        assert max(thumb.shape[:2]) == 256 and thumb.dtype == np.uint8
+
+
+def test_choose_level_by_objective_and_mpp(data_dir: Path) -> None:
+    with open_slide(data_dir / "wsi" / "test3-DAPI-2-387.ndpi") as slide:  # 40x, 2x pyramid
+        c20 = slide.choose_level(magnification=20)
+        assert (c20.level, c20.scale, c20.downsample) == (1, 1.0, 2.0)
+        assert c20.magnification == pytest.approx(20)
+        c15 = slide.choose_level(magnification=15)  # no level matches: read 20x, shrink
+        assert c15.level == 1 and c15.scale == pytest.approx(20 / 15)
+        assert slide.read_scaled((0, 0), (64, 64), c15).shape == (64, 64, 3)
+        cm = slide.choose_level(mpp=0.9127)
+        assert cm.level == 2 and cm.scale == 1.0
+        with pytest.raises(ValueError, match="finer than level 0"):
+            slide.choose_level(magnification=80)
+        with pytest.raises(ValueError, match="exactly one"):
+            slide.choose_level(magnification=20, mpp=0.5)
+
+
+def test_slide_without_mpp_asks_for_mpp_or_level(data_dir: Path) -> None:
+    with open_slide(data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs") as slide:
+        with pytest.raises(SlideError, match="--mpp or --level") as err:
+            slide.choose_level(magnification=20)
+        assert "tcga-cr-7395" in str(err.value)
+        assert slide.choose_level(level=1).level == 1
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_truncated_svs(data_dir: Path, tmp_path: Path) -> None:
+    src = (data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs").read_bytes()
+    bad = tmp_path / "truncated.svs"
+    bad.write_bytes(src[: len(src) * 3 // 4])
+    with pytest.raises(SlideError, match="truncated.svs"):
+        open_slide(bad)
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    bad = tmp_path / "empty.svs"
+    bad.touch()
+    with pytest.raises(SlideError, match=r"empty\.svs: empty file"):
+        open_slide(bad)
+
+
+def test_text_file_renamed_svs(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.svs"
+    bad.write_text("these are my notes, not a slide\n")
+    with pytest.raises(SlideError, match=r"notes\.svs: not a valid SVS slide"):
+        open_slide(bad)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(SlideError, match=r"missing\.svs: no such file"):
+        open_slide(tmp_path / "missing.svs")
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(SlideError, match="is a directory"):
+        open_slide(tmp_path)
+
+
+def test_corrupt_jpeg(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    with pytest.raises(SlideError, match=r"broken\.jpg"):
+        open_slide(bad)
+
+
+# -- plain images and arrays ------------------------------------------------------------------
+def test_png_with_alpha_is_composited_on_white(tmp_path: Path) -> None:
+    import cv2
+
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[..., 0] = 200  # red, in RGB order
+    rgba[:20, :, 3] = 255
+    rgba[20:, :, 3] = 0
+    rgba[20:30, :10, 3] = 128
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    slide = open_slide(tmp_path / "a.png")
+    assert isinstance(slide, ImageSlide) and slide.mpp is None and slide.level_count == 1
+    img = slide.read_region((0, 0), 0, (50, 40))
+    assert (img[:20] == [200, 0, 0]).all()
+    assert (img[30:] == 255).all()
+    # 128/255 of red over white, rounded: (200*128 + 255*127 + 127)//255 = 227; 0 → 127
+    assert (img[20:30, :10] == [227, 127, 127]).all()
+
+
+def test_composite_is_thread_count_independent() -> None:
+    from prostate_fast import _slide_cy
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(300, 257, 4), dtype=np.uint8)
+    outs = []
+    for threads in (1, 2, 3):
+        out = np.empty((300, 257, 3), np.uint8)
+        _slide_cy.composite_on_white(rgba, out, threads)
+        outs.append(out)
+    a = rgba[..., 3:].astype(np.int64)
+    ref = rgba[..., :3].astype(np.int64) * a + 255 * (255 - a) + 127
+    np.testing.assert_array_equal(outs[0], (ref // 255).astype(np.uint8))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_array_slide_pyramid_and_region() -> None:
+    img = np.arange(64 * 96 * 3, dtype=np.uint32).reshape(64, 96, 3).astype(np.uint8)
+    slide = ArraySlide(img, mpp=0.25, objective_power=40, downsamples=(1, 2, 4))
+    assert slide.level_dimensions == ((96, 64), (48, 32), (24, 16))
+    np.testing.assert_array_equal(slide.read_region((10, 5), 0, (7, 3)), img[5:8, 10:17])
+    c = slide.choose_level(magnification=20)
+    assert (c.level, c.scale) == (1, 1.0)
+    out = slide.read_region((-4, -4), 0, (8, 8))
+    assert (out[:4] == 255).all() and (out[4:, 4:] == img[:4, :4]).all()
+    with pytest.raises(ValueError, match="level"):
+        slide.read_region((0, 0), 3, (4, 4))
+    with pytest.raises(ValueError, match="size"):
+        slide.read_region((0, 0), 0, (0, 4))
+
+
+def test_copy_of_real_slide_opens_under_other_name(data_dir: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "copy with spaces.svs"
+    shutil.copy(data_dir / "wsi" / "CMU-1-Small-Region.svs", dst)
+    with open_slide(dst) as slide:
+        assert slide.dimensions == (2220, 2967)
