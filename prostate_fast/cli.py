@@ -121,8 +121,25 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo -------------------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the pipeline on a freshly generated synthetic slide")
+    p.add_argument("-o", "--out", type=Path, default=Path("demo-out"), help="output folder")
+    p.add_argument("--seed", type=int, default=2018, help="seed of the synthetic slide")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.out, seed=args.seed)
+    print(f"demo outputs in {result.out_dir}/")
+    return 0
+
+
 # -- registry: one entry per subcommand, in the order of the pipeline --------------------------
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
     _add_info,
     _add_synth,
 ]
