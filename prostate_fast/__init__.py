@@ -23,6 +23,10 @@ __all__ = [
 
 def native_openmp() -> dict[str, bool]:
     """Whether each native extension was compiled with OpenMP (``{module name: bool}``)."""
-    from . import _native, _slide_cy
+    import importlib
+    import pkgutil
 
-    return {"_native": _native.built_with_openmp(), "_slide_cy": _slide_cy.built_with_openmp()}
+    names = ["_native"] + sorted(
+        m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cy")
+    )
+    return {n: importlib.import_module(f".{n}", __name__).built_with_openmp() for n in names}

@@ -13,17 +13,52 @@ A tile is ``tile_size`` x ``tile_size`` pixels **at the target magnification**; 
 ``tile_size * downsample`` level-0 pixels per side, where ``downsample`` is level-0 pixels per tile
 pixel (2.0 for 20x tiles from a 40x scan). Tiles are read straight from the slide, never written as
 files.
+
+:func:`build_grid` keeps the tiles of the full grid that a :class:`~prostate_fast.tissue.TissueMask`
+covers enough (``min_tissue``); :func:`save_tile_table` / :func:`load_tile_table` store a grid with
+each tile's white fraction as a ``.csv`` or ``.npz`` table; :func:`render_grid_thumbnail` draws the
+mask outline and the kept tiles on a thumbnail.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._util import atomic_path
+from .errors import DatasetError
 from .slide import LevelChoice, Slide
 
-__all__ = ["TileGrid", "full_grid", "read_tiles"]
+if TYPE_CHECKING:
+    from .tissue import TissueMask
+
+__all__ = [
+    "MIN_TISSUE",
+    "TABLE_COLUMNS",
+    "TileGrid",
+    "build_grid",
+    "full_grid",
+    "load_tile_table",
+    "read_tiles",
+    "render_grid_thumbnail",
+    "save_tile_table",
+    "tile_white_fraction",
+]
+
+#: Default share of a tile the tissue mask must cover for :func:`build_grid` to keep it.
+MIN_TISSUE = 0.25
+#: Columns of a tile table, in order.
+TABLE_COLUMNS = tuple(
+    "l0_x l0_y level downsample tile_size row col tissue_fraction white_fraction region".split()
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +181,10 @@ def full_grid(
     )
 
 
+#: Level-0 side of the blocks in which :func:`read_tiles` groups neighbouring tiles.
+_BLOCK = 1024
+
+
 def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) -> np.ndarray:
     """Read tiles of ``grid`` from ``slide`` as one (k, tile_size, tile_size, 3) uint8 array.
 
@@ -156,11 +195,400 @@ def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) 
     grid : TileGrid
     indices : array of int, optional
         Which tiles (positions in the grid); all when None.
+
+    Notes
+    -----
+    When the tiles are level-0 pixels read as they are (``choice.level == 0`` and
+    ``choice.scale == 1``), neighbouring tiles are read together, one region per block of about
+    1024 x 1024 level-0 pixels holding enough of them, and cut out of it: the pixels are the same
+    as reading every tile alone (level-0 coordinates are whole pixels), with far fewer reads and
+    tile decodings. Other grids are read tile by tile with :meth:`Slide.read_scaled`.
     """
     idx = np.arange(len(grid)) if indices is None else np.asarray(indices, dtype=np.int64)
     t = grid.tile_size
     out = np.empty((len(idx), t, t, 3), dtype=np.uint8)
-    for k, i in enumerate(idx):
-        x, y = grid.l0_xy[i]
+    done = np.zeros(len(idx), bool)
+    if grid.choice.level == 0 and grid.choice.scale == 1.0 and len(idx) > 1:
+        xy = grid.l0_xy[idx]
+        block = (xy[:, 1] // _BLOCK) * (1 << 32) + xy[:, 0] // _BLOCK
+        order = np.argsort(block, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(block[order]) != 0])
+        for members in np.split(order, starts[1:]):
+            x0, y0 = xy[members].min(axis=0)
+            x1, y1 = xy[members].max(axis=0) + t
+            if len(members) < 2 or len(members) * t * t * 4 < (x1 - x0) * (y1 - y0):
+                continue  # too sparse: read these tiles alone
+            region = slide.read_region((int(x0), int(y0)), 0, (int(x1 - x0), int(y1 - y0)))
+            for k in members:
+                x, y = xy[k] - (x0, y0)
+                out[k] = region[y : y + t, x : x + t]
+            done[members] = True
+    for k in np.flatnonzero(~done):
+        x, y = grid.l0_xy[idx[k]]
         out[k] = slide.read_scaled((int(x), int(y)), (t, t), grid.choice)
     return out
+
+
+def tile_white_fraction(
+    slide: Slide, grid: TileGrid, *, batch: int = 1024, n_threads: int | None = None, **white: int
+) -> np.ndarray:
+    """(n,) float32 white fraction of every tile of ``grid``, read ``batch`` tiles at a time.
+
+    Tiles come from :func:`read_tiles` and are measured by
+    :func:`prostate_fast.tissue.white_fraction` (``white``: its ``min_brightness`` and
+    ``max_saturation``); memory is ``batch`` tiles.
+    """
+    from .tissue import white_fraction
+
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch <= 0:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    out = np.zeros(len(grid), np.float32)
+    for i in range(0, len(grid), batch):
+        idx = np.arange(i, min(i + batch, len(grid)))
+        out[idx] = white_fraction(read_tiles(slide, grid, idx), n_threads=n_threads, **white)
+    return out
+
+
+# -- grid over a tissue mask ----------------------------------------------------------------------
+def _integral(mask: np.ndarray) -> np.ndarray:
+    """(rows + 1, cols + 1) float64 summed-area table of a boolean mask."""
+    ii = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
+    np.cumsum(mask, axis=0, dtype=np.float64, out=ii[1:, 1:])
+    np.cumsum(ii[1:, 1:], axis=1, out=ii[1:, 1:])
+    return ii
+
+
+def _area_at(ii: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Mask area left of x = u and above y = v (mask pixels, fractional u, v).
+
+    The mask is piecewise constant, so the area is bilinear inside each pixel: bilinear
+    interpolation of the summed-area table gives it exactly.
+    """
+    rows, cols = ii.shape[0] - 1, ii.shape[1] - 1
+    u = np.clip(u, 0.0, cols)
+    v = np.clip(v, 0.0, rows)
+    c = np.minimum(np.floor(u).astype(np.int64), max(cols - 1, 0))
+    r = np.minimum(np.floor(v).astype(np.int64), max(rows - 1, 0))
+    fu, fv = u - c, v - r
+    return (
+        ii[r, c] * (1 - fu) * (1 - fv)
+        + ii[r, c + 1] * fu * (1 - fv)
+        + ii[r + 1, c] * (1 - fu) * fv
+        + ii[r + 1, c + 1] * fu * fv
+    )
+
+
+def _box_share(ii: np.ndarray, x0: np.ndarray, y0: np.ndarray, side: float) -> np.ndarray:
+    """Share of each square [x0, x0 + side) x [y0, y0 + side) (mask pixels) covered by the mask."""
+    x1, y1 = x0 + side, y0 + side
+    area = _area_at(ii, x1, y1) - _area_at(ii, x0, y1) - _area_at(ii, x1, y0) + _area_at(ii, x0, y0)
+    return np.clip(area / (side * side), 0.0, 1.0)
+
+
+def _tile_regions(
+    tissue: TissueMask, x0: np.ndarray, y0: np.ndarray, side: float, candidates: np.ndarray
+) -> np.ndarray:
+    """Region id covering most of each tile (lowest id on ties), -1 for tiles without tissue."""
+    region = np.full(len(x0), -1, np.int32)
+    best = np.zeros(len(x0), np.float64)
+    rows, cols = tissue.shape
+    for reg in tissue.regions:
+        bx0, by0, bx1, by1 = (v / tissue.downsample for v in reg.bbox_l0)
+        c0, r0 = max(0, math.floor(bx0) - 1), max(0, math.floor(by0) - 1)
+        c1, r1 = min(cols, math.ceil(bx1) + 1), min(rows, math.ceil(by1) + 1)
+        near = candidates & (x0 < c1) & (x0 + side > c0) & (y0 < r1) & (y0 + side > r0)
+        if not near.any():
+            continue
+        ii = _integral(tissue.labels[r0:r1, c0:c1] == reg.id)
+        share = _box_share(ii, x0[near] - c0, y0[near] - r0, side)
+        pos = np.flatnonzero(near)
+        better = share > best[pos]
+        best[pos[better]] = share[better]
+        region[pos[better]] = reg.id
+    return region
+
+
+def build_grid(
+    slide: Slide,
+    tissue: TissueMask | None = None,
+    *,
+    magnification: float | None = 20.0,
+    mpp: float | None = None,
+    level: int | None = None,
+    tile_size: int = 128,
+    stride: int | None = None,
+    min_tissue: float = MIN_TISSUE,
+    regions: list[int] | tuple[int, ...] | None = None,
+) -> TileGrid:
+    """The tiles of a slide that lie on tissue, at a chosen magnification.
+
+    Parameters
+    ----------
+    slide : Slide
+    tissue : TissueMask, optional
+        Mask of this slide (default: :func:`prostate_fast.tissue.detect_tissue`'s).
+    magnification, mpp, level : float, float, int, optional
+        Target magnification (default 20, the study's 20x), or microns per tile pixel, or a
+        pyramid level read as it is; ``mpp`` or ``level`` overrides ``magnification``.
+    tile_size : int
+        Tile side in pixels at the target scale (default 128).
+    stride : int, optional
+        Pixels between tile origins at the target scale (default ``tile_size``; smaller overlaps).
+    min_tissue : float
+        Keep tiles whose tissue fraction (share of the tile covered by the mask) is at least
+        this (default 0.25, in (0, 1]). On synthetic slides this keeps every tile that is at least
+        half tissue, and under 2 % of the kept tiles are bare glass (tests/test_tile.py).
+    regions : sequence of int, optional
+        Keep only tiles of these region ids (see ``TissueMask.regions``); None keeps all.
+
+    Returns
+    -------
+    TileGrid
+        Kept tiles in row-major order, with their tissue fraction and region id (the region
+        covering most of the tile).
+
+    Raises
+    ------
+    ValueError
+        Bad tile size, stride or ``min_tissue``, a region id the mask does not have, a mask made
+        for another slide, or no target scale (see :meth:`Slide.choose_level`).
+    SlideError
+        A magnification or mpp asked of a slide that records neither.
+
+    Notes
+    -----
+    The tissue fraction of every tile of the full grid comes from a summed-area table of the mask
+    (exact fractional-pixel areas), in a few vectorised passes: milliseconds for a gigapixel slide.
+    """
+    if not (isinstance(min_tissue, int | float | np.number) and 0 < min_tissue <= 1):
+        raise ValueError(f"min_tissue must be in (0, 1], got {min_tissue!r}")
+    if mpp is not None or level is not None:
+        magnification = None
+    choice = slide.choose_level(magnification=magnification, mpp=mpp, level=level)
+    full = full_grid(slide, choice, tile_size, stride)
+    if tissue is None:
+        from .tissue import detect_tissue
+
+        tissue = detect_tissue(slide)
+    rows, cols = tissue.shape
+    w0, h0 = slide.dimensions
+    ds = tissue.downsample
+    tol = 1.01 * ds + 1
+    if not (abs(cols * ds - w0) <= tol and abs(rows * ds - h0) <= tol):
+        raise ValueError(
+            f"the tissue mask ({tissue.slide_name}, {cols}x{rows} at 1/{ds:g}) does not cover "
+            f"{slide.name} ({w0}x{h0})"
+        )
+    if regions is not None:
+        wanted = sorted({int(r) for r in regions})
+        missing = [r for r in wanted if r not in tissue.region_ids]
+        if missing:
+            raise ValueError(f"regions {missing} not in {slide.name}: has {tissue.region_ids}")
+    x0 = full.l0_xy[:, 0] / ds
+    y0 = full.l0_xy[:, 1] / ds
+    side = full.l0_tile_size / ds
+    frac = _box_share(_integral(tissue.mask), x0, y0, side).astype(np.float32)
+    keep = frac >= np.float32(min_tissue)
+    region = _tile_regions(tissue, x0, y0, side, keep)
+    if regions is not None:
+        keep &= np.isin(region, wanted)
+    return dataclasses.replace(full, tissue_fraction=frac, region=region).subset(keep)
+
+
+# -- tile tables ----------------------------------------------------------------------------------
+def _meta(grid: TileGrid) -> dict:
+    return {
+        "format": "prostate-fast tile table",
+        "version": 1,
+        "slide_name": grid.slide_name,
+        "tile_size": grid.tile_size,
+        "stride": grid.stride,
+        "grid_shape": list(grid.grid_shape),
+        **dataclasses.asdict(grid.choice),
+    }
+
+
+def _table_kind(path: Path) -> str:
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".npz"):
+        raise ValueError(f"a tile table must end in .csv or .npz, got {path}")
+    return kind
+
+
+def save_tile_table(
+    grid: TileGrid,
+    white_fraction: np.ndarray | None,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a grid and the tiles' white fractions as a ``.csv`` or ``.npz`` tile table.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    white_fraction : numpy.ndarray or None
+        (n,) white fraction of each tile (:func:`prostate_fast.tissue.white_fraction`); None
+        writes NaN.
+    path : str or PathLike
+        Ending in ``.csv`` (text: two ``#`` lines, the second the grid's JSON metadata, then a
+        header line with :data:`TABLE_COLUMNS` and one line per tile) or ``.npz`` (one array per
+        column plus ``meta``, the JSON metadata).
+    overwrite : bool
+        Replace an existing file (refused otherwise).
+
+    Returns
+    -------
+    pathlib.Path
+        The path, written atomically (complete or absent).
+
+    Raises
+    ------
+    ValueError
+        A suffix other than .csv/.npz, or a white fraction of the wrong length.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    kind = _table_kind(path)
+    n = len(grid)
+    if white_fraction is None:
+        white = np.full(n, np.nan, np.float32)
+    else:
+        white = np.asarray(white_fraction, dtype=np.float32)
+        if white.shape != (n,):
+            raise ValueError(f"white_fraction must have shape ({n},), got {white.shape}")
+    c = grid.choice
+    cols = {
+        "l0_x": grid.l0_xy[:, 0].astype(np.int64),
+        "l0_y": grid.l0_xy[:, 1].astype(np.int64),
+        "level": np.full(n, c.level, np.int32),
+        "downsample": np.full(n, c.downsample, np.float64),
+        "tile_size": np.full(n, grid.tile_size, np.int32),
+        "row": grid.tile_rc[:, 0].astype(np.int32),
+        "col": grid.tile_rc[:, 1].astype(np.int32),
+        "tissue_fraction": grid.tissue_fraction.astype(np.float32),
+        "white_fraction": white,
+        "region": grid.region.astype(np.int32),
+    }
+    meta = json.dumps(_meta(grid))
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if kind == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, meta=np.array(meta), **cols)
+        else:
+            lines = [f"# prostate-fast tile table: {grid.slide_name}", f"# {meta}"]
+            lines.append(",".join(TABLE_COLUMNS))
+            fmt = f"{{}},{{}},{c.level},{float(c.downsample)!r},{grid.tile_size},{{}},{{}},"
+            fmt += "{:.9g},{:.9g},{}"  # float32 fractions round-trip exactly with 9 digits
+            names = ("l0_x", "l0_y", "row", "col", "tissue_fraction", "white_fraction", "region")
+            rows = zip(*(cols[k].tolist() for k in names), strict=True)
+            lines += [fmt.format(*row) for row in rows]
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _read_table(path: Path, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    if kind == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"])), {k: z[k] for k in TABLE_COLUMNS}
+    with open(path, encoding="utf-8") as fh:
+        first, second, header = fh.readline(), fh.readline(), fh.readline()
+    if not first.startswith("#") or not second.startswith("#"):
+        raise ValueError("no metadata lines")
+    names = header.strip().split(",")
+    if tuple(names) != TABLE_COLUMNS:
+        raise ValueError(f"columns {names} are not {list(TABLE_COLUMNS)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an empty table
+        data = np.loadtxt(path, delimiter=",", skiprows=3, ndmin=2, dtype=np.float64)
+    data = data.reshape(-1, len(TABLE_COLUMNS))
+    return json.loads(second[1:]), {k: data[:, i] for i, k in enumerate(TABLE_COLUMNS)}
+
+
+def load_tile_table(path: str | os.PathLike[str]) -> tuple[TileGrid, np.ndarray]:
+    """Read a table written by :func:`save_tile_table`.
+
+    Returns
+    -------
+    grid : TileGrid
+        The grid (slide name, level choice, tile size, stride, tiles, fractions, regions).
+    white_fraction : numpy.ndarray
+        (n,) float32 white fraction per tile (NaN where none was stored).
+
+    Raises
+    ------
+    ValueError
+        A suffix other than .csv/.npz.
+    DatasetError
+        The file is missing, unreadable, or not a tile table (the message names it).
+    """
+    path = Path(path)
+    kind = _table_kind(path)
+    try:
+        meta, cols = _read_table(path, kind)
+        choice = LevelChoice(**{k: meta[k] for k in LevelChoice.__dataclass_fields__})
+        grid = TileGrid(
+            str(meta["slide_name"]),
+            choice,
+            int(meta["tile_size"]),
+            int(meta["stride"]),
+            (int(meta["grid_shape"][0]), int(meta["grid_shape"][1])),
+            np.stack([cols["row"], cols["col"]], axis=1).astype(np.int32),
+            np.stack([cols["l0_x"], cols["l0_y"]], axis=1).astype(np.int64),
+            cols["tissue_fraction"].astype(np.float32),
+            cols["region"].astype(np.int32),
+        )
+        for name, want in (("level", choice.level), ("tile_size", grid.tile_size)):
+            if len(grid) and np.any(cols[name] != want):
+                raise ValueError(f"column {name} disagrees with the metadata ({want})")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable tile table ({exc})") from exc
+    return grid, cols["white_fraction"].astype(np.float32)
+
+
+# -- picture --------------------------------------------------------------------------------------
+def render_grid_thumbnail(
+    slide: Slide, grid: TileGrid, tissue: TissueMask | None = None, *, max_size: int = 1600
+) -> np.ndarray:
+    """A thumbnail with the tissue mask outlined, the kept tiles tinted and outlined, region ids.
+
+    Tissue outline: green; kept tiles: orange tint and outline of their union (and of every tile
+    when tiles are at least 6 thumbnail pixels wide); region ids: black numbers at each region's
+    top-left corner. Returns RGB uint8 no larger than ``max_size`` on either side.
+    """
+    import cv2
+
+    thumb = slide.get_thumbnail((max_size, max_size)).copy()
+    th, tw = thumb.shape[:2]
+    w0, h0 = slide.dimensions
+    fx, fy = tw / w0, th / h0
+    kept = np.zeros((th, tw), np.uint8)
+    side = grid.l0_tile_size
+    boxes = np.empty((len(grid), 4), np.int64)
+    boxes[:, 0] = np.floor(grid.l0_xy[:, 0] * fx)
+    boxes[:, 1] = np.floor(grid.l0_xy[:, 1] * fy)
+    boxes[:, 2] = np.ceil((grid.l0_xy[:, 0] + side) * fx) - 1
+    boxes[:, 3] = np.ceil((grid.l0_xy[:, 1] + side) * fy) - 1
+    for x0, y0, x1, y1 in boxes.tolist():
+        kept[y0 : y1 + 1, x0 : x1 + 1] = 1
+    tint = np.array((255, 140, 0), np.float32)
+    on = kept.astype(bool)
+    thumb[on] = (0.7 * thumb[on] + 0.3 * tint).astype(np.uint8)
+    if side * fx >= 6:
+        for x0, y0, x1, y1 in boxes.tolist():
+            cv2.rectangle(thumb, (x0, y0), (x1, y1), (230, 120, 0), 1)
+    contours, _ = cv2.findContours(kept, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(thumb, contours, -1, (255, 120, 0), 2)
+    if tissue is not None:
+        m = cv2.resize(tissue.mask.view(np.uint8), None, fx=tissue.downsample * fx,
+                       fy=tissue.downsample * fy, interpolation=cv2.INTER_NEAREST)  # fmt: skip
+        contours, _ = cv2.findContours(m[:th, :tw].copy(), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(thumb, contours, -1, (0, 190, 0), 2)
+        scale = max(0.5, min(tw, th) / 600)
+        for reg in tissue.regions:
+            org = (int(reg.bbox_l0[0] * fx) + 2, int(reg.bbox_l0[1] * fy) + int(22 * scale))
+            for colour, width in (((255, 255, 255), 4), ((0, 0, 0), 2)):
+                cv2.putText(thumb, str(reg.id), org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                            width, cv2.LINE_AA)  # fmt: skip
+    return thumb

@@ -20,3 +20,16 @@ def data_dir() -> Path:
     if not (path / "MANIFEST.md").is_file():
         pytest.skip(f"PROSTATE_FAST_DATA={root} has no MANIFEST.md")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic slide (4096 x 2048 at 0.5 µm/px, 20x, three cores, pen marks), made once.
+
+    A :class:`prostate_fast.synthetic.SyntheticSlide`: ``.slide`` (pyramidal TIFF), ``.painted``,
+    ``.geojson``, ``.mask`` (truth PNG), ``.truth_mask()``, ``.mask_downsample``.
+    """
+    from prostate_fast.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic_small")
+    return make_synthetic(out, width=4096, height=2048, seed=3, n_cores=3, pen_marks=True)
