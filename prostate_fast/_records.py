@@ -1,0 +1,382 @@
+"""RecordIO I/O for :mod:`prostate_fast.dataset`: pack tiles read from slides, read them back.
+
+Record layout (what ``mx.io.ImageRecordIter`` expects): each record is
+``mx.recordio.pack(IRHeader(flag=0, label=class index, id=record id, id2=0), encoded image)``,
+where the image is a PNG or JPEG of the tile in **BGR** byte order (OpenCV's, which MXNet decodes
+and turns back into RGB). Record ids run 0..n-1 in the order written; the ``.idx`` maps id to
+byte offset. Beside them, ``.lst`` holds ``id<TAB>label<TAB>slide:x:y`` (MXNet's list format) and
+``.csv`` the side-car table ``record,slide,patient,l0_x,l0_y,level,downsample,label,white_fraction``.
+
+Threads: tiles are read and encoded by a thread pool (OpenSlide reads and OpenCV encodes release
+the GIL); the main thread writes records strictly in order, so the files do not depend on the
+thread count.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import csv
+import functools
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._mx import import_mxnet
+from ._util import resolve_threads
+from .errors import DatasetError
+from .slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
+
+__all__ = [
+    "SIDE_CAR_COLUMNS",
+    "PackedSlide",
+    "TileJob",
+    "epoch_batches",
+    "make_encoder",
+    "make_record_iter",
+    "pack_split",
+    "read_records",
+]
+
+SIDE_CAR_COLUMNS = (
+    "record",
+    "slide",
+    "patient",
+    "l0_x",
+    "l0_y",
+    "level",
+    "downsample",
+    "label",
+    "white_fraction",
+)
+_CHUNK = 32  # tiles read and encoded per task
+
+
+@dataclass(frozen=True, eq=False)
+class TileJob:
+    """The tiles of one slide that go into one split, in record order.
+
+    ``choice`` may be None: it is then rebuilt from ``level`` and ``downsample`` when the slide
+    is opened (scale = downsample / the level's downsample).
+    """
+
+    slide_path: Path
+    slide_name: str
+    patient: str
+    tile_size: int
+    level: int
+    downsample: float
+    choice: LevelChoice | None
+    l0_xy: np.ndarray  # (k, 2) int64
+    label: np.ndarray  # (k,) int64
+    white_fraction: np.ndarray  # (k,) float32
+
+
+@dataclass(frozen=True)
+class PackedSlide:
+    """What packing learnt about one slide: the scale its tiles were read at."""
+
+    slide_name: str
+    choice: LevelChoice
+    records: int
+
+
+def make_encoder(
+    encoding: str, quality: int, png_compression: int
+) -> Callable[[np.ndarray], bytes]:
+    """Return a function RGB uint8 tile → encoded bytes (BGR inside, as MXNet decodes)."""
+    import cv2
+
+    if encoding == "png":
+        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
+    elif encoding == "jpeg":
+        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    else:  # pragma: no cover - validated by the caller
+        raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")
+
+    def encode(rgb: np.ndarray) -> bytes:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+        if not ok:  # pragma: no cover - OpenCV fails only on invalid input
+            raise DatasetError(f"OpenCV could not encode a tile as {encoding}")
+        return buf.tobytes()
+
+    return encode
+
+
+def _choice_for(slide: Slide, job: TileJob) -> LevelChoice:
+    """The table's scale: its LevelChoice, or one rebuilt from level and downsample."""
+    if not 0 <= job.level < slide.level_count:
+        raise DatasetError(
+            f"{job.slide_path}: the label table reads level {job.level}, "
+            f"but the slide has {slide.level_count} level(s)"
+        )
+    if job.choice is not None:
+        return job.choice
+    lds = slide.level_downsamples[job.level]
+    scale = job.downsample / lds
+    if abs(scale - 1.0) <= LEVEL_TOLERANCE:
+        scale = 1.0
+    if scale < 1.0:
+        raise DatasetError(
+            f"{job.slide_path}: downsample {job.downsample:g} is finer than level {job.level} "
+            f"({lds:g}); the label table does not match this slide"
+        )
+    mpp = slide.mpp
+    base_mpp = (mpp[0] + mpp[1]) / 2 if mpp else None
+    base_mag = slide.base_magnification
+    return LevelChoice(
+        job.level,
+        float(job.downsample),
+        float(scale),
+        base_mpp * job.downsample if base_mpp else None,
+        base_mag / job.downsample if base_mag else None,
+    )
+
+
+def _read_chunk(
+    slide: Slide,
+    choice: LevelChoice,
+    xy: np.ndarray,
+    size: int,
+    encode: Callable[[np.ndarray], bytes],
+) -> list[bytes]:
+    return [encode(slide.read_scaled((int(x), int(y)), (size, size), choice)) for x, y in xy]
+
+
+def pack_split(
+    prefix: Path,
+    jobs: Sequence[TileJob],
+    *,
+    encoding: str,
+    quality: int,
+    png_compression: int,
+    n_threads: int | None,
+) -> tuple[list[PackedSlide], float]:
+    """Write ``prefix``.rec/.idx/.lst/.csv with every tile of ``jobs``, in order.
+
+    Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError; the
+    caller owns (and removes) the folder on failure.
+    """
+    mx = import_mxnet(n_threads)
+    encode = make_encoder(encoding, quality, png_compression)
+    threads = resolve_threads(n_threads)
+    window = 2 * threads
+    packed: list[PackedSlide] = []
+    rid = 0
+    start = time.perf_counter()
+    writer = mx.recordio.MXIndexedRecordIO(
+        str(prefix.with_suffix(".idx")), str(prefix.with_suffix(".rec")), "w"
+    )
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="pf-pack") if threads > 1 else None
+    try:
+        with (
+            open(prefix.with_suffix(".lst"), "w", encoding="utf-8", newline="\n") as lst,
+            open(prefix.with_suffix(".csv"), "w", encoding="utf-8", newline="") as side,
+        ):
+            table = csv.writer(side, lineterminator="\n")
+            table.writerow(SIDE_CAR_COLUMNS)
+            for job in jobs:
+                with open_slide(job.slide_path) as slide:
+                    choice = _choice_for(slide, job)
+                    chunks = [job.l0_xy[i : i + _CHUNK] for i in range(0, len(job.l0_xy), _CHUNK)]
+                    # closing(): on an error, reads in flight end before the slide is closed
+                    with contextlib.closing(
+                        _ordered(pool, chunks, window, slide, choice, job, encode)
+                    ) as encoded:
+                        k = 0
+                        for data in itertools.chain.from_iterable(encoded):
+                            label = int(job.label[k])
+                            x, y = (int(v) for v in job.l0_xy[k])
+                            header = mx.recordio.IRHeader(0, float(label), rid, 0)
+                            writer.write_idx(rid, mx.recordio.pack(header, data))
+                            lst.write(f"{rid}\t{label}\t{job.slide_name}:{x}:{y}\n")
+                            table.writerow(_side_row(rid, job, k, x, y, label, choice))
+                            rid += 1
+                            k += 1
+                packed.append(PackedSlide(job.slide_name, choice, k))
+    finally:
+        writer.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return packed, time.perf_counter() - start
+
+
+def _side_row(
+    rid: int, job: TileJob, k: int, x: int, y: int, label: int, choice: LevelChoice
+) -> tuple[object, ...]:
+    return (
+        rid,
+        job.slide_name,
+        job.patient,
+        x,
+        y,
+        choice.level,
+        repr(float(choice.downsample)),
+        label,
+        f"{float(job.white_fraction[k]):.6g}",
+    )
+
+
+def _ordered(
+    pool: ThreadPoolExecutor | None,
+    chunks: list[np.ndarray],
+    window: int,
+    slide: Slide,
+    choice: LevelChoice,
+    job: TileJob,
+    encode: Callable[[np.ndarray], bytes],
+) -> Iterator[list[bytes]]:
+    """Encoded chunks in order, at most ``window`` in flight (bounded memory)."""
+    if pool is None:
+        for xy in chunks:
+            yield _read_chunk(slide, choice, xy, job.tile_size, encode)
+        return
+    pending: collections.deque[Future[list[bytes]]] = collections.deque()
+    try:
+        for xy in chunks:
+            pending.append(pool.submit(_read_chunk, slide, choice, xy, job.tile_size, encode))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        for fut in pending:  # the slide is closed after this generator: let reads finish first
+            if not fut.cancelled():
+                fut.exception()
+
+
+def read_records(
+    rec: Path, idx: Path, records: Sequence[int] | None = None
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield ``(record id, RGB uint8 tile, label)`` for ``records`` (all when None), decoded."""
+    import cv2
+
+    mx = import_mxnet()
+    reader = mx.recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
+    try:
+        keys = list(reader.keys) if records is None else [int(r) for r in records]
+        for key in keys:
+            if key not in reader.idx:
+                raise DatasetError(f"{rec}: no record {key} (the split has {len(reader.keys)})")
+            header, data = mx.recordio.unpack(reader.read_idx(key))
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise DatasetError(f"{rec}: record {key} does not decode as an image")
+            label = header.label
+            label = float(label if np.isscalar(label) else np.asarray(label).ravel()[0])
+            yield key, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
+    finally:
+        reader.close()
+
+
+@functools.cache
+def _rot90_class(mx: Any) -> type:
+    """A DataIter that rotates every sample of the wrapped iterator by a random multiple of 90°."""
+
+    class Rot90Iter(mx.io.DataIter):  # type: ignore[name-defined,misc]
+        """Random exact 90° rotations (label-preserving for histology) around another iterator.
+
+        ImageRecordIter's ``max_rotate_angle``/``rotate`` rotate by arbitrary angles with
+        interpolation and fill the corners, so exact quarter turns are done here, per sample, on
+        the decoded batch (square tiles only).
+        """
+
+        def __init__(self, inner: Any, seed: int) -> None:
+            super().__init__(inner.batch_size)
+            self.inner = inner
+            self._rng = np.random.default_rng(seed)
+
+        @property
+        def provide_data(self) -> Any:
+            return self.inner.provide_data
+
+        @property
+        def provide_label(self) -> Any:
+            return self.inner.provide_label
+
+        def reset(self) -> None:
+            self.inner.reset()
+
+        def next(self) -> Any:
+            batch = self.inner.next()
+            nd = batch.data[0]
+            x = nd.asnumpy()
+            for i, k in enumerate(self._rng.integers(0, 4, len(x))):
+                if k:
+                    x[i] = np.rot90(x[i], k, axes=(1, 2)).copy()
+            nd[:] = x  # back into the batch's own buffer
+            return batch
+
+    return Rot90Iter
+
+
+def make_record_iter(
+    rec: Path,
+    idx: Path,
+    tile_size: int,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    augment: bool,
+    seed: int,
+    scale: float,
+    n_threads: int | None,
+    round_batch: bool,
+    num_parts: int,
+    part_index: int,
+) -> Any:
+    """An ``mx.io.ImageRecordIter`` (wrapped for 90° turns when ``augment``); see record_iter."""
+    mx = import_mxnet(n_threads)
+    threads = resolve_threads(n_threads)
+    kwargs: dict[str, Any] = {
+        "path_imgrec": str(rec),
+        "path_imgidx": str(idx),
+        "data_shape": (3, tile_size, tile_size),
+        "label_width": 1,
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "scale": scale,
+        "round_batch": round_batch,
+        "preprocess_threads": threads,
+        "num_parts": num_parts,
+        "part_index": part_index,
+    }
+    if augment:
+        kwargs.update(rand_mirror=True, seed_aug=seed)
+    try:  # the constructor already decodes the first batch
+        it = mx.io.ImageRecordIter(**kwargs)
+    except mx.base.MXNetError as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        why = lines[-1][:200] if lines else type(exc).__name__
+        raise DatasetError(f"{rec}: unreadable record ({why})") from None
+    return _rot90_class(mx)(it, seed) if augment else it
+
+
+def epoch_batches(it: Any, n_records: int) -> Iterator[Any]:
+    """Yield one exact epoch of ``it``: batches until ``n_records`` samples, ``pad`` corrected.
+
+    ImageRecordIter with ``round_batch=False`` fills the tail of the last batch with stale samples
+    and reports ``pad=0``; here the last batch gets ``pad = batch_size - valid`` so that
+    ``batch.data[0][: batch_size - batch.pad]`` are exactly the remaining records. Call
+    ``it.reset()`` between epochs yourself.
+    """
+    seen = 0
+    while seen < n_records:
+        try:
+            batch = it.next()
+        except StopIteration:
+            return
+        size = batch.data[0].shape[0]
+        valid = min(size, n_records - seen)
+        batch.pad = size - valid
+        seen += valid
+        yield batch
