@@ -6,9 +6,9 @@ benchmarks are run as a folder (a file named on the command line is collected an
 Shared, session-scoped fixtures for benchmarks that work on a whole slide (``bench_end_to_end.py``;
 the stage benchmarks keep their own fixed inputs):
 
-* ``bench_scale``: ``tiny``, ``small``, ``default`` or ``large``, from ``--bench-scale`` or the environment
-  variable ``PF_BENCH_SCALE`` (default ``default``): the size of the shared synthetic slide,
-  :data:`SCALES`.
+* ``bench_scale``: ``tiny``, ``small``, ``default`` or ``large``, from ``--bench-scale`` or the
+  environment variable ``PF_BENCH_SCALE`` (default ``default``): the size of the shared synthetic
+  slide, :data:`SCALES`.
 * ``bench_slide``: that synthetic slide (pyramidal JPEG TIFF at 20x, 0.5 µm/px, with its painted
   copy), generated once and cached in ``PF_BENCH_CACHE`` (default ``/tmp/pf_bench_cache``) so later
   runs reuse it.
@@ -92,7 +92,7 @@ def bench_slide(bench_scale: str):
 
 @pytest.fixture(scope="session")
 def bench_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder: the study's CNN at 128 px, seeded weights, ``model.json`` as training writes."""
+    """A model folder: the study's CNN at 128 px, seeded weights, ``model.json`` as train writes."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from _tiny_model import make_model
 

@@ -1,0 +1,518 @@
+"""The study's Table 3, measured here: run the benchmark suite (or read its JSON), write a report.
+
+Usage::
+
+    python tools/bench_report.py [--scale small|default|large] [--out DIR] [-- PYTEST ARGS...]
+    python tools/bench_report.py --json bench-raw.json [--out DIR]       # no run: report a JSON
+    python tools/bench_report.py --json new.json --compare old-report.json  # reproducibility
+
+Without ``--json`` it runs ``pytest bench/ --benchmark-only --benchmark-json=DIR/bench-raw.json
+--bench-scale SCALE`` (arguments after ``--`` are passed on, e.g. ``--benchmark-save=NAME`` or
+``-k end_to_end``), then prints and saves ``DIR/bench-report.md`` and ``DIR/bench-report.json``:
+
+* **Table 3**, per slide, from ``bench/bench_end_to_end.py``: stage | the study's time on its
+  GTX 1080 workstation | the study's way here | ours here | speed-up. Baseline values marked ‡
+  are extrapolated per tile from a sample (the footnote says from how many tiles).
+* **Against the best alternative**: every kernel and stage, ours against the best NumPy / OpenCV
+  / pyvips form and the baseline, from the stage benchmarks and the end-to-end one.
+* **The study's data set**: what the preprocessing throughput measured on the same slide means
+  for about 400 000 tiles (the study: about 4 hours).
+* **Targets** of issue 8 (PASS / FAIL) and the machine (cores, CPU, MXNet build and features,
+  OpenMP threads, load average before and after the run).
+
+``--compare OLD`` adds the relative difference of every number against an earlier report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_TILES = 400_000  # the study's data set
+STUDY_PREPROCESS_S = 4 * 3600.0  # "about 4 hours of preprocessing"
+PREPROCESS_TARGET = 100.0  # issue 8: at least 100 x the baseline's tiles per second
+
+#: Table 3 rows: key, stage, the study's seconds, baseline stages, our stages, what ours is.
+TABLE3: list[tuple[str, str, float | None, tuple[str, ...], tuple[str, ...], str]] = [
+    ("convert", "scanner TIFF → 20x JPEG (ImageMagick)", 45.0, ("convert",), (),
+     "not needed: tiles are read from the scanner file"),
+    ("crop", "crop the biopsy", 12.0, ("crop",), ("tissue",), "tissue mask + tile grid"),
+    ("tiles", "tile files / pack the data set", None, ("tiles",), ("pack",),
+     "RecordIO, white cleaning"),
+    ("label", "labelling (painted copy)", 12 * 60.0, ("label",), ("label",),
+     "both images read, white fraction fused"),
+    ("white", "drop white tiles", 3 * 3600 + 45 * 60.0, ("white",), ("white",),
+     "tissue tiles only, native kernel"),
+    ("predict", "predict", 2 * 60.0, ("predict",), ("predict",), "native engine (C predict API)"),
+    ("blend", "alpha-blend cancer tiles", 17 * 60.0, ("blend",), ("overlay",),
+     "blend + pyramidal TIFF, one pass"),
+    ("montage", "reassemble (montage)", 27.0, ("montage",), (), "in the overlay's single pass"),
+]  # fmt: skip
+
+#: Stage benchmarks: (title, file, ours, best-form candidates, baseline, unit, extra_info keys).
+KERNELS: list[tuple[str, str, str, tuple[str, ...], str | None, str, tuple[str, ...]]] = [
+    ("white fraction, 128 px tiles", "bench_tissue", "test_native[all-cores]",
+     ("test_numpy", "test_opencv"), "test_baseline", "tile", ("us_per_tile",)),
+    ("painted labels, 128 px tiles", "bench_label", "test_native[all-cores]",
+     ("test_numpy", "test_opencv_batch"), "test_baseline", "tile", ("us_per_tile",)),
+    ("tissue mask + grid, 1-gigapixel slide", "bench_tissue", "test_gigapixel_mask_and_grid",
+     (), "test_gigapixel_mask_and_grid", "slide", ("s_per_slide",)),
+    ("pack the data set, JPEG", "bench_dataset", "test_pack[jpeg]", (),
+     "test_baseline_tile_files", "tile", ("tiles/s",)),
+    ("read for training (ImageRecordIter), JPEG", "bench_dataset", "test_read[jpeg-False]", (),
+     "test_baseline_tile_files", "tile", ("img/s",)),
+    ("inference, study CNN", "bench_predict", "test_engine[native]",
+     ("test_engine[gluon]", "test_engine[onnx]"), "test_baseline_one_tile_per_call", "tile",
+     ("tiles_per_s",)),
+    ("blend kernel, one 1024-row strip", "bench_overlay", "test_blend_kernel[native-all]",
+     ("test_blend_kernel[numpy]",), None, "call", ()),
+    ("overlay: blend + pyramidal TIFF", "bench_overlay", "test_ours[all-cores]",
+     ("test_pyvips",), "test_study_way", "slide", ("extrapolated_s", "s_per_slide")),
+]  # fmt: skip
+#: End-to-end stages that have a best-form contender (bench_end_to_end.py, group e2e-alt).
+E2E_ALT = ("label", "pack", "predict", "overlay")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One benchmark of a pytest-benchmark JSON file."""
+
+    file: str  # module stem, e.g. "bench_tissue"
+    name: str  # test name with parameters, e.g. "test_native[all-cores]"
+    group: str | None
+    median: float  # seconds per call
+    minimum: float
+    rounds: int
+    extra: dict[str, Any]
+
+
+def load_entries(data: dict[str, Any]) -> list[Entry]:
+    """The benchmarks of a pytest-benchmark JSON document (``--benchmark-json``)."""
+    out = []
+    for b in data.get("benchmarks", []):
+        path = b.get("fullname", "").split("::")[0]
+        st = b.get("stats", {})
+        out.append(Entry(Path(path).stem, b["name"], b.get("group"), float(st.get("median", 0)),
+                         float(st.get("min", 0)), int(st.get("rounds", 0)),
+                         dict(b.get("extra_info") or {})))  # fmt: skip
+    return out
+
+
+def find(entries: list[Entry], file: str, name: str) -> Entry | None:
+    """The entry of test ``name`` in ``bench/<file>.py`` (None if it did not run)."""
+    return next((e for e in entries if e.file == file and e.name == name), None)
+
+
+def cost(
+    entry: Entry | None, unit: str, keys: tuple[str, ...] = (), strict: bool = False
+) -> float | None:
+    """Seconds per unit (tile, slide or call) from the first of ``keys`` that was recorded.
+
+    ``us_per_tile`` is µs per tile; keys ending in ``/s`` or ``_per_s`` are rates (inverted);
+    ``s_per_slide`` / ``extrapolated_s`` are seconds. Without any of them: the median call, per
+    ``extra_info["tiles"]`` tile when the unit is a tile; but None with ``strict`` (a baseline's
+    per-slide figure must be recorded, not guessed from the time of its sample).
+    """
+    if entry is None:
+        return None
+    for k in keys:
+        v = entry.extra.get(k)
+        if isinstance(v, int | float) and v > 0:
+            if k == "us_per_tile":
+                return v / 1e6
+            if k.endswith("/s") or k.endswith("_per_s"):
+                return 1.0 / v
+            return float(v)
+    if strict:
+        return None
+    tiles = entry.extra.get("tiles") if unit == "tile" else None
+    return entry.median / tiles if tiles else entry.median
+
+
+def e2e_stages(entries: list[Entry]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``(kind, stage) -> extra_info`` of bench_end_to_end.py (kind: ours, alt, baseline)."""
+    return {(e.extra["e2e"], e.extra["stage"]): e.extra for e in entries if "e2e" in e.extra}
+
+
+def speedup(base: float | None, ours: float | None) -> float | None:
+    """How many times faster ours is (both in seconds per the same unit)."""
+    return base / ours if base and ours else None
+
+
+def preprocess(e2e: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any] | None:
+    """Preprocessing (tile, label, clean, pack) throughput on the same slide, and 400 000 tiles.
+
+    Rates are full-grid tiles (every 128 px tile of the slide, as the study cut) per second: the
+    baseline processes each of them; ours skips the glass by its tissue mask. ``ours_per_kept``
+    is our rate per tile actually processed (tissue tiles), for the stricter reading.
+    """
+    ours = e2e.get(("ours", "preprocess"))
+    parts = [e2e.get(("baseline", s)) for s in ("tiles", "label", "white")]
+    if ours is None or any(p is None for p in parts):
+        return None
+    n, kept = ours["grid_tiles"], ours["tissue_tiles"]
+    base_s = sum(p["s_per_slide"] for p in parts if p)
+    r_ours, r_base = n / ours["s_per_slide"], n / base_s
+    return {
+        "grid_tiles": n, "tissue_tiles": kept, "ours_s": ours["s_per_slide"], "baseline_s": base_s,
+        "ours_rate": r_ours, "baseline_rate": r_base, "ratio": r_ours / r_base,
+        "ours_per_kept": kept / ours["s_per_slide"],
+        "study_tiles": STUDY_TILES, "study_s": STUDY_PREPROCESS_S,
+        "baseline_study_s": STUDY_TILES / r_base, "ours_study_s": STUDY_TILES / r_ours,
+        "ours_study_s_all_kept": STUDY_TILES / (kept / ours["s_per_slide"]),
+        "sample": {p["stage"]: p.get("extrapolated_from") for p in parts if p},
+    }  # fmt: skip
+
+
+def table3(e2e: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of Table 3 (seconds per slide; None where a stage did not run or does not exist)."""
+    rows = []
+    for key, stage, study, base_st, ours_st, what in TABLE3:
+        base = [e2e.get(("baseline", s)) for s in base_st]
+        ours = [e2e.get(("ours", s)) for s in ours_st]
+        b = sum(x["s_per_slide"] for x in base) if base and all(base) else None
+        o = sum(x["s_per_slide"] for x in ours) if ours and all(ours) else None
+        extra = [x["extrapolated_from"] for x in base if x and "extrapolated_from" in x]
+        area = [x["extrapolated_by_area"] for x in base if x and "extrapolated_by_area" in x]
+        rows.append({"key": key, "stage": stage, "study_s": study, "baseline_s": b,
+                     "ours_s": o, "ours_what": what, "removed": not ours_st,
+                     "speedup": speedup(b, o), "extrapolated_from": min(extra, default=None),
+                     "extrapolated_by_area": max(area, default=None)})  # fmt: skip
+    base_all = [r["baseline_s"] for r in rows]
+    chain = e2e.get(("ours", "chain"))
+    b = sum(base_all) if all(v is not None for v in base_all) else None  # type: ignore[misc]
+    o = chain["s_per_slide"] if chain else None
+    rows.append({"key": "total", "stage": "per slide, end to end", "study_s": sum(
+        r[2] for r in TABLE3 if r[2]), "baseline_s": b, "ours_s": o, "removed": False,
+        "ours_what": "the whole chain in one call", "speedup": speedup(b, o),
+        "extrapolated_from": None, "extrapolated_by_area": None})  # fmt: skip
+    return rows
+
+
+def kernel_rows(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Ours against the best NumPy/OpenCV/pyvips form and the baseline, stage benchmarks + e2e."""
+    rows = []
+    for title, file, ours_n, alt_ns, base_n, unit, keys in KERNELS:
+        ours = cost(find(entries, file, ours_n), unit, keys)
+        if ours is None:
+            continue
+        alts = [(n, cost(find(entries, file, n), unit, keys)) for n in alt_ns]
+        alts = [(n, c) for n, c in alts if c is not None]
+        best = min(alts, key=lambda a: a[1], default=(None, None))
+        bkeys = ("baseline_estimate_s",) if "gigapixel" in ours_n else keys
+        base = cost(find(entries, file, base_n), unit, bkeys, strict=True) if base_n else None
+        rows.append({"title": title, "source": f"bench/{file}.py", "unit": unit, "ours": ours,
+                     "alt": best[1], "alt_name": best[0], "baseline": base,
+                     "vs_alt": speedup(best[1], ours),
+                     "vs_baseline": speedup(base, ours)})  # fmt: skip
+    e2e = e2e_stages(entries)
+    for stage in E2E_ALT:
+        ours, alt = e2e.get(("ours", stage)), e2e.get(("alt", stage))
+        if ours is None:
+            continue
+        base_keys = {"pack": ("tiles",), "overlay": ("blend", "montage")}.get(stage, (stage,))
+        base = [e2e.get(("baseline", k)) for k in base_keys]
+        o, a = ours["s_per_slide"], alt["s_per_slide"] if alt else None
+        b = sum(x["s_per_slide"] for x in base if x) if all(base) else None
+        rows.append({"title": f"per slide: {stage} ({ours['slide']})",
+                     "source": "bench/bench_end_to_end.py", "unit": "slide", "ours": o, "alt": a,
+                     "alt_name": alt.get("how") if alt else None, "baseline": b,
+                     "vs_alt": speedup(a, o), "vs_baseline": speedup(b, o)})  # fmt: skip
+    return rows
+
+
+def targets(kernels: list[dict[str, Any]], pre: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 8's measurable targets: PASS, FAIL, or None when the benchmark did not run."""
+
+    def vs_alt(prefix: str, at_least: float) -> bool | None:
+        r = next((k for k in kernels if k["title"].startswith(prefix)), None)
+        return None if r is None or r["vs_alt"] is None else r["vs_alt"] >= at_least
+
+    return [
+        {"target": "white-fraction kernel faster than its best NumPy/OpenCV form",
+         "ok": vs_alt("white fraction", 1.0 + 1e-9)},
+        {"target": "label kernel faster than its best NumPy/OpenCV form",
+         "ok": vs_alt("painted labels", 1.0 + 1e-9)},
+        {"target": "blend + pyramid at least as fast as pyvips on the same output",
+         "ok": vs_alt("overlay:", 1.0)},
+        {"target": f"preprocessing >= {PREPROCESS_TARGET:g}x the baseline's tiles per second",
+         "ok": None if pre is None else pre["ratio"] >= PREPROCESS_TARGET},
+    ]  # fmt: skip
+
+
+# -- machine ----------------------------------------------------------------------------------
+def _cpuinfo(field: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() == field:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def loadavg() -> str | None:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """Cores, CPU, memory, library versions, MXNet build and features, threads."""
+    facts: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_count": os.cpu_count(), "cpu": _cpuinfo("model name") or platform.processor(),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+    }  # fmt: skip
+    try:
+        mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+        facts["memory_gib"] = round(int(mem) / 2**20, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        import numpy
+
+        facts["numpy"] = numpy.__version__
+        import cv2
+
+        facts["opencv"] = cv2.__version__
+        import prostate_fast
+
+        facts["prostate_fast"] = prostate_fast.__version__
+        facts["native_openmp"] = prostate_fast.native_openmp()
+        from prostate_fast._mx import import_mxnet
+
+        mx = import_mxnet()
+        facts["mxnet"] = mx.__version__
+        feats = mx.runtime.Features()
+        facts["mxnet_features"] = sorted(k for k in feats.keys() if feats.is_enabled(k))
+        facts["mxnet_omp_threads"] = os.environ.get("OMP_NUM_THREADS")
+    except Exception as exc:  # noqa: BLE001 - facts are best effort
+        facts["error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import pyvips
+
+        facts["libvips"] = pyvips.version(0), pyvips.version(1), pyvips.version(2)
+    except Exception:  # noqa: BLE001
+        pass
+    return facts
+
+
+# -- formatting -------------------------------------------------------------------------------
+def fmt_s(s: float | None) -> str:
+    """Seconds for people: 0.8 ms, 2.3 s, 12 min 5 s, 3 h 45 min."""
+    if s is None:
+        return "—"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.0f} ms" if s >= 0.1 else f"{s * 1e3:.1f} ms"
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    if s < 3600:
+        m, r = divmod(round(s), 60)
+        return f"{m} min {r} s" if m < 10 and r else f"{s / 60:.0f} min"
+    h, m = divmod(round(s / 60), 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
+def fmt_x(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 1 else f"{x:.2f}x"
+
+
+def fmt_cost(c: float | None, unit: str) -> str:
+    if c is None:
+        return "—"
+    if unit == "tile":
+        return f"{c * 1e6:,.1f} µs/tile ({1 / c:,.0f}/s)" if c < 1e-3 else f"{1 / c:,.1f} tiles/s"
+    return fmt_s(c) + ("/slide" if unit == "slide" else "")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown report."""
+    t3, m = report["table3"], report["machine"]
+    slide = report.get("slide") or {}
+    lines = ["# Benchmark report: the study's Table 3, measured here", ""]
+    if t3:
+        lines += [
+            f"Per slide: synthetic {slide.get('slide', '?')} px ({slide.get('slide_gp', 0):.2f} "
+            f"gigapixels) at 20x, {slide.get('grid_tiles', '?')} tiles of 128 px in the full grid, "
+            f"{slide.get('tissue_tiles', '?')} on tissue. The study's times are its own, on its "
+            "slides and GTX 1080 workstation (2018); the baseline is its way, run here on this "
+            "slide.", "",
+            "| stage | study (GTX 1080 workstation, 2018) | baseline here | ours here | speed-up |",
+            "|---|---|---|---|---|"]  # fmt: skip
+        notes, band = [], False
+        for r in t3:
+            base = fmt_s(r["baseline_s"])
+            if r["extrapolated_from"]:
+                base += " ‡"
+                notes.append(r["extrapolated_from"])
+            elif r["extrapolated_by_area"]:
+                base += " §"
+                band = True
+            if r["removed"]:
+                ours, x = f"— ({r['ours_what']})", "step removed"
+            else:
+                ours, x = f"{fmt_s(r['ours_s'])} ({r['ours_what']})", fmt_x(r["speedup"])
+            study = fmt_s(r["study_s"]) if r["study_s"] else "—"
+            lines.append(f"| {r['stage']} | {study} | {base} | {ours} | {x} |")
+        lines.append("")
+        if notes:
+            lines.append(
+                f"‡ extrapolated: timed on a random sample of {min(notes)}-{max(notes)} tiles of "
+                "the slide's full grid (predict: its tissue tiles), per tile, to the whole slide."
+            )
+        if band:
+            lines.append("§ timed on a band of the slide, scaled by area.")
+    pre = report.get("preprocess")
+    if pre:
+        lines += [
+            "", "## Preprocessing (tile, label, clean, pack) and the study's data set", "",
+            f"Same slide, same run: ours {pre['ours_rate']:,.0f} full-grid tiles/s, the baseline "
+            f"{pre['baseline_rate']:,.1f} tiles/s: **{pre['ratio']:,.0f}x**. For the study's data "
+            f"set of about {pre['study_tiles']:,} tiles (about {fmt_s(pre['study_s'])} of "
+            f"preprocessing on its workstation): the baseline here "
+            f"{fmt_s(pre['baseline_study_s'])}, ours {fmt_s(pre['ours_study_s'])}. Ours skips "
+            f"glass by its tissue mask ({pre['tissue_tiles']} of {pre['grid_tiles']} tiles "
+            f"processed); even if all {pre['study_tiles']:,} were tissue tiles, ours would take "
+            f"{fmt_s(pre['ours_study_s_all_kept'])}.",
+        ]  # fmt: skip
+    ks = report["kernels"]
+    if ks:
+        lines += ["", "## Ours against the best NumPy / OpenCV / pyvips form and the baseline", "",
+                  "| kernel or stage | ours | best alternative | baseline | vs best alt. | "
+                  "vs baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for k in ks:
+            alt = fmt_cost(k["alt"], k["unit"]) + (f" ({k['alt_name']})" if k["alt_name"] else "")
+            lines.append(f"| {k['title']} | {fmt_cost(k['ours'], k['unit'])} | {alt} | "
+                         f"{fmt_cost(k['baseline'], k['unit'])} | {fmt_x(k['vs_alt'])} | "
+                         f"{fmt_x(k['vs_baseline'])} |")  # fmt: skip
+    lines += ["", "## Targets (issue 8)", ""]
+    for t in report["targets"]:
+        ok = {True: "PASS", False: "FAIL", None: "not measured"}[t["ok"]]
+        lines.append(f"- {ok}: {t['target']}")
+    lines += ["", "## Machine", "",
+              f"- {m.get('nproc')} cores ({m.get('cpu')}), {m.get('memory_gib', '?')} GiB, "
+              f"{m.get('platform')}",
+              f"- MXNet {m.get('mxnet', '?')}, features: {', '.join(m.get('mxnet_features', []))}",
+              f"- OpenMP threads: OMP_NUM_THREADS={m.get('mxnet_omp_threads') or 'unset'} "
+              f"(before MXNet: {m.get('OMP_NUM_THREADS')}); native OpenMP: "
+              f"{m.get('native_openmp')}",
+              f"- Python {m.get('python')}, numpy {m.get('numpy')}, OpenCV {m.get('opencv')}, "
+              f"libvips {'.'.join(map(str, m.get('libvips', ()))) or '?'}, prostate-fast "
+              f"{m.get('prostate_fast')}",
+              f"- load average before / after the run: {report.get('load_before')} / "
+              f"{report.get('load_after')} (more than ~0.5 per core means the numbers are "
+              "disturbed)",
+              f"- run: {report.get('command') or 'from ' + str(report.get('source'))}, "
+              f"{fmt_s(report.get('wall_s'))}, {report.get('datetime')}, commit "
+              f"{report.get('commit')}"]  # fmt: skip
+    if report.get("compare"):
+        c = report["compare"]
+        lines += ["", f"## Against {c['against']}", "",
+                  f"Largest difference: {c['max_rel'] * 100:.0f} % ({c['worst']}); median "
+                  f"{c['median_rel'] * 100:.0f} % over {c['n']} numbers."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def numbers(report: dict[str, Any]) -> dict[str, float]:
+    """Every measured number of a report, by a stable name (for ``--compare``)."""
+    out = {}
+    for r in report.get("table3", []):
+        for k in ("baseline_s", "ours_s"):
+            if r.get(k):
+                out[f"table3.{r['key']}.{k}"] = r[k]
+    for k in report.get("kernels", []):
+        for f in ("ours", "alt", "baseline"):
+            if k.get(f):
+                out[f"kernel.{k['title']}.{f}"] = k[f]
+    return out
+
+
+def compare(new: dict[str, Any], old: dict[str, Any], label: str) -> dict[str, Any] | None:
+    """Relative differences |new - old| / old of the numbers both reports have."""
+    a, b = numbers(new), numbers(old)
+    rel = {k: abs(a[k] - b[k]) / b[k] for k in a.keys() & b.keys() if b[k] > 0}
+    if not rel:
+        return None
+    worst = max(rel, key=rel.__getitem__)
+    vals = sorted(rel.values())
+    return {"against": label, "n": len(rel), "max_rel": rel[worst], "worst": worst,
+            "median_rel": vals[len(vals) // 2], "relative": rel}  # fmt: skip
+
+
+def build_report(data: dict[str, Any], machine: dict[str, Any], **run: Any) -> dict[str, Any]:
+    """The whole report from a pytest-benchmark JSON document."""
+    entries = load_entries(data)
+    e2e = e2e_stages(entries)
+    pre = preprocess(e2e)
+    ks = kernel_rows(entries)
+    any_e2e = next(iter(e2e.values()), None)
+    slide = {k: any_e2e[k] for k in ("slide", "slide_gp", "grid_tiles", "tissue_tiles")} if (
+        any_e2e) else None  # fmt: skip
+    return {"table3": table3(e2e) if e2e else [], "slide": slide, "preprocess": pre,
+            "kernels": ks, "targets": targets(ks, pre), "machine": machine,
+            "datetime": data.get("datetime"),
+            "commit": (data.get("commit_info") or {}).get("id", "?")[:10], **run}  # fmt: skip
+
+
+def run_suite(scale: str, raw: Path, extra: list[str]) -> tuple[int, float, str]:
+    """``pytest bench/ --benchmark-only`` at ``scale``, writing ``raw``; (status, seconds, cmd)."""
+    cmd = [sys.executable, "-m", "pytest", "bench/", "--benchmark-only", f"--bench-scale={scale}",
+           f"--benchmark-json={raw}", "-p", "no:cacheprovider", "-q", *extra]  # fmt: skip
+    t0 = time.perf_counter()
+    status = subprocess.run(cmd, cwd=ROOT).returncode
+    shown = " ".join(["pytest", *cmd[3:]])
+    return status, time.perf_counter() - t0, shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default=os.environ.get("PF_BENCH_SCALE", "default"),
+                    choices=("tiny", "small", "default", "large"))  # fmt: skip
+    ap.add_argument("--json", type=Path, help="report this pytest-benchmark JSON, do not run")
+    ap.add_argument("--out", type=Path, default=Path("."), help="folder of the report files")
+    ap.add_argument("--compare", type=Path, help="an earlier bench-report.json")
+    ap.add_argument("pytest_args", nargs="*", help="after --: passed on to pytest")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run: dict[str, Any] = {"load_before": loadavg()}
+    status = 0
+    if args.json is None:
+        raw = (args.out / "bench-raw.json").resolve()
+        status, wall, cmd = run_suite(args.scale, raw, args.pytest_args)
+        run.update(command=cmd, wall_s=wall, source=str(raw), status=status)
+        if not raw.is_file():
+            print(f"bench_report: pytest wrote no {raw} (exit {status})", file=sys.stderr)
+            return status or 1
+    else:
+        raw = args.json
+        run["source"] = str(raw)
+    run["load_after"] = loadavg()
+    report = build_report(json.loads(raw.read_text()), machine_facts(), **run)
+    if args.compare:
+        report["compare"] = compare(report, json.loads(args.compare.read_text()), str(args.compare))
+    text = render(report)
+    (args.out / "bench-report.md").write_text(text)
+    (args.out / "bench-report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(text)
+    print(f"bench_report: wrote {args.out / 'bench-report.md'} and bench-report.json")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
