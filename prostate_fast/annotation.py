@@ -194,7 +194,19 @@ def load_geojson(path: str | Path) -> Annotation:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise AnnotationError(
+            f"{p}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # 5000-digit integers, absurd nesting
+        raise AnnotationError(f"{p}: unreadable JSON ({type(exc).__name__}: {exc})") from None
+    try:
+        return _geojson_document(p, doc)
+    except (OverflowError, ValueError, RecursionError) as exc:
+        raise AnnotationError(f"{p}: malformed GeoJSON ({type(exc).__name__}: {exc})") from None
+
+
+def _geojson_document(p: Path, doc: Any) -> Annotation:
+    """The polygons of a decoded GeoJSON document (see :func:`load_geojson`)."""
     if isinstance(doc, list):
         features = doc
     elif isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
@@ -286,6 +298,8 @@ def _parse_xml(path: Path, data: bytes) -> Any:
         ) from None
     except ET.ParseError as exc:
         raise AnnotationError(f"{path}: malformed XML ({exc})") from None
+    except (LookupError, ValueError) as exc:  # an unknown or multi-byte declared encoding
+        raise AnnotationError(f"{path}: unreadable XML ({exc})") from None
 
 
 def _float_attr(path: Path, el: Any, key: str, where: str) -> float:

@@ -109,8 +109,14 @@ def painted_tile_stats(
     cols = np.asarray(colours)
     if cols.ndim != 2 or cols.shape[1] != 3 or len(cols) > _MAX_COLOURS:
         raise ValueError(f"colours must have shape (k, 3) with k <= 16, got {cols.shape}")
-    if cols.size and (cols.min() < 0 or cols.max() > 255):
-        raise ValueError("colours must be in [0, 255]")
+    if cols.size and (
+        cols.dtype.kind not in "iuf"
+        or not np.isfinite(cols).all()
+        or (cols != np.round(cols)).any()
+        or cols.min() < 0
+        or cols.max() > 255
+    ):
+        raise ValueError(f"colours must be whole numbers in [0, 255], got {colours!r}")
     for name, v in (("threshold", threshold), ("colour_tol", colour_tol)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 0 <= v <= 255:
             raise ValueError(f"{name} must be an integer in [0, 255], got {v!r}")
