@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_path
+from ._util import atomic_path, write_npz
 from .errors import AnnotationError, DatasetError
 
 __all__ = ["DEFAULT_ALIASES", "ClassMap", "LabelTable", "load_label_table"]
@@ -292,12 +292,10 @@ class LabelTable:
         meta = json.dumps(self.meta(), sort_keys=True)
         with atomic_path(p, overwrite=overwrite) as tmp:
             if suffix == ".npz":
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(
-                        fh, meta=np.array(meta), tile_rc=self.tile_rc, l0_xy=self.l0_xy,
-                        label=self.label, coverage=self.coverage,
-                        white_fraction=self.white_fraction,
-                    )  # fmt: skip
+                write_npz(
+                    tmp, meta=np.array(meta), tile_rc=self.tile_rc, l0_xy=self.l0_xy,
+                    label=self.label, coverage=self.coverage, white_fraction=self.white_fraction,
+                )  # fmt: skip
             else:
                 tmp.write_text(_MAGIC + meta + "\n" + self._csv_body(), encoding="utf-8")
         return p

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import errno
 import functools
 import itertools
 import time
@@ -160,8 +161,9 @@ def pack_split(
 ) -> tuple[list[PackedSlide], float]:
     """Write ``prefix``.rec/.idx/.lst/.csv with every tile of ``jobs``, in order.
 
-    Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError; the
-    caller owns (and removes) the folder on failure.
+    Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
+    OSError naming the ``.rec`` when MXNet cannot write it; the caller owns (and removes) the
+    folder on failure.
     """
     mx = import_mxnet(n_threads)
     encode = make_encoder(encoding, quality, png_compression)
@@ -200,6 +202,13 @@ def pack_split(
                             rid += 1
                             k += 1
                 packed.append(PackedSlide(job.slide_name, choice, k))
+    except mx.base.MXNetError as exc:  # dmlc's FileStream: a short fwrite (full disk, I/O error)
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        why = lines[-1][:200] if lines else type(exc).__name__
+        raise OSError(
+            errno.EIO, f"cannot write the record file ({why}); is the disk full?",
+            str(prefix.with_suffix(".rec")),
+        ) from exc  # fmt: skip
     finally:
         writer.close()
         if pool is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "check_image", "resolve_threads"]
+__all__ = [
+    "atomic_path",
+    "check_image",
+    "check_parent",
+    "check_writable",
+    "disk_error_naming",
+    "naming_disk_errors",
+    "resolve_threads",
+    "write_npz",
+]
 
 
 def resolve_threads(n_threads: int | None) -> int:
@@ -34,9 +45,15 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = False) -> It
     """
     final = Path(final)
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists; refusing to overwrite it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        raise FileExistsError(
+            f"{final}: already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    check_parent(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
+        raise OSError(exc.errno, exc.strerror, str(final)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the output the mode a plain open() would (0666 minus umask).
@@ -44,11 +61,67 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = False) -> It
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
-        yield tmp_path
-        os.replace(tmp_path, final)
+        with naming_disk_errors(final, also=tmp_path):
+            yield tmp_path
+            os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: errno values of a write that failed for lack of room (full disk, quota, file size limit).
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def naming_disk_errors(
+    path: str | os.PathLike[str], *, also: str | os.PathLike[str] | None = None
+) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block as one naming ``path``.
+
+    Only errors that name no file and say the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``:
+    writers such as io, zipfile and tifffile report them so), or that name ``also`` (a temporary
+    name of ``path``), are renamed; others pass unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        named = disk_error_naming(exc, path, also=also)
+        if named is None:
+            raise
+        raise named from exc
+
+
+def disk_error_naming(
+    exc: OSError, path: str | os.PathLike[str], *, also: str | os.PathLike[str] | None = None
+) -> OSError | None:
+    """``exc`` as an error naming ``path`` (see :func:`naming_disk_errors`), or None to keep it.
+
+    ``also`` is a temporary name of ``path`` (a file, or a folder whose files are renamed too).
+    """
+    name = exc.filename
+    temp = (
+        also is not None
+        and isinstance(name, str)
+        and (Path(name) == Path(also) or Path(also) in Path(name).parents)
+    )
+    if temp or (name is None and exc.errno in _DISK_ERRORS):
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    return None
+
+
+def check_parent(path: str | os.PathLike[str]) -> None:
+    """Raise ``NotADirectoryError`` naming the file when an ancestor of ``path`` is not a folder.
+
+    (``mkdir(parents=True, exist_ok=True)`` would say "File exists", naming no output.)
+    """
+    for parent in Path(path).parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, f"{parent} is a file, not a folder", str(path)
+                )
+            return
 
 
 def check_image(name: str, arr: np.ndarray, *, channels: tuple[int, ...] = (3,)) -> np.ndarray:
@@ -59,3 +132,38 @@ def check_image(name: str, arr: np.ndarray, *, channels: tuple[int, ...] = (3,))
     if arr.ndim != 3 or arr.shape[2] not in channels:
         raise ValueError(f"{name} must have shape (rows, cols, {channels}), got {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def check_writable(
+    folder: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None
+) -> None:
+    """Check, creating nothing, that files can be written in ``folder`` (or made under it).
+
+    A probe file (unnamed, never linked) is opened in ``folder``, or in its nearest existing
+    ancestor when it does not exist yet. Commands that write their outputs only at the end call
+    this first, so a read-only or impossible output folder fails before the work. Raises
+    ``OSError`` naming ``output`` (default ``folder``).
+    """
+    folder = Path(folder)
+    target = str(output if output is not None else folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder", target)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, target) from exc
+
+
+def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+    """``numpy.savez_compressed`` to ``path``, encoded in memory and written in one go.
+
+    numpy leaves its ZipFile open when a write fails (a full disk); its ``__del__`` then prints
+    "Exception ignored ... ValueError: seek of closed file" on stderr at exit. Encoding into a
+    buffer first keeps that failure a plain ``OSError`` of the one file write.
+    """
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with open(path, "wb") as fh:
+        fh.write(buf.getbuffer())

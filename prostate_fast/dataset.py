@@ -65,7 +65,7 @@ from ._selection import (
     read_patients,
     white_keep_mask,
 )
-from ._util import resolve_threads
+from ._util import check_parent, disk_error_naming, resolve_threads
 from .errors import DatasetError
 
 __all__ = [
@@ -196,6 +196,13 @@ def _check_out(out: Path, overwrite: bool) -> None:
         )
 
 
+def _origins(sources: Sequence[TableSource]) -> str:
+    """The label tables of ``sources``, for a message (the first three, then a count)."""
+    names = [s.origin for s in sources]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
+
+
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished folder into place; an old one is replaced only now, and only if asked."""
     _check_out(out, overwrite)
@@ -286,7 +293,9 @@ def _select_split(
         sub, _ = balance_indices(labels[pos], shares, rng)
         pos = pos[sub]
     if len(pos) == 0:
-        raise DatasetError(f"split {name!r} is empty after white cleaning and balancing")
+        raise DatasetError(
+            f"{_origins(members)}: split {name!r} is empty after white cleaning and balancing"
+        )
     info = {
         "records": int(len(pos)),
         "per_class": [int(v) for v in np.bincount(labels[pos], minlength=n_cls)],
@@ -424,7 +433,7 @@ def build_dataset(
     sources, classes = load_tables(tables)
     shares = parse_balance(balance, classes)
     if sum(len(s.label) for s in sources) == 0:
-        raise DatasetError("empty selection: the label tables have no labelled tile")
+        raise DatasetError(f"{_origins(sources)}: empty selection: no labelled tile in the table")
     missing = [str(s.slide_path) for s in sources if not s.slide_path.is_file()]
     if missing:
         raise DatasetError(f"slide file(s) not found: {', '.join(missing)}")
@@ -498,8 +507,12 @@ def build_dataset(
         "png_compression": int(png_compression) if encoding == "png" else None,
         "tables": [s.origin for s in sources],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+    try:
+        check_parent(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+    except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
     try:
         os.chmod(tmp, 0o755)
         packed: list[PackedSlide] = []
@@ -555,6 +568,11 @@ def build_dataset(
         for fname, obj in (("dataset.json", meta), ("summary.json", summary.to_dict())):
             (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
         _install(tmp, out, overwrite)
+    except OSError as exc:  # a full disk: say which dataset could not be written
+        named = disk_error_naming(exc, out, also=tmp)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -46,7 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ._util import atomic_path, resolve_threads
+from ._util import atomic_path, check_parent, naming_disk_errors, resolve_threads
 
 __all__ = [
     "CANCER_RGB",
@@ -738,7 +738,10 @@ def _write_pyramid(path: Path, chunks: Iterator, P: SyntheticParams, opts: dict)
     tile = opts["tile"]
     raws: list[Path] = []
     try:
-        with tifffile.TiffWriter(path, bigtiff=P.width * P.height * 3 > 2**32 - 2**28) as tif:
+        with (
+            naming_disk_errors(path),  # two files are written at once: say which one failed
+            tifffile.TiffWriter(path, bigtiff=P.width * P.height * 3 > 2**32 - 2**28) as tif,
+        ):
             for lvl, (w, h) in enumerate(dims):
                 if lvl + 1 < len(dims):
                     fd, name = tempfile.mkstemp(
@@ -942,7 +945,11 @@ def make_synthetic(
     if not overwrite:
         for f in files.values():
             if f.exists():
-                raise FileExistsError(f"{f}: already exists; pass overwrite=True to replace it")
+                raise FileExistsError(
+                    f"{f}: already exists; pass overwrite=True (--overwrite) to replace it"
+                )
+    check_parent(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     info = {
         "generator": "prostate_fast.synthetic",
@@ -985,14 +992,23 @@ def make_synthetic(
     ok, png = cv2.imencode(".png", truth_mask(P, d))
     if not ok:  # pragma: no cover - OpenCV without PNG
         raise RuntimeError("OpenCV cannot encode PNG")
-    with contextlib.ExitStack() as stack:
-        tmp = {
-            k: stack.enter_context(atomic_path(f, overwrite=overwrite)) for k, f in files.items()
-        }
-        _write_slides(P, tmp["slide"], tmp["painted"], opts)
-        tmp["mask"].write_bytes(png.tobytes())
-        tmp["geojson"].write_text(json.dumps(geo, indent=1) + "\n")
-        tmp["meta"].write_text(json.dumps(meta, indent=1) + "\n")
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp = {
+                k: stack.enter_context(atomic_path(f, overwrite=overwrite))
+                for k, f in files.items()
+            }
+            _write_slides(P, tmp["slide"], tmp["painted"], opts)
+            with naming_disk_errors(files["mask"]):
+                tmp["mask"].write_bytes(png.tobytes())
+            with naming_disk_errors(files["geojson"]):
+                tmp["geojson"].write_text(json.dumps(geo, indent=1) + "\n")
+            tmp["meta"].write_text(json.dumps(meta, indent=1) + "\n")
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: the folder this call made
+        raise
     polys = {
         k: tuple(p.astype(np.float64) for p in getattr(P, k))
         for k in ("cancer_polygons", "core_polygons")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._util import atomic_path
+from ._util import atomic_path, write_npz
 from .errors import DatasetError
 from .slide import LevelChoice, Slide
 
@@ -474,8 +474,7 @@ def save_tile_table(
     meta = json.dumps(_meta(grid))
     with atomic_path(path, overwrite=overwrite) as tmp:
         if kind == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, meta=np.array(meta), **cols)
+            write_npz(tmp, meta=np.array(meta), **cols)
         else:
             lines = [f"# prostate-fast tile table: {grid.slide_name}", f"# {meta}"]
             lines.append(",".join(TABLE_COLUMNS))
