@@ -1,0 +1,224 @@
+"""Reading side of :mod:`prostate_fast.train`: dataset checks, batches, prediction, model loading.
+
+Kept apart so that :mod:`prostate_fast.evaluate` (and prediction) can run a model over a dataset split
+without the training loop. MXNet is imported lazily, inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._mx import import_mxnet, parse_context
+from .errors import DatasetError, ModelError
+
+__all__ = ["load_exported", "predict_split"]
+
+
+# -- data ------------------------------------------------------------------------------------------
+def _dataset(dataset_dir: Path) -> Any:
+    """The dataset's validated description (prostate_fast.dataset.DatasetInfo)."""
+    from .dataset import load_dataset_info
+
+    info = load_dataset_info(dataset_dir)
+    where = info.path / "dataset.json"
+    if len(info.classes) < 2:
+        raise DatasetError(f"{where}: needs two classes, has {list(info.classes)}")
+    for name, sp in info.splits.items():
+        if sp.per_class and len(sp.per_class) != len(info.classes):
+            raise DatasetError(
+                f"{where}: split {name!r} counts tiles of {len(sp.per_class)} classes (per_class) "
+                f"but the dataset has {len(info.classes)}: {', '.join(info.classes)}"
+            )
+    return info
+
+
+def _count(info: Any, split: str) -> int:
+    """Number of records of a split, its records checked (DatasetError when missing or empty)."""
+    from .dataset import count_records
+
+    try:
+        sp = info.split(split)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    n = count_records(info.path, split)
+    if n == 0:
+        raise DatasetError(f"{sp.rec}: split {split!r} has no records")
+    _check_rec(sp.rec, sp.idx)
+    return n
+
+
+def _check_rec(rec: Path, idx: Path) -> None:
+    """Check every index entry points at a RecordIO record header (cheap: one seek per record)."""
+    size = rec.stat().st_size
+    magic = (0xCED7230A).to_bytes(4, "little")
+    with rec.open("rb") as fh:
+        for line in idx.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                offset = int(line.split("\t")[1])
+            except (IndexError, ValueError):
+                raise DatasetError(f"{idx}: malformed index line {line[:40]!r}") from None
+            fh.seek(offset)
+            head = fh.read(8)
+            length = int.from_bytes(head[4:], "little") & ((1 << 29) - 1) if len(head) == 8 else 0
+            if head[:4] != magic or offset + 8 + length > size:
+                raise DatasetError(f"{rec}: corrupt or truncated record at byte {offset}")
+
+
+def _mx_error(rec: Path, exc: BaseException) -> DatasetError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+    return DatasetError(f"{rec}: unreadable record ({first})")
+
+
+def _open_records(info: Any, split: str, **kwargs: Any) -> Any:
+    """prostate_fast.dataset.record_iter; MXNet read errors (it prefetches) become DatasetError."""
+    from .dataset import record_iter
+
+    mx = import_mxnet()
+    try:
+        return record_iter(info.path, split, **kwargs)
+    except mx.base.MXNetError as exc:
+        raise _mx_error(info.split(split).rec, exc) from None
+
+
+def _batches(it: Any, n: int, rec: Path, n_classes: int) -> Iterator[tuple[Any, Any, int]]:
+    """Yield ``(data, label, valid)`` until ``n`` samples; MXNet read errors become DatasetError."""
+    mx = import_mxnet()
+    seen = 0
+    while seen < n:
+        try:
+            batch = it.next()
+            valid = min(batch.data[0].shape[0], n - seen)
+            label = batch.label[0].asnumpy()  # the padded tail may hold garbage: mask it
+        except StopIteration:
+            raise DatasetError(f"{rec}: ended after {seen} of {n} records") from None
+        except mx.base.MXNetError as exc:
+            raise _mx_error(rec, exc) from None
+        label[valid:] = 0
+        if label.max() >= n_classes or label.min() < 0:
+            raise DatasetError(f"{rec}: label {label.max():g} outside the {n_classes} classes")
+        seen += valid
+        yield batch.data[0], mx.nd.array(label), valid
+
+
+def predict_split(
+    net: Any,
+    dataset_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    ctx: Any,
+    batch_size: int,
+    classes: Sequence[str],
+    tile_size: int,
+    scale: float,
+    n_threads: int | None = None,
+    softmax: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``net`` over a split in record order; return (labels int64 (n,), probabilities (n, C)).
+
+    ``softmax`` applies a softmax to ``net``'s output (a logit network); an exported model already
+    outputs probabilities (``softmax=False``).
+
+    Raises
+    ------
+    DatasetError
+        Missing or empty split, corrupt records, labels outside the classes.
+    ModelError
+        The dataset's tile size or class count does not match the model.
+    """
+    mx = import_mxnet(n_threads)
+    info = _dataset(Path(dataset_dir))
+    where = info.path / "dataset.json"
+    if list(info.classes) != list(classes):
+        raise ModelError(
+            f"{where}: classes {list(info.classes)} do not match the model's {list(classes)}"
+        )
+    if info.tile_size != int(tile_size):
+        raise ModelError(
+            f"{where}: tile size {info.tile_size} does not match the model's {tile_size}"
+        )
+    n = _count(info, split)
+    ctx0 = ctx[0] if isinstance(ctx, list | tuple) else ctx
+    it = _open_records(info, split, batch_size=batch_size, shuffle=False, scale=scale,
+                       n_threads=n_threads)  # fmt: skip
+    rec = info.split(split).rec
+    labels, probs = [], []
+    for data, label, valid in _batches(it, n, rec, len(classes)):
+        out = net(data.as_in_context(ctx0))
+        if out.shape[-1] != len(classes):
+            raise ModelError(f"the network has {out.shape[-1]} outputs for {len(classes)} classes")
+        out = mx.nd.softmax(out, axis=-1) if softmax else out
+        probs.append(out.asnumpy()[:valid].astype(np.float64))
+        labels.append(label.asnumpy()[:valid].astype(np.int64))
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def load_exported(
+    model_dir: str | os.PathLike[str], info: dict[str, Any], *, ctx: Any = "cpu"
+) -> tuple[Any, list[Any]]:
+    """Load ``model-symbol.json`` / ``model-NNNN.params`` as a Gluon SymbolBlock (probabilities out)."""
+    mx = import_mxnet()
+    ctxs = parse_context(ctx)
+    model_dir = Path(model_dir)
+    sym = model_dir / "model-symbol.json"
+    params = model_dir / f"model-{int(info['epoch']):04d}.params"
+    try:
+        with warnings.catch_warnings():  # "Cannot decide type for the following arguments: data"
+            warnings.simplefilter("ignore", UserWarning)
+            net = mx.gluon.SymbolBlock.imports(
+                str(sym), [info.get("input_name", "data")], str(params), ctx=ctxs[0]
+            )
+    except (mx.base.MXNetError, OSError, ValueError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        raise ModelError(f"{params}: cannot load the exported model ({first})") from None
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net, ctxs
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None, recursively (strict JSON)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label, self.t0 = enabled, max(total, 1), label, time.time()
+
+    def update(self, done: int, extra: str = "") -> None:
+        if not self.enabled:
+            return
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+        rate = done / max(time.time() - self.t0, 1e-9)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} {rate:.0f}/s {extra}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
