@@ -1,0 +1,131 @@
+"""Prediction throughput: every engine on the same batches of 256 tiles (tiles/s in extra_info).
+
+Run: ``pytest bench/bench_predict.py --benchmark-group-by=group`` (about a minute on 2 cores).
+
+The network is the 2018 study's CNN at its 128 px tile (13.9 M parameters, random but seeded
+weights: speed does not depend on the values). Tiles are 256 real tissue tiles from CMU-1 when
+``PROSTATE_FAST_DATA`` is set, else from a synthetic slide. Compared, in one run:
+
+* ``native``: the C++ engine on MXNet's C predict API (GIL released);
+* ``gluon``: SymbolBlock, static graph, MKLDNN backend on CPU;
+* ``onnx``: ONNX Runtime on the exported network;
+* ``baseline``: the plain way (Gluon SymbolBlock, not hybridized, one tile per call, normalised
+  per tile), as a straightforward re-implementation of the 2018 study's loop would run;
+* ``prepare``: the shared NumPy normalisation (uint8 NHWC to scaled float32 NCHW), included in
+  every engine's time above.
+
+Every engine is timed through ``Predictor.predict_batch`` (normalisation included), batch 64.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from _tiny_model import make_model  # noqa: E402
+
+TILE = 128
+N_TILES = 256
+BATCH = 64
+THREADS = int(os.environ.get("PF_BENCH_THREADS", "0")) or None
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model(tmp_path_factory.mktemp("bench-model") / "m", tile_size=TILE)
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tile import build_grid, read_tiles
+
+    root = os.environ.get("PROSTATE_FAST_DATA")
+    path = Path(root) / "wsi" / "CMU-1-Small-Region.svs" if root else None
+    if path is None or not path.is_file():
+        from prostate_fast.synthetic import make_synthetic
+
+        out = tmp_path_factory.mktemp("bench-slide")
+        path = make_synthetic(out, width=4096, height=4096, seed=5).slide
+    with open_slide(path) as slide:
+        grid = build_grid(slide, magnification=20.0, tile_size=TILE)
+        idx = np.arange(N_TILES) % len(grid)  # repeat when the slide has fewer tissue tiles
+        return read_tiles(slide, grid, idx)
+
+
+_RATES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request: pytest.FixtureRequest):
+    """Print tiles/s per engine after the module (also in --benchmark-json's extra_info)."""
+    yield
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is None or not _RATES:
+        return
+    with capture.global_and_fixture_disabled():
+        print()
+        for name, rate in _RATES.items():
+            print(f"bench_predict: {name:<30} {rate:8.1f} tiles/s")
+
+
+def _rate(benchmark, name: str, n: int) -> None:
+    rate = round(n / benchmark.stats.stats.mean, 1)
+    benchmark.extra_info["tiles"] = n
+    benchmark.extra_info["tiles_per_s"] = rate
+    _RATES[name] = rate
+
+
+@pytest.mark.parametrize("engine", ["native", "gluon", "onnx"])
+def test_engine(benchmark, model_dir: Path, tiles: np.ndarray, engine: str) -> None:
+    from prostate_fast.predict import load_model
+
+    pred = load_model(model_dir, engine=engine, batch_size=BATCH, n_threads=THREADS)
+    pred.predict_batch(tiles[:BATCH])  # warm-up: memory plans, MKLDNN primitives
+    benchmark.group = "predict 256 tiles of 128 px"
+    out = benchmark.pedantic(pred.predict_batch, args=(tiles,), rounds=3, iterations=1)
+    assert out.shape == (N_TILES, 2)
+    _rate(benchmark, engine, N_TILES)
+
+
+def test_baseline_one_tile_per_call(benchmark, model_dir: Path, tiles: np.ndarray) -> None:
+    import warnings
+
+    from prostate_fast._mx import import_mxnet
+    from prostate_fast.predict import read_model_info
+
+    mx = import_mxnet(THREADS)
+    info = read_model_info(model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = mx.gluon.SymbolBlock.imports(
+            str(info.symbol_file), ["data"], str(info.params_file), ctx=mx.cpu()
+        )
+
+    def run(batch: np.ndarray) -> list:
+        out = []
+        for t in batch:
+            x = mx.nd.array(t.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+            out.append(net(x).asnumpy()[0])
+        return out
+
+    run(tiles[:8])
+    benchmark.group = "predict 256 tiles of 128 px"
+    benchmark.pedantic(run, args=(tiles,), rounds=1, iterations=1)  # slow: one round
+    _rate(benchmark, "baseline (1 tile per call)", N_TILES)
+
+
+def test_prepare_numpy(benchmark, model_dir: Path, tiles: np.ndarray) -> None:
+    from prostate_fast.predict import load_model
+
+    pred = load_model(model_dir, engine="native", batch_size=BATCH, n_threads=THREADS)
+    benchmark.group = "normalise 256 tiles (shared by every engine)"
+    x = benchmark(pred.prepare, tiles)
+    assert x.shape == (N_TILES, 3, TILE, TILE)
+    _rate(benchmark, "prepare (NumPy normalisation)", N_TILES)

@@ -1,0 +1,521 @@
+"""Prediction: three engines that agree, the GIL released by the native one, the ScoreGrid file
+round trip, scale handling (slides without mpp) and every model-folder error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny_model import make_model
+
+from prostate_fast.cli import main
+from prostate_fast.errors import ModelError, ProstateFastError, SlideError
+
+pytest.importorskip("mxnet")
+
+TILE = 64
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study CNN at 64 px tiles, 20x / 0.5 µm, Xavier-seeded (not trained)."""
+    return make_model(tmp_path_factory.mktemp("model") / "m", tile_size=TILE)
+
+
+@pytest.fixture(scope="module")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prostate_fast.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("slide")
+    return make_synthetic(out, width=2048, height=1024, seed=3).slide
+
+
+@pytest.fixture(scope="module")
+def real_tiles(synthetic_slide: Path) -> np.ndarray:
+    """70 tissue tiles read from the synthetic slide (70: not a multiple of the batch sizes)."""
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tile import build_grid, read_tiles
+
+    with open_slide(synthetic_slide) as slide:
+        grid = build_grid(slide, magnification=20.0, tile_size=TILE)
+        assert len(grid) >= 70
+        return read_tiles(slide, grid, np.linspace(0, len(grid) - 1, 70).astype(int))
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "model.onnx":
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def _edit_json(model: Path, **changes: object) -> None:
+    meta = json.loads((model / "model.json").read_text())
+    meta.update(changes)
+    (model / "model.json").write_text(json.dumps(meta))
+
+
+# -- engines --------------------------------------------------------------------------------------
+def test_engines_agree_on_a_real_batch(model_dir: Path, real_tiles: np.ndarray) -> None:
+    from prostate_fast.predict import load_model
+
+    probs = {}
+    for engine in ("gluon", "native", "onnx"):
+        with load_model(model_dir, engine=engine, batch_size=32, n_threads=2) as pred:
+            probs[engine] = pred.predict_batch(real_tiles)
+    for engine, p in probs.items():
+        assert p.shape == (70, 2) and p.dtype == np.float32, engine
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+        assert np.abs(p - probs["gluon"]).max() < 1e-5, engine
+    assert np.ptp(probs["gluon"][:, 1]) > 0  # not a constant output: the comparison means something
+
+
+def test_engines_agree_on_the_real_cmu1_slide(data_dir: Path, model_dir: Path) -> None:
+    from prostate_fast.predict import load_model
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tile import build_grid, read_tiles
+
+    with open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs") as slide:
+        grid = build_grid(slide, magnification=20.0, tile_size=TILE)
+        tiles = read_tiles(slide, grid, np.linspace(0, len(grid) - 1, 48).astype(int))
+    probs = [
+        load_model(model_dir, engine=e).predict_batch(tiles) for e in ("gluon", "native", "onnx")
+    ]
+    assert max(np.abs(p - probs[0]).max() for p in probs) < 1e-5
+
+
+def test_native_engine_releases_the_gil(model_dir: Path, real_tiles: np.ndarray) -> None:
+    """The main thread keeps counting while a native call runs in another thread.
+
+    The worker reads the shared counter just before and just after its call. With a huge switch
+    interval the worker is never forced to give up the GIL, so the counter can only move during
+    the call if the call itself releases the GIL. A pure-Python builtin call that holds the GIL
+    is the control: the counter does not move at all during it.
+    """
+    from prostate_fast.predict import load_model
+
+    pred = load_model(model_dir, engine="native", batch_size=64)
+    x = pred.prepare(np.concatenate([real_tiles] * 4))  # 280 tiles, one native call
+    counter = [0]
+    moved: dict[str, int] = {}
+    done = threading.Event()
+
+    def worker(name: str, fn: object) -> None:
+        before = counter[0]
+        fn()  # type: ignore[operator]
+        moved[name] = counter[0] - before
+        done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        for name, fn in (
+            ("native", lambda: pred.run(x)),
+            ("holds GIL", lambda: sum(range(3_000_000))),
+        ):
+            done.clear()
+            th = threading.Thread(target=worker, args=(name, fn))
+            th.start()
+            while not done.is_set():
+                counter[0] += 1
+                time.sleep(0)  # yields the GIL to the worker whenever it wants it
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert moved["holds GIL"] == 0
+    assert moved["native"] > 100, moved
+
+
+def test_padding_and_batch_size_do_not_change_results(
+    model_dir: Path, real_tiles: np.ndarray
+) -> None:
+    from prostate_fast.predict import load_model
+
+    a = load_model(model_dir, engine="native", batch_size=70).predict_batch(real_tiles)
+    b = load_model(model_dir, engine="native", batch_size=16).predict_batch(real_tiles)
+    c = load_model(model_dir, engine="native", batch_size=16).predict_batch(real_tiles[:5])
+    assert np.abs(a - b).max() < 1e-6 and np.abs(a[:5] - c).max() < 1e-6
+
+
+def test_prepare_normalises_once_for_every_engine(model_dir: Path, tmp_path: Path) -> None:
+    from prostate_fast.predict import load_model
+
+    tiles = np.random.default_rng(1).integers(0, 256, (3, TILE, TILE, 3), dtype=np.uint8)
+    pred = load_model(model_dir, engine="native")
+    x = pred.prepare(tiles)
+    assert x.shape == (3, 3, TILE, TILE) and x.dtype == np.float32
+    np.testing.assert_array_equal(
+        x, tiles.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+    )
+    bgr = _copy_model(model_dir, tmp_path / "bgr")
+    _edit_json(bgr, channel_order="BGR")
+    np.testing.assert_array_equal(load_model(bgr, engine="native").prepare(tiles), x[:, ::-1])
+    with pytest.raises(ValueError, match="uint8"):
+        pred.predict_batch(tiles.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(n, 64, 64, 3\)"):
+        pred.predict_batch(tiles[:, :32])
+
+
+def test_onnx_export_is_written_once_and_reused(model_dir: Path, tmp_path: Path) -> None:
+    from prostate_fast.predict import export_onnx, load_model
+
+    m = _copy_model(model_dir, tmp_path / "m")
+    pred = load_model(m, engine="onnx", n_threads=1)
+    onnx_file = m / "model.onnx"
+    assert onnx_file.is_file() and pred.providers == ("CPUExecutionProvider",)
+    stamp = onnx_file.stat().st_mtime_ns
+    load_model(m, engine="onnx")
+    assert onnx_file.stat().st_mtime_ns == stamp  # reused, not exported again
+    assert not [f for f in m.iterdir() if f.name.endswith(".part")]
+    with pytest.raises(FileExistsError):
+        export_onnx(m)
+    fixed = export_onnx(m, out=tmp_path / "b4.onnx", batch=4)
+    assert fixed.is_file()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"engine": "tensorflow"}, ValueError, "engine must be one of"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"ctx": "tpu"}, ValueError, "ctx"),
+        ({"n_threads": -2}, ValueError, "n_threads"),
+        ({"engine": "onnx", "ctx": "gpu(0)"}, ModelError, "CUDA provider|onnxruntime-gpu"),
+        ({"engine": "native", "ctx": "gpu(0)"}, ModelError, "GPU"),
+    ],
+)
+def test_bad_arguments(model_dir: Path, kwargs: dict, error: type, match: str) -> None:
+    import onnxruntime
+
+    from prostate_fast.predict import load_model
+
+    if (
+        kwargs.get("ctx") == "gpu(0)"
+        and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    ):
+        pytest.skip("a GPU build is installed")
+    with pytest.raises(error, match=match):
+        load_model(model_dir, **kwargs)
+
+
+# -- model folder errors --------------------------------------------------------------------------
+def test_class_count_mismatch(model_dir: Path, tmp_path: Path) -> None:
+    from prostate_fast.predict import load_model
+
+    m = _copy_model(model_dir, tmp_path / "m")
+    _edit_json(m, classes=["benign", "gleason3", "gleason4"])
+    with pytest.raises(ModelError, match="class count mismatch.*3 classes.*outputs 2"):
+        load_model(m, engine="native")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("engine", ["gluon", "native", "onnx"])
+def test_corrupt_params_file(model_dir: Path, tmp_path: Path, damage: str, engine: str) -> None:
+    from prostate_fast.predict import load_model
+
+    m = _copy_model(model_dir, tmp_path / "m")
+    params = m / "model-0003.params"
+    data = params.read_bytes()
+    if damage == "truncated":
+        params.write_bytes(data[: len(data) // 2])
+    else:
+        params.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelError, match="corrupt params file") as info:
+        load_model(m, engine=engine)
+    assert str(params) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("no model.json", "model.json: missing"),
+        ("bad json", "model.json: not readable JSON"),
+        ("no params", r"model-0003.params: missing"),
+        ("no symbol", "model-symbol.json: missing"),
+        ("bad symbol", "model-symbol.json: corrupt symbol file"),
+        ("wrong format", "not a prostate-fast model"),
+        ("no classes", "'classes' must list"),
+        ("bad tile size", "the network does not take"),
+        ("bad input name", "has no input 'image'"),
+        ("bad threshold", "threshold of 'cancer' must be in"),
+    ],
+)
+def test_broken_model_folder(model_dir: Path, tmp_path: Path, damage: str, match: str) -> None:
+    from prostate_fast.predict import load_model
+
+    m = _copy_model(model_dir, tmp_path / "m")
+    if damage == "no model.json":
+        (m / "model.json").unlink()
+    elif damage == "bad json":
+        (m / "model.json").write_text("{ not json")
+    elif damage == "no params":
+        (m / "model-0003.params").unlink()
+    elif damage == "no symbol":
+        (m / "model-symbol.json").unlink()
+    elif damage == "bad symbol":
+        (m / "model-symbol.json").write_text('{"nodes": 3}')
+    elif damage == "wrong format":
+        _edit_json(m, format="something else")
+    elif damage == "no classes":
+        _edit_json(m, classes=["cancer"])
+    elif damage == "bad tile size":
+        _edit_json(m, tile_size=8)
+    elif damage == "bad input name":
+        _edit_json(m, input_name="image")
+    elif damage == "bad threshold":
+        _edit_json(m, threshold={"cancer": 1.5})
+    with pytest.raises(ModelError, match=match):
+        load_model(m, engine="native")
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    from prostate_fast.predict import load_model
+
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_model(tmp_path / "nope")
+
+
+# -- slides and scale -----------------------------------------------------------------------------
+def test_predict_slide_matches_predict_batch_and_reads_in_background(
+    model_dir: Path, synthetic_slide: Path
+) -> None:
+    from prostate_fast.predict import load_model, predict_slide
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tile import build_grid, read_tiles
+
+    threads: set[str] = set()
+    with open_slide(synthetic_slide) as slide:
+        original = slide._read
+
+        def spy(*args: object) -> np.ndarray:
+            threads.add(threading.current_thread().name)
+            return original(*args)  # type: ignore[arg-type]
+
+        slide._read = spy  # type: ignore[method-assign]
+        pred = load_model(model_dir, engine="native", batch_size=32)
+        grid = predict_slide(pred, slide)
+        slide._read = original  # type: ignore[method-assign]
+        direct = pred.predict_batch(read_tiles(slide, build_grid(slide, tile_size=TILE)))
+    assert len(grid) == len(direct) > 32
+    assert np.abs(grid.prob - direct).max() < 1e-6
+    assert any(name.startswith("pf-read") for name in threads)
+    assert grid.level == 0 and grid.downsample == 1.0 and grid.mpp == pytest.approx(0.5)
+    assert grid.engine == "native" and grid.classes == ("benign", "cancer")
+    assert grid.colours == {"cancer": (0, 255, 0)} and grid.thresholds == {"cancer": 0.5}
+    rows, cols = grid.grid_shape
+    assert (grid.tile_rc[:, 0] < rows).all() and (grid.tile_rc[:, 1] < cols).all()
+    np.testing.assert_array_equal(grid.l0_xy, grid.tile_rc[:, ::-1].astype(np.int64) * TILE)
+
+
+def test_slide_without_mpp_asks_for_mpp_or_level(data_dir: Path, model_dir: Path) -> None:
+    from dataclasses import replace
+
+    from prostate_fast.predict import load_model, predict_slide
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tissue import detect_tissue
+
+    tcga = data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"  # records neither mpp nor objective
+    pred = load_model(model_dir, engine="native", batch_size=64)
+    with pytest.raises(SlideError, match="--mpp or --level"):
+        predict_slide(pred, tcga)
+    with open_slide(tcga) as slide:
+        tissue = detect_tissue(slide)
+        top = tissue.mask.copy()
+        top[top.shape[0] // 5 :] = False  # a strip of the tissue keeps the test short
+        grid = predict_slide(
+            pred, slide, level=1, thresholds={"cancer": 0.3}, tissue=replace(tissue, mask=top)
+        )
+    assert len(grid) > 10 and grid.level == 1 and grid.mpp is None
+    assert grid.downsample == pytest.approx(2.0, rel=1e-3) and grid.thresholds == {"cancer": 0.3}
+
+
+def test_mpp_overrides_the_slide(model_dir: Path, synthetic_slide: Path) -> None:
+    """An in-memory copy without mpp: ``mpp`` sets its level-0 scale; 0.25 µm puts the model's
+    0.5 µm tiles on level 1 (with the file's tissue mask: at 0.25 µm the cores would be too small
+    to count as tissue)."""
+    from prostate_fast.predict import predict_slide
+    from prostate_fast.slide import ArraySlide, open_slide
+    from prostate_fast.tissue import detect_tissue
+
+    with open_slide(synthetic_slide) as s:
+        image = s.read_region((0, 0), 0, s.dimensions)
+        tissue = detect_tissue(s)
+        reference = predict_slide(model_dir, s, engine="native", tissue=tissue)
+    slide = ArraySlide(image, downsamples=(1, 2), name=synthetic_slide.name)
+    with pytest.raises(SlideError, match="--mpp or --level"):
+        predict_slide(model_dir, slide, engine="native")
+    same = predict_slide(model_dir, slide, engine="native", mpp=0.5, tissue=tissue)
+    np.testing.assert_array_equal(same.tile_rc, reference.tile_rc)
+    assert np.abs(same.prob - reference.prob).max() < 1e-6
+    grid = predict_slide(model_dir, slide, engine="native", mpp=0.25, tissue=tissue)
+    assert grid.level == 1 and grid.scale == 1.0 and grid.downsample == 2.0
+    assert grid.mpp == pytest.approx(0.5) and len(grid) > 10
+    assert (grid.l0_xy % (2 * TILE) == 0).all()
+
+
+def test_slide_without_tissue_gives_an_empty_grid(model_dir: Path, synthetic_slide: Path) -> None:
+    from dataclasses import replace
+
+    from prostate_fast.predict import predict_slide
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tissue import detect_tissue
+
+    with open_slide(synthetic_slide) as slide:
+        tissue = detect_tissue(slide)
+        none = replace(tissue, mask=np.zeros_like(tissue.mask))
+        grid = predict_slide(model_dir, slide, engine="native", tissue=none)
+    assert len(grid) == 0 and grid.prob.shape == (0, 2) and grid.cancer_share() == 0.0
+    assert grid.grid_shape == (16, 32) and grid.timings["tiles_per_s"] == 0.0
+
+
+def test_threshold_validation(model_dir: Path, synthetic_slide: Path) -> None:
+    from prostate_fast.predict import predict_slide
+
+    with pytest.raises(ValueError, match="not a non-negative class"):
+        predict_slide(model_dir, synthetic_slide, engine="native", thresholds={"benign": 0.2})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        predict_slide(model_dir, synthetic_slide, engine="native", thresholds={"cancer": 2})
+
+
+# -- ScoreGrid ------------------------------------------------------------------------------------
+def _grid(n: int = 25, classes: tuple[str, ...] = ("benign", "cancer")):
+    from prostate_fast.predict import ScoreGrid
+
+    rng = np.random.default_rng(7)
+    rc = np.stack(np.divmod(rng.choice(60, n, replace=False), 10), axis=1).astype(np.int32)
+    p = rng.random((n, len(classes))).astype(np.float32)
+    return ScoreGrid(
+        slide_path="/data/s.svs", slide_name="s.svs", classes=classes,
+        colours={"cancer": (0, 255, 0)}, tile_size=128, stride=128, level=0, downsample=2.0,
+        scale=1.0, mpp=0.5, grid_shape=(6, 10), tile_rc=rc,
+        l0_xy=rc[:, ::-1].astype(np.int64) * 256, prob=p / p.sum(1, keepdims=True),
+        thresholds={c: 0.4 for c in classes[1:]}, model="/m", engine="gluon",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+@pytest.mark.parametrize("n", [25, 0])
+def test_score_grid_round_trip(tmp_path: Path, suffix: str, n: int) -> None:
+    from prostate_fast.predict import load_score_grid
+
+    g = _grid(n)
+    path = g.save(tmp_path / f"scores{suffix}")
+    h = load_score_grid(path)
+    for name in ("tile_rc", "l0_xy", "prob"):
+        a, b = getattr(g, name), getattr(h, name)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert h.meta() == g.meta()
+    np.testing.assert_array_equal(h.predicted, g.predicted)
+    with pytest.raises(FileExistsError):
+        g.save(path)
+    assert [f.name for f in tmp_path.iterdir()] == [path.name]  # nothing partial left behind
+
+
+def test_score_grid_csv_is_plain(tmp_path: Path) -> None:
+    import csv
+
+    g = _grid()
+    path = g.save(tmp_path / "s.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# prostate-fast score grid {") and '"thresholds"' in lines[0]
+    rows = list(csv.DictReader(lines[1:]))
+    assert list(rows[0]) == ["row", "col", "x", "y", "p_benign", "p_cancer", "predicted"]
+    assert len(rows) == 25 and {r["predicted"] for r in rows} <= {"0", "1"}
+
+
+def test_bad_score_files(tmp_path: Path) -> None:
+    from prostate_fast.predict import load_score_grid
+
+    (tmp_path / "x.csv").write_text("row,col\n1,2\n")
+    with pytest.raises(ProstateFastError, match="x.csv: not a prostate-fast score grid"):
+        load_score_grid(tmp_path / "x.csv")
+    (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 broken")
+    with pytest.raises(ProstateFastError, match="x.npz"):
+        load_score_grid(tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=".npz or .csv"):
+        load_score_grid(tmp_path / "x.json")
+    with pytest.raises(ValueError, match=".npz or .csv"):
+        _grid().save(tmp_path / "x.txt")
+
+
+def test_predicted_rule() -> None:
+    g = _grid(classes=("benign", "g3", "g4"))
+    prob = np.array([[0.5, 0.2, 0.3], [0.1, 0.45, 0.45], [0.2, 0.5, 0.3], [0.0, 0.35, 0.65]],
+                    np.float32)  # fmt: skip
+    from dataclasses import replace
+
+    h = replace(g, tile_rc=g.tile_rc[:4], l0_xy=g.l0_xy[:4], prob=prob,
+                thresholds={"g3": 0.4, "g4": 0.7})  # fmt: skip
+    # none passes; tie -> lower class index; g3 passes; g4 below its threshold -> g3 below too -> 0
+    np.testing.assert_array_equal(h.predicted, [0, 1, 1, 0])
+    assert h.predicted.dtype == np.int16
+    assert h.with_thresholds({"g4": 0.6}).predicted.tolist() == [0, 1, 1, 2]
+    assert h.class_counts() == {"benign": 2, "g3": 2, "g4": 0}
+    assert h.cancer_share() == 0.5
+    m = h.prob_map("g4")
+    assert m.shape == (6, 10) and np.isnan(m).sum() == 60 - 4
+    two = _grid()
+    np.testing.assert_array_equal(two.predicted, (two.prob[:, 1] >= 0.4).astype(np.int16))
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_predict_writes_npz_and_csv(
+    model_dir: Path, synthetic_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prostate_fast.predict import load_score_grid
+
+    out = tmp_path / "out" / "scores.npz"
+    args = ["predict", str(model_dir), str(synthetic_slide), "-o", str(out), "--engine",
+            "native", "--threads", "2", "--threshold", "cancer=0.45"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "tiles/s" in text and "of tiles (cancer >= 0.45)" in text
+    a, b = load_score_grid(out), load_score_grid(out.with_suffix(".csv"))
+    np.testing.assert_array_equal(a.prob, b.prob)
+    assert a.thresholds == {"cancer": 0.45} and len(a) > 32
+    assert main(args) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_cli_errors_are_one_line(
+    model_dir: Path, synthetic_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = _copy_model(model_dir, tmp_path / "broken")
+    (broken / "model.json").unlink()
+    out = str(tmp_path / "o")
+    assert main(["predict", str(broken), str(synthetic_slide), "-o", out]) == 2
+    assert "model.json: missing" in _one_line(capsys)
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(model_dir), str(synthetic_slide), "-o", out, "--threshold", "cancer"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_cli_slide_without_mpp(
+    data_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tcga = str(data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs")
+    assert (
+        main(["predict", str(model_dir), tcga, "-o", str(tmp_path / "o"), "--engine", "native"])
+        == 2
+    )
+    line = _one_line(capsys)
+    assert "--mpp or --level" in line and "tcga-cr-7395" in line
+    assert not os.listdir(tmp_path)
