@@ -1,0 +1,226 @@
+"""Streaming writer of pyramidal tiled TIFFs (what OpenSlide, QuPath and ASAP open), bounded memory.
+
+Level 0 arrives as horizontal strips (full width, a multiple of the tile height each, the last one
+shorter) and is written tile by tile as it comes. While it is written, every strip is halved (2 x 2
+box average, ``cv2.INTER_AREA``) and appended to a raw temporary file beside the output; that file is
+level 1's source, read back in strips while level 2 is produced the same way, and so on. Levels are
+successive IFDs (level 0 first, ``subfiletype`` 1 for the reduced ones), each tiled, with the same
+compression and a resolution that doubles per level: OpenSlide's ``generic-tiff`` reader, QuPath
+(through OpenSlide or Bio-Formats) and ASAP read that layout.
+
+Memory: a few strips (``strip_pixels`` each, default 8 megapixels = 24 MB) plus tifffile's encoding
+buffer, whatever the slide size. Disk: the raw level-1 file is a quarter of level 0 uncompressed
+(3 bytes per pixel); each raw file is deleted as soon as its level is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PyramidInfo", "level_dimensions", "strip_rows_for", "write_pyramid"]
+
+#: Default strip size in pixels (width x rows); rows are rounded down to whole tiles.
+STRIP_PIXELS = 8 * 1024 * 1024
+
+_COMPRESSION = {
+    "jpeg": ("jpeg", "level"),
+    "deflate": ("zlib", "level"),
+    "none": (None, None),
+}
+
+
+@dataclass(frozen=True)
+class PyramidInfo:
+    """What :func:`write_pyramid` wrote.
+
+    Attributes
+    ----------
+    level_dimensions : tuple of (int, int)
+        (width, height) of every level, level 0 first.
+    captured : numpy.ndarray or None
+        The whole of level ``capture_level`` (RGB uint8), when one was asked for.
+    """
+
+    level_dimensions: tuple[tuple[int, int], ...]
+    captured: np.ndarray | None
+
+
+def level_dimensions(width: int, height: int, top: int = 512) -> list[tuple[int, int]]:
+    """Pyramid level sizes: halve (floor) until the longer side is at most ``top`` pixels."""
+    dims = [(int(width), int(height))]
+    while max(dims[-1]) > top and min(dims[-1]) >= 2:
+        w, h = dims[-1]
+        dims.append((w // 2, h // 2))
+    return dims
+
+
+def strip_rows_for(width: int, tile: int, strip_pixels: int = STRIP_PIXELS) -> int:
+    """Rows per strip: whole tiles, about ``strip_pixels`` pixels, at least one tile, at most 4."""
+    rows = (strip_pixels // max(1, width)) // tile * tile
+    return int(min(max(rows, tile), 4 * tile))
+
+
+def _tiles(
+    strips: Iterator[np.ndarray],
+    width: int,
+    height: int,
+    tile: int,
+    sink: object,
+    next_dims: tuple[int, int] | None,
+    capture: list[np.ndarray] | None,
+) -> Iterator[np.ndarray]:
+    """Yield the tiles of ``strips`` in TIFF order; halve each strip into ``sink`` on the way."""
+    import cv2
+
+    y = 0
+    for strip in strips:
+        h = strip.shape[0]
+        if strip.shape[1] != width or strip.shape[2] != 3 or y + h > height:
+            raise ValueError(
+                f"strip of shape {strip.shape} at row {y} does not fit {width}x{height}"
+            )
+        if y + h < height and h % tile:
+            raise ValueError(f"strip at row {y} has {h} rows, not a multiple of {tile}")
+        if capture is not None:
+            capture.append(strip.copy())
+        if next_dims is not None:
+            nw = next_dims[0]
+            nh = min(h // 2, next_dims[1] - y // 2)
+            if nh > 0 and nw > 0:
+                half = cv2.resize(strip[: 2 * nh, : 2 * nw], (nw, nh), interpolation=cv2.INTER_AREA)
+                sink.write(np.ascontiguousarray(half).data)  # type: ignore[attr-defined]
+        for r in range(0, h, tile):
+            band = strip[r : r + tile]
+            for c in range(0, width, tile):
+                t = band[:, c : c + tile]
+                if t.shape[0] != tile or t.shape[1] != tile:
+                    t = np.pad(
+                        t, ((0, tile - t.shape[0]), (0, tile - t.shape[1]), (0, 0)), mode="edge"
+                    )
+                yield t
+        y += h
+    if y != height:
+        raise ValueError(f"strips cover {y} rows, expected {height}")
+
+
+def _raw_strips(path: Path, width: int, height: int, rows: int) -> Iterator[np.ndarray]:
+    with open(path, "rb") as f:
+        for y in range(0, height, rows):
+            n = min(rows, height - y)
+            arr = np.fromfile(f, np.uint8, n * width * 3)
+            if arr.size != n * width * 3:
+                raise OSError(f"{path}: temporary level file is short (disk full?)")
+            yield arr.reshape(n, width, 3)
+
+
+def write_pyramid(
+    path: str | os.PathLike[str],
+    strips: Iterator[np.ndarray],
+    width: int,
+    height: int,
+    *,
+    tile: int = 256,
+    compression: str = "jpeg",
+    quality: int = 90,
+    mpp: float | None = None,
+    description: str | None = None,
+    top: int = 512,
+    strip_pixels: int = STRIP_PIXELS,
+    capture_level: int | None = None,
+    n_threads: int = 1,
+) -> PyramidInfo:
+    """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
+
+    Parameters
+    ----------
+    path : path
+        File to write (replaced if it exists; callers use :func:`~prostate_fast._util.atomic_path`).
+    strips : iterator of numpy.ndarray
+        Level 0 as (h, width, 3) uint8 strips, top to bottom; every h but the last a multiple of
+        ``tile``.
+    width, height : int
+        Level-0 size.
+    tile : int
+        Tile edge (multiple of 16).
+    compression : {"jpeg", "deflate", "none"}
+    quality : int
+        JPEG quality (1-100); deflate always uses zlib level 6.
+    mpp : float, optional
+        Microns per level-0 pixel, written as resolution in pixels per centimetre.
+    description : str, optional
+        ImageDescription of level 0.
+    top : int
+        Levels are halved until the longer side is at most ``top``.
+    strip_pixels : int
+        Pixels per strip when reading back the lower levels.
+    capture_level : int, optional
+        Keep that level in memory and return it (for a thumbnail; choose a small level).
+    n_threads : int
+        Threads encoding tiles.
+
+    Returns
+    -------
+    PyramidInfo
+    """
+    import tifffile
+
+    path = Path(path)
+    dims = level_dimensions(width, height, top)
+    codec, argname = _COMPRESSION[compression]
+    cargs = None
+    if argname is not None:
+        cargs = {argname: 6 if compression == "deflate" else quality}
+    bigtiff = width * height * 3 * 4 // 3 > 2**32 - 2**28
+    captured: list[np.ndarray] | None = None
+    raws: list[Path] = []
+    try:
+        with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+            source: Iterator[np.ndarray] = strips
+            for lvl, (w, h) in enumerate(dims):
+                if lvl > 0:
+                    rows = strip_rows_for(w, tile, strip_pixels)
+                    source = _raw_strips(raws[lvl - 1], w, h, rows)
+                nxt = dims[lvl + 1] if lvl + 1 < len(dims) else None
+                cap: list[np.ndarray] | None = [] if capture_level == lvl else None
+                with contextlib.ExitStack() as stack:
+                    sink = None
+                    if nxt is not None:
+                        fd, name = tempfile.mkstemp(
+                            prefix=f".{path.name}.", suffix=f".level{lvl + 1}.raw", dir=path.parent
+                        )
+                        raws.append(Path(name))
+                        sink = stack.enter_context(os.fdopen(fd, "wb"))
+                    ds = 2**lvl
+                    tif.write(
+                        _tiles(source, w, h, tile, sink, nxt, cap),
+                        shape=(h, w, 3),
+                        dtype=np.uint8,
+                        tile=(tile, tile),
+                        photometric="rgb",
+                        compression=codec,
+                        compressionargs=cargs,
+                        resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)) if mpp else None,
+                        resolutionunit="CENTIMETER" if mpp else None,
+                        subfiletype=0 if lvl == 0 else 1,
+                        description=description if lvl == 0 else None,
+                        metadata=None,
+                        software=False,
+                        maxworkers=max(1, n_threads),
+                        buffersize=max(1, n_threads) * 8 * tile * tile * 3,
+                    )
+                if lvl > 0:
+                    raws[lvl - 1].unlink(missing_ok=True)
+                if cap is not None:
+                    captured = cap
+    finally:
+        for r in raws:
+            r.unlink(missing_ok=True)
+    image = np.concatenate(captured, axis=0) if captured else None
+    return PyramidInfo(tuple(dims), image)
