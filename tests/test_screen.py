@@ -196,3 +196,18 @@ def test_cli_screen(slides, tmp_path, capsys) -> None:
     assert code == 2  # a slide failed: the worklist is still written
     assert "nope.tif" in capsys.readouterr().err
     assert list(csv.DictReader((tmp_path / "w2.csv").open()))[0]["status"].startswith("error")
+
+
+def test_cli_run_one_slide(slides, tmp_path, capsys) -> None:
+    pytest.importorskip("mxnet")
+    from _tiny_model import make_model
+
+    model = make_model(tmp_path / "model", tile_size=64)
+    out = tmp_path / "run"
+    assert main(["run", str(model), str(slides["c1"].slide), "-o", str(out)]) == 0
+    rows = list(csv.DictReader((out / "worklist.csv").open()))
+    assert [(r["rank"], r["slide"], r["status"]) for r in rows] == [("1", "c1.tif", "ok")]
+    for name in ("c1-overlay.tif", "c1-overlay-thumb.png", "c1.geojson", "c1-scores.npz"):
+        assert (out / "c1" / name).is_file(), name
+    assert main(["run", str(model), str(slides["c1"].slide), "-o", str(out)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,288 @@
+"""CLI subcommands that apply a model: predict, overlay, screen, run, batch, demo.
+
+Each ``_cmd_*`` turns arguments into a call of the stage's public function; no stage logic here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._cli_common import (
+    _add_overlay_look,
+    _no_tissue,
+    _positive_float,
+    _positive_int,
+    _save_all,
+    _threshold_pair,
+)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="per-tile class probabilities of a slide's tissue with a trained model",
+        description="Tile the slide's tissue at the model's tile size and scale, run the model "
+        "and write OUT.npz and OUT.csv (a score grid for `overlay`).",
+    )
+    p.add_argument("model", type=Path, help="model folder written by `train`")
+    p.add_argument("slide", type=Path, help="slide file")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output stem; OUT.npz and OUT.csv are written (a .npz/.csv suffix is "
+                   "dropped)")  # fmt: skip
+    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
+                   help="gluon (MXNet Gluon), native (C++ on MXNet's C predict API) or onnx "
+                   "(ONNX Runtime; the route to current GPUs); default gluon")  # fmt: skip
+    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: every core)")  # fmt: skip
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--mpp", type=_positive_float, default=None,
+                       help="microns per level-0 pixel of the slide (overrides the file; needed "
+                       "when it records none)")  # fmt: skip
+    scale.add_argument("--level", type=int, default=None,
+                       help="read this pyramid level as it is instead of the model's scale")  # fmt: skip
+    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
+                   metavar="CLASS=P", help="decision threshold of a class, e.g. cancer=0.3 "
+                   "(default: model.json's); repeatable")  # fmt: skip
+    p.add_argument("--progress", action="store_true", help="show progress on stderr")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(handler=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_slide
+
+    stem = args.out.with_suffix("") if args.out.suffix.lower() in (".npz", ".csv") else args.out
+    outs = [stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".csv")]
+    if not args.overwrite:
+        for out in outs:
+            if out.exists():
+                raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    grid = predict_slide(
+        args.model,
+        args.slide,
+        engine=args.engine,
+        ctx=args.ctx,
+        batch_size=args.batch_size,
+        n_threads=args.threads,
+        mpp=args.mpp,
+        level=args.level,
+        thresholds=dict(args.threshold),
+        progress=args.progress,
+    )
+    if len(grid) == 0:
+        raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
+    _save_all([lambda out=out: grid.save(out, overwrite=args.overwrite) for out in outs], outs)
+    t = grid.timings
+    thr = ", ".join(f"{k} >= {v:g}" for k, v in grid.thresholds.items())
+    print(f"slide:     {grid.slide_name} (level {grid.level}, {grid.downsample:g} level-0 px "
+          f"per tile px, grid {grid.grid_shape[0]} x {grid.grid_shape[1]})")  # fmt: skip
+    print(f"tiles:     {len(grid)} on tissue, {t['tiles_per_s']:.0f} tiles/s ({grid.engine}), "
+          f"{t['total']:.1f} s in all")  # fmt: skip
+    print(f"positive:  {grid.cancer_share():.1%} of tiles ({thr})")
+    for out in outs:
+        print(f"wrote:     {out}")
+    return 0
+
+
+def _add_overlay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "overlay",
+        help="colour the predicted tiles over the slide: pyramidal TIFF + PNG thumbnail",
+        description="Alpha-blend the class colour over the tiles predicted as cancer and write "
+        "the slide at the tiling magnification as a pyramidal tiled JPEG TIFF (OpenSlide, QuPath "
+        "and ASAP open it), plus OUT-thumb.png with a legend.",
+    )
+    p.add_argument("slide", type=Path, help="slide file the scores were computed on")
+    p.add_argument("scores", type=Path, help="score grid written by `predict` (.npz or .csv)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output TIFF (OUT.tif)")
+    _add_overlay_look(p)
+    p.add_argument("--geojson", type=Path, default=None,
+                   help="also export the predicted tiles as QuPath GeoJSON")  # fmt: skip
+    p.add_argument("--no-thumbnail", action="store_true", help="do not write OUT-thumb.png")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: every core)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(handler=_cmd_overlay)
+
+
+def _cmd_overlay(args: argparse.Namespace) -> int:
+    from .overlay import write_overlay
+
+    res = write_overlay(
+        args.slide, args.scores, args.out, alpha=args.alpha, mode=args.mode, outline=args.outline,
+        colours=dict(args.colour), quality=args.quality, thumbnail=not args.no_thumbnail,
+        geojson=args.geojson, overwrite=args.overwrite, n_threads=args.threads,
+    )  # fmt: skip
+    (w, h), n = res.level_dimensions[0], len(res.level_dimensions)
+    mpp = f", {res.mpp:.4g} um/px" if res.mpp else ""
+    print(f"overlay:   {res.path} ({w} x {h} px{mpp}, {n} levels, {res.seconds:.1f} s)")
+    print(f"positive:  {res.n_positive} tiles")
+    for label, path in (("thumbnail", res.thumbnail), ("geojson", res.geojson)):
+        if path is not None:
+            print(f"{label + ':':11}{path}")
+    return 0
+
+
+def _add_screening_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
+                   help="inference engine (see `predict`; default gluon)")  # fmt: skip
+    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
+    p.add_argument("--mpp", type=_positive_float, default=None,
+                   help="microns per level-0 pixel of the slides (overrides the files)")  # fmt: skip
+    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
+                   metavar="CLASS=P", help="decision threshold of a class (default: the "
+                   "model's); repeatable")  # fmt: skip
+    _add_overlay_look(p)
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: every core)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _add_screen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "screen",
+        help="predict many slides and write a worklist ranked by cancer score, with overlays",
+        description="For every slide: predict, write OUT_DIR/<stem>/ (overlay TIFF, thumbnail, "
+        "GeoJSON, scores) and a cancer score; then the worklist CSV ranked by priority (slides "
+        "that failed first, then those without tissue, then by score: the mean probability of "
+        "the slide's top 1 %% of tiles). Exit status 2 when a slide failed or has no tissue (its "
+        "row says why; the others are still screened).",
+    )
+    p.add_argument("model", type=Path, help="model folder written by `train`")
+    p.add_argument("slides", type=Path, nargs="+", help="slide files")
+    p.add_argument("-o", "--out", type=Path, required=True, help="worklist CSV to write")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="folder of the per-slide outputs (default: the worklist's folder)")  # fmt: skip
+    _add_screening_options(p)
+    p.set_defaults(handler=_cmd_screen)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="one slide to overlay, GeoJSON and worklist row, with a trained model",
+        description="Screen one slide: OUT/<stem>/ gets the overlay TIFF, its thumbnail, the QuPath "
+        "GeoJSON and the scores; OUT/worklist.csv its worklist row. (`screen` does many slides.)",
+    )
+    p.add_argument("model", type=Path, help="model folder written by `train`")
+    p.add_argument("slide", type=Path, help="slide file")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    _add_screening_options(p)
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    args.slides, args.out_dir, args.out = [args.slide], args.out, args.out / "worklist.csv"
+    return _cmd_screen(args)
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from .screen import WorklistRow, screen_slides
+
+    def report(r: WorklistRow) -> None:
+        if r.ok:
+            print(f"screened:  {r.slide}: {r.n_positive} of {r.n_tiles} tiles positive, "
+                  f"top p {r.top_probability:.3f} ({r.seconds:.1f} s)")  # fmt: skip
+        else:
+            print(f"prostate-fast: {r.slide}: {r.status}", file=sys.stderr)
+
+    out_dir = args.out_dir if args.out_dir is not None else args.out.parent
+    rows = screen_slides(
+        args.model, args.slides, out_dir, worklist=args.out, engine=args.engine, ctx=args.ctx,
+        batch_size=args.batch_size, thresholds=dict(args.threshold), mpp=args.mpp,
+        overlay_options={"alpha": args.alpha, "mode": args.mode, "outline": args.outline,
+                         "colours": dict(args.colour), "quality": args.quality},
+        overwrite=args.overwrite, n_threads=args.threads, progress=report,
+    )  # fmt: skip
+    failed = sum(r.status.startswith("error") for r in rows)
+    empty = sum(not r.ok for r in rows) - failed
+    print(f"worklist:  {args.out} ({len(rows)} slides, {failed} failed, {empty} without tissue)")
+    return 2 if failed or empty else 0
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="screen many slides on a process pool or a Dask cluster, resumably",
+        description="For every slide: predict and write OUT/<stem>/ (overlay TIFF, thumbnail, "
+        "GeoJSON, scores, manifest.json), each folder built under a temporary name and renamed "
+        "when complete; then OUT/worklist.csv (ranked) and OUT/batch-summary.csv. A rerun skips "
+        "the slides whose outputs are complete and match the slide, model and settings. A slide "
+        "that fails is reported and the others go on. Exit status: 0 all slides screened or "
+        "skipped, 3 finished with failed slides, 2 nothing could start (bad model, no slides).",
+    )
+    p.add_argument("slides", type=Path,
+                   help="folder of slides (.svs .ndpi .tif .tiff .mrxs .scn .bif .vms .jpg .png), "
+                   "a text file with one slide path per line (# comments), or one slide")  # fmt: skip
+    p.add_argument("--model", type=Path, required=True, help="model folder written by `train`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1; 0 runs in this process); with "
+                   "--scheduler local, the LocalCluster's workers")  # fmt: skip
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on Dask: tcp://HOST:PORT of a running scheduler, local[:N] for a "
+                   "LocalCluster on 127.0.0.1, or slurm:JOBS for a dask-jobqueue SLURMCluster "
+                   "(configured by the dask config's jobqueue.slurm)")  # fmt: skip
+    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
+                   help="inference engine (see `predict`; default gluon)")  # fmt: skip
+    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
+    p.add_argument("--mpp", type=_positive_float, default=None,
+                   help="microns per level-0 pixel of the slides (overrides the files)")  # fmt: skip
+    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
+                   metavar="CLASS=P", help="decision threshold of a class (default: the "
+                   "model's); repeatable")  # fmt: skip
+    _add_overlay_look(p)
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads per slide (default: cores / workers; Dask: the worker's "
+                   "OMP_NUM_THREADS)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="redo every slide, even complete ones")
+    p.add_argument("--verify", action="store_true",
+                   help="hash slides and outputs before skipping (default: trust unchanged "
+                   "size and mtime)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    p.set_defaults(handler=_cmd_batch)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    res = run_batch(
+        args.slides, args.model, args.out, workers=args.workers, scheduler=args.scheduler,
+        engine=args.engine, ctx=args.ctx, batch_size=args.batch_size,
+        thresholds=dict(args.threshold), mpp=args.mpp,
+        overlay_options={"alpha": args.alpha, "mode": args.mode, "outline": args.outline,
+                         "colours": dict(args.colour), "quality": args.quality},
+        n_threads=args.threads, force=args.force, verify=args.verify,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    for r in res.failed:
+        print(f"prostate-fast: {r.slide}: error: {r.reason}", file=sys.stderr)
+    c = res.counts
+    print(f"slides:    {len(res.results)}: {c['done']} done, {c['skipped']} skipped, "
+          f"{c['error']} failed ({res.seconds:.1f} s)")  # fmt: skip
+    print(f"worklist:  {res.worklist}")
+    print(f"summary:   {res.summary}")
+    return 3 if c["error"] else 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the pipeline on a freshly generated synthetic slide")
+    p.add_argument("-o", "--out", type=Path, default=Path("demo-out"), help="output folder")
+    p.add_argument("--seed", type=int, default=2018, help="seed of the synthetic slide")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.out, seed=args.seed)
+    print(f"demo outputs in {result.out_dir}/")
+    return 0

@@ -1,0 +1,149 @@
+"""Argument types and helpers shared by the CLI's subcommands (see ``prostate_fast.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import ProstateFastError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _no_tissue(slide: Path, n_tiles: int, min_tissue: float | None = None) -> ProstateFastError:
+    """The error of `tiles`, `label` and `predict` on a slide where no tile lies on tissue.
+
+    (Blank glass, an all-white scan, only dust and pen marks.) An empty table or score grid would
+    look like a benign slide; `screen` and `batch` instead give such a slide the worklist status
+    "no tissue" and rank it with the failures, for a manual read.
+    """
+    from .errors import SlideError
+
+    if min_tissue is None:
+        from .tile import MIN_TISSUE
+
+        min_tissue = MIN_TISSUE
+    return SlideError(
+        f"{slide}: no tissue found (0 of {n_tiles} tiles are at least {min_tissue:.0%} "
+        "tissue); nothing written"
+    )
+
+
+def _save_all(writers: Sequence[Callable[[], object]], paths: Sequence[Path]) -> None:
+    """Run writers that each write one file atomically; if one fails, remove those written."""
+    done: list[Path] = []
+    try:
+        for write, path in zip(writers, paths, strict=True):
+            write()
+            done.append(path)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.8,0.2, got {text!r}") from None
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _threshold_pair(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or not name or not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"expected CLASS=P with P in [0, 1], got {text!r}")
+    return name, number
+
+
+def _region_ids(text: str) -> list[int]:
+    try:
+        ids = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected region ids like 1,2, got {text!r}") from None
+    if not ids or min(ids) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive region ids like 1,2, got {text!r}")
+    return ids
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
+    from .overlay import parse_colour
+
+    try:
+        return parse_colour(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_overlay_look(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=float, default=0.4,
+                   help="opacity of the class colour in [0, 1] (default 0.4)")  # fmt: skip
+    p.add_argument("--mode", choices=("class", "graded"), default="class",
+                   help="class: tint predicted tiles; graded: opacity = alpha x probability")  # fmt: skip
+    p.add_argument("--outline", type=int, default=0,
+                   help="border width in px drawn on predicted tiles (default 0: none)")  # fmt: skip
+    p.add_argument("--colour", type=_colour_pair, action="append", default=[],
+                   metavar="CLASS=R,G,B", help="colour of a class, e.g. cancer=0,255,0 "
+                   "(default: the model's, else green); repeatable")  # fmt: skip
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the TIFF (90)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 30,60, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 30,60, got {text!r}")
+    return values
+
+
+def _class_weights_arg(text: str) -> str | list[float]:
+    if text == "dataset":
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'dataset' or numbers, got {text!r}") from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"class weights must be positive, got {text!r}")
+    return values

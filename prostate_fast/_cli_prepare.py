@@ -1,0 +1,368 @@
+"""CLI subcommands that prepare data: info, synth, tiles, label, dataset.
+
+Each ``_cmd_*`` turns arguments into a call of the stage's public function; no stage logic here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._cli_common import (
+    _fraction_list,
+    _name_list,
+    _no_tissue,
+    _positive_float,
+    _positive_int,
+    _region_ids,
+    _save_all,
+    _share,
+)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a slide: format, levels, mpp, objective, images")
+    p.add_argument("slide", type=Path, help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .slide import open_slide
+
+    with open_slide(args.slide) as slide:
+        facts = slide.describe()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    mpp = facts["mpp"]
+    print(f"file:       {facts['path']}")
+    print(f"format:     {facts['format']}")
+    print(f"dimensions: {facts['dimensions'][0]} x {facts['dimensions'][1]} px (level 0)")
+    print(f"mpp:        {f'{mpp[0]:.4f} x {mpp[1]:.4f} um/px' if mpp else 'not recorded'}")
+    obj = facts["objective_power"]
+    print(f"objective:  {f'{obj:g}x' if obj else 'not recorded'}")
+    print(f"levels:     {facts['level_count']}")
+    for i, ((w, h), ds) in enumerate(
+        zip(facts["level_dimensions"], facts["level_downsamples"], strict=True)
+    ):
+        print(f"  level {i}: {w} x {h} px, downsample {ds:g}")
+    assoc = facts["associated_images"]
+    print(f"associated: {', '.join(assoc) if assoc else 'none'}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="generate a deterministic synthetic biopsy slide with its annotations",
+        description="Write NAME.tif (pyramidal JPEG TIFF), NAME-painted.tif (painted copy), "
+        "NAME.geojson (QuPath polygons), NAME-mask.png (label mask) and NAME.json into OUT_DIR.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default="synthetic", help="file name stem (default: synthetic)")
+    p.add_argument("--width", type=_positive_int, default=8192, help="level-0 width in px")
+    p.add_argument("--height", type=_positive_int, default=4096, help="level-0 height in px")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--mpp", type=_positive_float, default=0.5, help="microns per level-0 pixel")
+    p.add_argument("--objective", type=_positive_float, default=20.0, help="objective power")
+    p.add_argument("--cores", type=_positive_int, default=None, help="number of biopsy cores")
+    p.add_argument("--cancer", type=int, default=None, help="number of cancer regions (0: benign)")
+    p.add_argument("--pen-marks", action="store_true", help="add marker-pen strokes on the glass")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the tiles")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(handler=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import make_synthetic
+
+    result = make_synthetic(
+        args.out,
+        name=args.name,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        mpp=args.mpp,
+        objective_power=args.objective,
+        n_cores=args.cores,
+        n_cancer=args.cancer,
+        pen_marks=args.pen_marks,
+        jpeg_quality=args.quality,
+        overwrite=args.overwrite,
+    )
+    for label in ("slide", "painted", "geojson", "mask", "meta"):
+        print(f"{label + ':':9}{getattr(result, label)}")
+    return 0
+
+
+def _add_tiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tiles",
+        help="find the tissue, tile it, and write the tile table and a thumbnail",
+        description="Detect tissue at low resolution, keep the tiles of the grid that lie on it, "
+        "measure each tile's white fraction, and write OUT (.csv or .npz: l0 x, y, level, "
+        "tissue fraction, white fraction, region id) and OUT-thumb.png (mask outline in green, "
+        "kept tiles in orange, region ids).",
+    )
+    p.add_argument("slide", type=Path, help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="tile table (.csv or .npz)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
+    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
+    scale.add_argument("--level", type=int, help="read a pyramid level as it is")
+    p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
+    p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
+    p.add_argument("--min-tissue", type=_share, default=None, help="tissue share kept (0.25)")
+    p.add_argument("--regions", type=_region_ids, default=None, help="region ids kept, e.g. 1,2")
+    p.add_argument("--threshold-method", choices=("otsu", "fixed"), default="otsu")
+    p.add_argument("--threshold", type=float, default=None, help="with fixed: chroma cut (20)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(handler=_cmd_tiles)
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+
+    import cv2
+
+    from ._util import atomic_path
+    from .slide import open_slide
+    from .tile import (
+        MIN_TISSUE,
+        build_grid,
+        full_grid,
+        render_grid_thumbnail,
+        save_tile_table,
+        tile_white_fraction,
+    )
+    from .tissue import detect_tissue
+
+    if args.out.suffix.lower() not in (".csv", ".npz"):
+        raise ValueError(f"{args.out}: the tile table must be .csv or .npz")
+    thumb_path = args.out.with_name(args.out.stem + "-thumb.png")
+    for path in (args.out, thumb_path):
+        if path.exists() and not args.overwrite:
+            raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
+    scale = {"magnification": args.magnification, "mpp": args.mpp, "level": args.level}
+    if all(v is None for v in scale.values()):
+        scale["magnification"] = 20.0
+    min_tissue = MIN_TISSUE if args.min_tissue is None else args.min_tissue
+    t0 = time.perf_counter()
+    with open_slide(args.slide, n_threads=args.threads) as slide:
+        slide.choose_level(**scale)  # fails fast on a slide without a recorded scale
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            method, threshold = args.threshold_method, args.threshold
+            tissue = detect_tissue(
+                slide, method=method, threshold=threshold, n_threads=args.threads
+            )
+        for w in caught:
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        t1 = time.perf_counter()
+        grid = build_grid(
+            slide, tissue, tile_size=args.tile_size, stride=args.stride,
+            min_tissue=min_tissue, regions=args.regions, **scale,
+        )  # fmt: skip
+        t2 = time.perf_counter()
+        n_full = len(full_grid(slide, grid.choice, grid.tile_size, grid.stride))
+        if len(grid) == 0:
+            raise _no_tissue(args.slide, n_full, min_tissue)
+        white = tile_white_fraction(slide, grid, n_threads=args.threads)
+        t3 = time.perf_counter()
+        thumb = render_grid_thumbnail(slide, grid, tissue)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{thumb_path}: cannot encode the thumbnail")
+
+    def write_thumb() -> None:
+        with atomic_path(thumb_path, overwrite=args.overwrite) as tmp:
+            tmp.write_bytes(png.tobytes())
+
+    _save_all(
+        [lambda: save_tile_table(grid, white, args.out, overwrite=args.overwrite), write_thumb],
+        [args.out, thumb_path],
+    )
+    c = grid.choice
+    mag = f"{c.magnification:g}x, " if c.magnification else ""
+    print(f"slide:     {slide.name} ({slide.dimensions[0]} x {slide.dimensions[1]} px)")
+    print(
+        f"tissue:    {tissue.fraction:.1%} of the slide, {tissue.background} field, "
+        f"{tissue.method} threshold {tissue.threshold:g}, mask 1/{tissue.downsample:g}"
+    )
+    for r in tissue.regions:
+        area = f", {r.area_um2 / 1e6:.2f} mm²" if r.area_um2 is not None else ""
+        print(f"  region {r.id}: level-0 box {r.bbox_l0}{area}")
+    print(
+        f"tiles:     {len(grid)} kept of {n_full} ({grid.tile_size} px, {mag}level {c.level}, "
+        f"downsample {c.downsample:g}, tissue share >= {min_tissue:g})"
+    )
+    if len(grid):
+        print(f"white:     mean {white.mean():.3f}, {int((white >= 0.5).sum())} tiles >= 0.5")
+    times = f"mask {t1 - t0:.2f}, grid {t2 - t1:.2f}, white fraction {t3 - t2:.2f}"
+    print(f"time:      {t3 - t0:.2f} s ({times})")
+    print(f"table:     {args.out}")
+    print(f"thumbnail: {thumb_path}")
+    return 0
+
+
+def _add_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "label",
+        help="label tiles from a painted copy, polygons (GeoJSON/XML) or a label mask",
+        description="Give every tissue tile of SLIDE a class from the pathologist's annotation "
+        "and write a label table (.csv or .npz).",
+    )
+    p.add_argument("slide", type=Path, help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--painted", type=Path, help="painted copy of the slide (level 0 or tiles)")
+    src.add_argument("--geojson", type=Path, help="QuPath GeoJSON export")
+    src.add_argument("--xml", type=Path, help="ASAP or Aperio ImageScope XML")
+    src.add_argument("--mask", type=Path, help="label mask (PNG/TIFF of integer codes)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="label table (.csv or .npz)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
+    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
+    scale.add_argument("--level", type=int, help="read a pyramid level as it is")
+    p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
+    p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
+    p.add_argument("--all-tiles", action="store_true", help="every tile, not only tissue")
+    p.add_argument("--min-coverage", type=float, default=0.05, help="class share (0.05)")
+    p.add_argument("--rule", choices=("coverage", "centre"), default="coverage")
+    p.add_argument(
+        "--classes",
+        default="cancer=0,255,0",
+        help="positive classes with marker colours, most severe first "
+        "(default 'cancer=0,255,0'; e.g. 'gleason5=255,0,0;gleason4=0,255,0')",
+    )
+    p.add_argument("--negative", default="benign", help="name of class 0 (benign)")
+    p.add_argument("--order", default=None, help="severity order, e.g. 'gleason5,gleason4'")
+    p.add_argument(
+        "--class-alias",
+        action="append",
+        default=[],
+        metavar="NAME=CLASS",
+        help="map a polygon class name (or 'unclassified') to a class, or to 'ignore'",
+    )
+    p.add_argument("--mask-codes", default=None, help="e.g. '0=ignore,1=benign,2=cancer'")
+    p.add_argument("--threshold", type=int, default=60, help="painted: channel difference (60)")
+    p.add_argument("--colour-tol", type=int, default=64, help="painted: colour tolerance (64)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(handler=_cmd_label)
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from .label import ClassMap, label_tiles
+    from .slide import open_slide
+    from .tile import build_grid, full_grid
+
+    if args.out.suffix.lower() not in (".csv", ".npz"):
+        raise ValueError(f"{args.out}: the label table must be .csv or .npz")
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    cmap = ClassMap.parse(
+        args.classes,
+        negative=args.negative,
+        order=args.order,
+        aliases=";".join(args.class_alias),
+        codes=args.mask_codes,
+    )
+    kinds = {"painted": "painted", "geojson": "polygons", "xml": "polygons", "mask": "mask"}
+    flag = next(k for k in kinds if getattr(args, k) is not None)
+    annotation, source = getattr(args, flag), kinds[flag]
+    scale = {"magnification": args.magnification, "mpp": args.mpp, "level": args.level}
+    if all(v is None for v in scale.values()):
+        scale["magnification"] = 20.0
+    with open_slide(args.slide, n_threads=args.threads) as slide:
+        if args.all_tiles:
+            grid = full_grid(slide, slide.choose_level(**scale), args.tile_size, args.stride)
+        else:
+            grid = build_grid(slide, tile_size=args.tile_size, stride=args.stride, **scale)
+            if len(grid) == 0:
+                raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
+        table = label_tiles(
+            slide, annotation, grid, source=source, classes=cmap,
+            min_coverage=args.min_coverage, rule=args.rule, threshold=args.threshold,
+            colour_tol=args.colour_tol, n_threads=args.threads,
+        )  # fmt: skip
+    table.save(args.out, overwrite=args.overwrite)
+    counts = ", ".join(f"{name} {n}" for name, n in table.counts().items())
+    print(f"{len(table)} tiles of {slide.name}: {counts} -> {args.out}")
+    return 0
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dataset",
+        help="label tables → training set: white cleaning, balance, split by slide, RecordIO",
+        description="Build DIR with train/val[/test] .rec/.idx/.lst/.csv, dataset.json and "
+        "summary.json from the label tables of many slides (tiles are read from the slides).",
+    )
+    p.add_argument(
+        "tables", nargs="+", type=Path, help="label tables (.npz or .csv), one per slide"
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument(
+        "--balance",
+        default="50:50",
+        help="class ratio of the train split (class order; non-cancer:cancer for two classes): "
+        "50:50 (default), 30:70, 70:30, any a:b, or all",
+    )
+    p.add_argument("--class-weights", action="store_true", help="write inverse-frequency weights")
+    p.add_argument("--white-threshold", type=float, default=None, help="white tile above (0.5)")
+    p.add_argument("--white-keep", type=float, default=0.02, help="share of white tiles kept")
+    p.add_argument("--val-slides", type=_name_list, default=None, help="slides for val (a,b)")
+    p.add_argument("--test-slides", type=_name_list, default=None, help="slides for test (a,b)")
+    p.add_argument(
+        "--fractions", type=_fraction_list, default=(0.8, 0.2), help="train,val[,test] shares"
+    )
+    p.add_argument("--folds", type=_positive_int, default=None, help="k-fold cross-validation")
+    p.add_argument("--fold", type=int, default=None, help="fold used as val (0..K-1)")
+    p.add_argument("--patients", type=Path, default=None, help="CSV with slide,patient columns")
+    p.add_argument("--encoding", choices=("png", "jpeg"), default="png", help="record encoding")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument("--png-compression", type=int, default=1, help="PNG zlib level 0-9 (1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    p.set_defaults(handler=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from .dataset import WHITE_THRESHOLD, build_dataset
+
+    split = {}
+    if args.val_slides:
+        split["val"] = args.val_slides
+    if args.test_slides:
+        split["test"] = args.test_slides
+    summary = build_dataset(
+        args.tables,
+        args.out,
+        white_threshold=WHITE_THRESHOLD if args.white_threshold is None else args.white_threshold,
+        white_keep=args.white_keep,
+        balance=args.balance,
+        class_weights=args.class_weights,
+        split=split or None,
+        fractions=args.fractions,
+        folds=args.folds,
+        fold=args.fold,
+        patients=args.patients,
+        encoding=args.encoding,
+        quality=args.quality,
+        png_compression=args.png_compression,
+        seed=args.seed,
+        n_threads=args.threads,
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary.format())
+    return 0
