@@ -127,7 +127,10 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_screening_options(p: argparse.ArgumentParser) -> None:
+def _add_screening_options(
+    p: argparse.ArgumentParser, *, threads_help: str = "CPU threads (default: every core)"
+) -> None:
+    """Options shared by screen, run and batch: engine, scale, thresholds, overlay, threads."""
     p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
                    help="inference engine (see `predict`; default gluon)")  # fmt: skip
     p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
@@ -138,9 +141,7 @@ def _add_screening_options(p: argparse.ArgumentParser) -> None:
                    metavar="CLASS=P", help="decision threshold of a class (default: the "
                    "model's); repeatable")  # fmt: skip
     _add_overlay_look(p)
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads (default: every core)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--threads", type=_positive_int, default=None, help=threads_help)
 
 
 def _add_screen(sub: argparse._SubParsersAction) -> None:
@@ -159,6 +160,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", type=Path, default=None,
                    help="folder of the per-slide outputs (default: the worklist's folder)")  # fmt: skip
     _add_screening_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_screen)
 
 
@@ -173,6 +175,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slide", type=Path, help="slide file")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     _add_screening_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -228,19 +231,11 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
                    help="run on Dask: tcp://HOST:PORT of a running scheduler, local[:N] for a "
                    "LocalCluster on 127.0.0.1, or slurm:JOBS for a dask-jobqueue SLURMCluster "
                    "(configured by the dask config's jobqueue.slurm)")  # fmt: skip
-    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
-                   help="inference engine (see `predict`; default gluon)")  # fmt: skip
-    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
-    p.add_argument("--mpp", type=_positive_float, default=None,
-                   help="microns per level-0 pixel of the slides (overrides the files)")  # fmt: skip
-    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
-                   metavar="CLASS=P", help="decision threshold of a class (default: the "
-                   "model's); repeatable")  # fmt: skip
-    _add_overlay_look(p)
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads per slide (default: cores / workers; Dask: the worker's "
-                   "OMP_NUM_THREADS)")  # fmt: skip
+    _add_screening_options(
+        p,
+        threads_help="CPU threads per slide (default: cores / workers; Dask: the worker's "
+        "OMP_NUM_THREADS)",
+    )
     p.add_argument("--force", action="store_true", help="redo every slide, even complete ones")
     p.add_argument("--verify", action="store_true",
                    help="hash slides and outputs before skipping (default: trust unchanged "

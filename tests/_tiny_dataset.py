@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from prostate_fast._records import SIDE_CAR_COLUMNS
+
 CLASSES = ["benign", "cancer"]
 
 
@@ -66,19 +68,7 @@ def write_split(
     (root / f"{split}.lst").write_text("\n".join(lst) + "\n")
     with (root / f"{split}.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "record",
-                "slide",
-                "patient",
-                "l0_x",
-                "l0_y",
-                "level",
-                "downsample",
-                "label",
-                "white_fraction",
-            ]
-        )
+        w.writerow(SIDE_CAR_COLUMNS)
         w.writerows(rows)
     return {"records": rid, "per_class": counts, "slides": slides}
 
