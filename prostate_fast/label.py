@@ -41,7 +41,7 @@ from ._util import resolve_threads
 from .annotation import Annotation, Polygon, load_annotation, polygon_coverage
 from .errors import AnnotationError, SlideError
 from .slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
-from .tile import TileGrid, read_tiles
+from .tile import TileGrid, read_tiles, tile_white_fraction
 
 __all__ = [
     "ClassMap",
@@ -319,15 +319,6 @@ def _batches(n: int, size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _white_of(slide: Slide, grid: TileGrid, batch_size: int, n_threads: int | None) -> np.ndarray:
-    from .tissue import white_fraction
-
-    out = np.zeros(len(grid), np.float32)
-    for idx in _batches(len(grid), batch_size):
-        out[idx] = white_fraction(read_tiles(slide, grid, idx), n_threads=n_threads)
-    return out
-
-
 # -- painted copy -----------------------------------------------------------------------------
 def _painted_geometry(slide: Slide, painted: Slide, grid: TileGrid) -> tuple[float, LevelChoice]:
     """Level-0 scale of the painted copy relative to the slide, and how to read its tiles."""
@@ -472,7 +463,11 @@ def _label_polygons(
     cover, inside = polygon_coverage(
         pos, neg, grid.l0_xy, grid.l0_tile_size, samples=samples, centres=rule == "centre"
     )
-    wf = _white_of(slide, grid, batch_size, n_threads) if white else np.full(len(grid), np.nan)
+    wf = (
+        tile_white_fraction(slide, grid, batch=batch_size, n_threads=n_threads)
+        if white
+        else np.full(len(grid), np.nan)
+    )
     return _table(slide, grid, cmap, cover, inside, wf, ann.format, ann.path, min_coverage, rule)
 
 
@@ -571,7 +566,11 @@ def _label_mask(
         for code, cls in cmap.codes.items():
             if cls is not None:
                 inside[codes == code, cls] = True
-    wf = _white_of(slide, grid, batch_size, n_threads) if white else np.full(n, np.nan)
+    wf = (
+        tile_white_fraction(slide, grid, batch=batch_size, n_threads=n_threads)
+        if white
+        else np.full(n, np.nan)
+    )
     path = annotation if isinstance(annotation, str | Path) else None
     cover = np.clip(cover, 0.0, 1.0)
     return _table(slide, grid, cmap, cover, inside, wf, "mask", path, min_coverage, rule)
