@@ -32,7 +32,7 @@ import numpy as np
 from ._mx import import_mxnet
 from ._util import resolve_threads
 from .errors import DatasetError
-from .slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
+from .slide import LevelChoice, Slide, open_slide
 
 __all__ = [
     "SIDE_CAR_COLUMNS",
@@ -119,25 +119,13 @@ def _choice_for(slide: Slide, job: TileJob) -> LevelChoice:
         )
     if job.choice is not None:
         return job.choice
-    lds = slide.level_downsamples[job.level]
-    scale = job.downsample / lds
-    if abs(scale - 1.0) <= LEVEL_TOLERANCE:
-        scale = 1.0
-    if scale < 1.0:
+    choice = slide.choice_for_downsample(job.downsample, job.level)
+    if choice.scale < 1.0:
         raise DatasetError(
             f"{job.slide_path}: downsample {job.downsample:g} is finer than level {job.level} "
-            f"({lds:g}); the label table does not match this slide"
+            f"({slide.level_downsamples[job.level]:g}); the label table does not match this slide"
         )
-    mpp = slide.mpp
-    base_mpp = (mpp[0] + mpp[1]) / 2 if mpp else None
-    base_mag = slide.base_magnification
-    return LevelChoice(
-        job.level,
-        float(job.downsample),
-        float(scale),
-        base_mpp * job.downsample if base_mpp else None,
-        base_mag / job.downsample if base_mag else None,
-    )
+    return choice
 
 
 def _read_chunk(

@@ -341,11 +341,7 @@ def _painted_geometry(slide: Slide, painted: Slide, grid: TileGrid) -> tuple[flo
             f"{slide.name} is {w} x {h} px at level 0 and {w / ds:.0f} x {h / ds:.0f} px at the "
             f"tiling scale (downsample {ds:g}); it matches neither"
         )
-    target = ds / factor
-    level = painted.best_level_for_downsample(target)
-    scale = target / painted.level_downsamples[level]
-    scale = 1.0 if abs(scale - 1.0) <= LEVEL_TOLERANCE else scale
-    return factor, LevelChoice(level, target, scale, None, None)
+    return factor, painted.choice_for_downsample(ds / factor)
 
 
 def _painted_grid(grid: TileGrid, factor: float, choice: LevelChoice) -> TileGrid:

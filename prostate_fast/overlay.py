@@ -331,7 +331,6 @@ def overlay_geometry(slide: Any, scores: Any, *, check_name: bool = True) -> tup
         Another slide's name (unless ``check_name`` is false), a level the slide lacks, a scale or
         grid that does not fit the slide's dimensions.
     """
-    from .slide import LevelChoice
 
     where = slide.path or slide.name
     if check_name and Path(str(scores.slide_name)).name != slide.name:
@@ -368,12 +367,7 @@ def overlay_geometry(slide: Any, scores: Any, *, check_name: bool = True) -> tup
             f"{where}: the scores' grid {rows} x {cols} of {t} px tiles does not fit this slide "
             f"({w0} x {h0} px; expected {exp_rows} x {exp_cols}): scores of another slide?"
         )
-    mpp = slide.mpp
-    choice = LevelChoice(
-        level, ds, scale, (mpp[0] + mpp[1]) / 2 * ds if mpp else None,
-        slide.base_magnification / ds if slide.base_magnification else None,
-    )  # fmt: skip
-    return choice, width, height
+    return slide.choice_for_downsample(ds, level), width, height
 
 
 def _strips(

@@ -290,14 +290,7 @@ class Slide(ABC):
         if level is not None:
             if not 0 <= int(level) < self.level_count:
                 raise ValueError(f"level must be in [0, {self.level_count}), got {level!r}")
-            ds = self.level_downsamples[int(level)]
-            return LevelChoice(
-                int(level),
-                ds,
-                1.0,
-                base_mpp * ds if base_mpp else None,
-                base_mag / ds if base_mag else None,
-            )
+            return self.choice_for_downsample(self.level_downsamples[int(level)], int(level))
         if magnification is not None:
             if not magnification > 0:
                 raise ValueError(f"magnification must be positive, got {magnification!r}")
@@ -325,15 +318,33 @@ class Slide(ABC):
         target_ds = max(target_ds, 1.0) if abs(target_ds - 1) <= LEVEL_TOLERANCE else target_ds
         lvl = self.best_level_for_downsample(target_ds)
         lds = self.level_downsamples[lvl]
-        scale = target_ds / lds
+        if abs(target_ds / lds - 1.0) <= LEVEL_TOLERANCE:
+            target_ds = lds  # a level matches: read it as it is
+        return self.choice_for_downsample(target_ds, lvl)
+
+    def choice_for_downsample(self, downsample: float, level: int | None = None) -> LevelChoice:
+        """The :class:`LevelChoice` reading ``downsample`` level-0 pixels per output pixel.
+
+        From ``level`` when given, else from the level :meth:`best_level_for_downsample` picks;
+        ``scale`` is ``downsample`` over that level's downsample, 1.0 within 2 %, and ``mpp`` and
+        ``magnification`` follow from the slide's own. Used to rebuild a stage's stored scale.
+        """
+        if not downsample > 0:
+            raise ValueError(f"downsample must be positive, got {downsample!r}")
+        lvl = self.best_level_for_downsample(downsample) if level is None else int(level)
+        if not 0 <= lvl < self.level_count:
+            raise ValueError(f"level must be in [0, {self.level_count}), got {level!r}")
+        scale = downsample / self.level_downsamples[lvl]
         if abs(scale - 1.0) <= LEVEL_TOLERANCE:
-            scale, target_ds = 1.0, lds
+            scale = 1.0
+        base_mpp = (self._mpp[0] + self._mpp[1]) / 2.0 if self._mpp else None
+        base_mag = self.base_magnification
         return LevelChoice(
             lvl,
-            target_ds,
-            scale,
-            base_mpp * target_ds if base_mpp else None,
-            base_mag / target_ds if base_mag else None,
+            float(downsample),
+            float(scale),
+            base_mpp * downsample if base_mpp else None,
+            base_mag / downsample if base_mag else None,
         )
 
     def read_scaled(

@@ -221,3 +221,19 @@ def test_direct_tiff_reads_equal_openslide_everywhere(data_dir: Path, name: str)
             a = rgba[..., 3:]
             want = ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
             np.testing.assert_array_equal(got, want, err_msg=f"level {level} at {(x, y)}")
+
+
+def test_choice_for_downsample_rebuilds_choose_level() -> None:
+    img = np.zeros((256, 512, 3), np.uint8)
+    slide = ArraySlide(img, mpp=0.25, objective_power=40, downsamples=(1, 2, 4))
+    for kwargs in ({"magnification": 20}, {"magnification": 15}, {"mpp": 1.0}, {"level": 2}):
+        c = slide.choose_level(**kwargs)
+        assert slide.choice_for_downsample(c.downsample, c.level) == c
+    c = slide.choice_for_downsample(3.0)  # no level matches: level 1 (2x) shrunk by 1.5
+    assert (c.level, c.scale, c.mpp, c.magnification) == (1, 1.5, 0.75, pytest.approx(40 / 3))
+    assert slide.choice_for_downsample(2.02, 1).scale == 1.0  # within 2 %: read as it is
+    assert slide.choice_for_downsample(1.0, 2).scale == 0.25  # finer than the level: callers refuse
+    with pytest.raises(ValueError, match="downsample"):
+        slide.choice_for_downsample(0)
+    with pytest.raises(ValueError, match="level"):
+        slide.choice_for_downsample(2.0, 5)
