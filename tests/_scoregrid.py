@@ -1,50 +1,10 @@
-"""ScoreGrids for overlay/screen tests without a model: probabilities from a synthetic slide's truth.
-
-Uses :class:`prostate_fast.predict.ScoreGrid` when that module exists, else a local stand-in with
-the same fields (the contract of predict.py).
-"""
+"""ScoreGrids for overlay/screen tests without a model: probabilities from a synthetic slide's truth."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
-
-@dataclass(frozen=True, eq=False)
-class _LocalScoreGrid:
-    slide_path: str
-    slide_name: str
-    classes: tuple
-    colours: dict
-    tile_size: int
-    stride: int
-    level: int
-    downsample: float
-    scale: float
-    mpp: float | None
-    grid_shape: tuple
-    tile_rc: np.ndarray
-    l0_xy: np.ndarray
-    prob: np.ndarray
-    thresholds: dict
-    model: str = "truth"
-    engine: str = "none"
-
-    @property
-    def predicted(self) -> np.ndarray:
-        best = np.argmax(self.prob[:, 1:], axis=1) + 1
-        thr = np.array([self.thresholds.get(c, 0.5) for c in self.classes])
-        ok = self.prob[np.arange(len(self.prob)), best] >= thr[best]
-        return np.where(ok, best, 0).astype(np.int16)
-
-
-def score_grid_class() -> type:
-    try:
-        from prostate_fast.predict import ScoreGrid
-    except ImportError:
-        return _LocalScoreGrid
-    return ScoreGrid
+from prostate_fast.predict import ScoreGrid
 
 
 def make_scores(
@@ -59,7 +19,7 @@ def make_scores(
     tissue_only: bool = True,
     slide_name: str | None = None,
     grid_shape: tuple | None = None,
-) -> object:
+) -> ScoreGrid:
     """Scores of a synthetic slide: p(cancer) in [0.6, 1) on cancer tiles, [0, 0.45) elsewhere."""
     stride = stride or tile
     wt, ht = syn.width / downsample, syn.height / downsample
@@ -95,6 +55,4 @@ def make_scores(
         model="truth",
         engine="none",
     )
-    cls = score_grid_class()
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    return ScoreGrid(**values)
