@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _references import painted_reference
 
 from prostate_fast import cli
 from prostate_fast.baseline.label import painted_labels_baseline
@@ -46,20 +47,6 @@ def tables(syn):
         }
 
 
-def _ref_stats(o, p, cols, thr, tol):
-    o, p = o.astype(np.int64), p.astype(np.int64)
-    marked = np.abs(o - p).max(axis=-1) > thr
-    if tol < 255 and len(cols):
-        near = np.zeros(marked.shape, bool)
-        for c in np.asarray(cols, np.int64):
-            near |= np.abs(p - c).max(axis=-1) <= tol
-        marked &= near
-    n = len(o)
-    counts = marked.reshape(n, -1).sum(axis=1)
-    sums = (p.reshape(n, -1, 3) * marked.reshape(n, -1, 1)).sum(axis=1)
-    return counts, sums
-
-
 # -- the kernel ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(128, 128), (7, 5), (1, 17), (33, 1), (64, 63)])
 def test_kernel_matches_numpy_reference_for_any_thread_count(shape) -> None:
@@ -79,7 +66,7 @@ def test_kernel_matches_numpy_reference_for_any_thread_count(shape) -> None:
         ([(0, 255, 0)], 254, 255),
         ([(0, 255, 0)], 255, 10),
     ]:
-        want = _ref_stats(o, p, cols, thr, tol)
+        want = painted_reference(o, p, cols, thr, tol)
         results = [
             painted_tile_stats(o, p, np.array(cols), threshold=thr, colour_tol=tol, n_threads=t)
             for t in (1, 2, 3)

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import pytest
+from _references import painted_reference
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -401,20 +402,6 @@ def test_white_fraction_refuses_bad_input_with_value_error(shape: list, dtype, l
 
 
 # -- the painted-copy kernel ---------------------------------------------------------------------
-def _painted_reference(o, p, cols, thr, tol):  # noqa: ANN001, ANN202
-    o, p = o.astype(np.int64), p.astype(np.int64)
-    marked = np.abs(o - p).max(axis=-1) > thr
-    if tol < 255 and len(cols):
-        near = np.zeros(marked.shape, bool)
-        for c in np.asarray(cols, np.int64):
-            near |= np.abs(p - c).max(axis=-1) <= tol
-        marked &= near
-    n, pixels = o.shape[0], o.shape[1] * o.shape[2]
-    counts = marked.reshape(n, pixels).sum(axis=1)
-    sums = (p.reshape(n, pixels, 3) * marked.reshape(n, pixels, 1)).sum(axis=1)
-    return counts, sums
-
-
 @st.composite
 def painted_batches(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     shape = draw(tile_shapes)
@@ -441,7 +428,7 @@ def test_painted_tile_stats_matches_numpy_for_any_threads(batch: tuple, thr: int
     from prostate_fast.label import painted_tile_stats
 
     original, painted, colours = batch
-    ref_counts, ref_sums = _painted_reference(original, painted, colours, thr, tol)
+    ref_counts, ref_sums = painted_reference(original, painted, colours, thr, tol)
     pixels = original.shape[1] * original.shape[2]
     for threads in (1, 2, 3):
         counts, sums = painted_tile_stats(original, painted, colours, threshold=thr,
