@@ -2,7 +2,8 @@
 
 Two kinds of extension, both compiled with OpenMP when the compiler supports it:
 
-* every ``prostate_fast/_<stage>_cy.pyx`` becomes a Cython extension ``prostate_fast._<stage>_cy``;
+* every ``prostate_fast/**/_<stage>_cy.pyx`` becomes a Cython extension of the same dotted name
+  (``prostate_fast/slide/_slide_cy.pyx`` -> ``prostate_fast.slide._slide_cy``);
 * every ``csrc/*.cpp`` is linked into the single pybind11 module ``prostate_fast._native``.
 
 OpenMP is probed by compiling a tiny program with ``-fopenmp``; a build without it still works but
@@ -61,14 +62,14 @@ OPT = ["-O3"] if sys.platform != "win32" else ["/O2"]
 
 cython_exts = [
     Extension(
-        name=f"prostate_fast.{Path(p).stem}",
+        name=".".join(Path(os.path.relpath(p, HERE)).with_suffix("").parts),
         sources=[os.path.relpath(p, HERE)],
         include_dirs=[np.get_include()],
         extra_compile_args=[*OPT, *OMP_C],
         extra_link_args=OMP_L,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    for p in sorted(glob(str(HERE / "prostate_fast" / "_*_cy.pyx")))
+    for p in sorted(glob(str(HERE / "prostate_fast" / "**" / "_*_cy.pyx"), recursive=True))
 ]
 
 native = Pybind11Extension(

@@ -24,9 +24,14 @@ __all__ = [
 def native_openmp() -> dict[str, bool]:
     """Whether each native extension was compiled with OpenMP (``{module name: bool}``)."""
     import importlib
-    import pkgutil
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
 
-    names = ["_native"] + sorted(
-        m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cy")
-    )
+    root = Path(__file__).parent
+    cython = {
+        ".".join(p.relative_to(root).parts)[: -len(suffix)]
+        for suffix in EXTENSION_SUFFIXES
+        for p in root.rglob(f"_*_cy{suffix}")
+    }
+    names = ["_native", *sorted(cython)]
     return {n: importlib.import_module(f".{n}", __name__).built_with_openmp() for n in names}

@@ -100,14 +100,14 @@ def run_demo(
     FileExistsError
         ``out_dir`` exists and was not made by the demo.
     """
-    from .dataset import build_dataset
-    from .label import label_tiles
+    from .dataset.build import build_dataset
+    from .label.core import label_tiles
     from .screen import screen_slides
-    from .slide import open_slide
+    from .slide.core import open_slide
     from .synthetic import make_synthetic
     from .tile import build_grid
     from .tissue import detect_tissue
-    from .train import train
+    from .train.loop import train
 
     if n_train < 1 or epochs < 1:
         raise ValueError(f"n_train and epochs must be >= 1, got {n_train}, {epochs}")

@@ -417,7 +417,7 @@ def load_model_info(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _split_slides(dataset_dir: Path, split: str, n: int) -> np.ndarray:
     """Slide name of each record of a split, from its side-car table."""
-    from .dataset import load_side_car
+    from .dataset.build import load_side_car
 
     side = load_side_car(dataset_dir, split)
     if len(side["record"]) != n or not np.array_equal(side["record"], np.arange(n)):
@@ -482,7 +482,7 @@ def evaluate_model(
     Cost: one forward pass over the split (and over ``val`` when the threshold is derived).
     """
     from ._plot import confusion_png, roc_png
-    from ._train_io import _write_json, load_exported, predict_split
+    from .train.io import _write_json, load_exported, predict_split
 
     model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
     info = load_model_info(model_dir)

@@ -41,7 +41,7 @@ def score_features(
     measurements_as: str = "map",
 ) -> list[dict[str, Any]]:
     """GeoJSON ``Feature`` dicts for the tiles of a ScoreGrid (see the module notes)."""
-    from .overlay import _class_colours
+    from .overlay.core import _class_colours
 
     if measurements_as not in ("map", "list"):
         raise ValueError(f"measurements_as must be 'map' or 'list', got {measurements_as!r}")

@@ -215,7 +215,7 @@ def screen_scored(
     :func:`~prostate_fast.overlay.write_overlay` (alpha, mode, outline, colours, quality).
     Raises what those writers raise; on failure nothing of this slide is left.
     """
-    from .overlay import write_overlay
+    from .overlay.core import write_overlay
 
     slide = Path(slide)
     out = _outputs(Path(out_dir), slide)
@@ -301,7 +301,7 @@ def screen_slides(
     Cost per slide: prediction (about a minute for 20,000 tissue tiles on 2 cores, see
     :func:`~prostate_fast.predict.predict_slide`) plus the overlay (about 20 ns per overlay pixel).
     """
-    from .predict import Predictor, load_model, predict_slide
+    from .predict.core import Predictor, load_model, predict_slide
 
     paths = [Path(s) for s in slides]
     if not paths:

@@ -35,7 +35,7 @@ import numpy as np
 
 from ._util import atomic_path, write_npz
 from .errors import DatasetError
-from .slide import LevelChoice, Slide
+from .slide.core import LevelChoice, Slide
 
 if TYPE_CHECKING:
     from .tissue import TissueMask

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from prostate_fast._records import SIDE_CAR_COLUMNS
+from prostate_fast.dataset.records import SIDE_CAR_COLUMNS
 
 CLASSES = ["benign", "cancer"]
 

@@ -29,7 +29,7 @@ def make_model(
     not match ``model.json``.
     """
     from prostate_fast._mx import import_mxnet
-    from prostate_fast.networks import build_network, network_spec, with_softmax
+    from prostate_fast.model.networks import build_network, network_spec, with_softmax
 
     mx = import_mxnet()
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prostate_fast.annotation import (
+from prostate_fast.errors import AnnotationError
+from prostate_fast.label import ClassMap, label_tiles
+from prostate_fast.label.annotation import (
     Polygon,
     load_annotation,
     load_aperio_xml,
@@ -16,8 +18,6 @@ from prostate_fast.annotation import (
     load_geojson,
     polygon_coverage,
 )
-from prostate_fast.errors import AnnotationError
-from prostate_fast.label import ClassMap, label_tiles
 from prostate_fast.slide import LevelChoice, Slide
 from prostate_fast.tile import TileGrid
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from prostate_fast.batch import SUMMARY, WORKLIST, SlideResult, discover_slides, run_batch
+from prostate_fast.batch.core import SUMMARY, WORKLIST, SlideResult, discover_slides, run_batch
 from prostate_fast.errors import ProstateFastError
 
 GOOD = [f"slide{i:02d}" for i in (0, 1, 2, 4, 5, 6, 8, 9)]
@@ -206,7 +206,7 @@ def _crash_on_bad(task: SimpleNamespace) -> SlideResult:
 
 
 def test_pool_survives_a_dying_worker() -> None:
-    from prostate_fast._batch_exec import run_pool
+    from prostate_fast.batch.executors import run_pool
 
     tasks = [SimpleNamespace(slide=f"/x/{n}.tif") for n in ("a", "bad", "b")]
     got: dict[str, str] = {}
@@ -248,7 +248,7 @@ def test_dask_local_cluster_gives_the_pool_outputs(
 
 
 def test_cli_batch_bad_input(model: Path, tmp_path: Path, capsys) -> None:
-    from prostate_fast.cli import main
+    from prostate_fast.cli.main import main
 
     assert main(["batch", str(tmp_path / "none"), "--model", str(model), "-o", str(tmp_path)]) == 2
     assert "no such slide folder" in capsys.readouterr().err

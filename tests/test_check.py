@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from prostate_fast.check import load_mnist, mxnet_build_info, read_idx, run_check
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.errors import DatasetError
+from prostate_fast.train.check import load_mnist, mxnet_build_info, read_idx, run_check
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:

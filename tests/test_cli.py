@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 
 
 def _err_line(capsys: pytest.CaptureFixture[str]) -> str:

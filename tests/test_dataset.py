@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prostate_fast._selection import apportion, balance_indices, white_keep_mask
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.dataset import (
     build_dataset,
     count_records,
@@ -20,6 +19,7 @@ from prostate_fast.dataset import (
     read_records,
     record_iter,
 )
+from prostate_fast.dataset.selection import apportion, balance_indices, white_keep_mask
 from prostate_fast.errors import DatasetError
 from prostate_fast.label import label_tiles
 from prostate_fast.slide import open_slide

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.demo import MARKER, run_demo
 
 

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from prostate_fast import cli
-from prostate_fast.distributed import LOOPBACK, _worker_args, dmlc_env, free_port, launch_local
+from prostate_fast.train.distributed import (
+    LOOPBACK,
+    _worker_args,
+    dmlc_env,
+    free_port,
+    launch_local,
+)
 
 TINY_NET = ["--conv-filters", "4,4", "--dense-units", "8,8,8", "--threads", "1", "--quiet"]
 

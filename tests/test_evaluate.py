@@ -11,7 +11,7 @@ import pytest
 from _tiny_dataset import make_tiny_dataset
 from _tiny_model import make_model
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.errors import DatasetError, ModelError
 from prostate_fast.evaluate import (
     Confusion,

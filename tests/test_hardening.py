@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import pytest
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 
 PREFIX = "prostate-fast: error: "
 W, H = 2048, 1024  # level-0 size of the synthetic slides (0.5 µm/px, 20x)

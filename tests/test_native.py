@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import prostate_fast
-from prostate_fast import _native, _slide_cy
+from prostate_fast import _native
+from prostate_fast.slide import _slide_cy
 
 
 def test_every_extension_built_with_openmp() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from _tiny_model import make_model
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.errors import ModelError, ProstateFastError, SlideError
 
 pytest.importorskip("mxnet")

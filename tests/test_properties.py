@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from prostate_fast.annotation import (
+from prostate_fast.errors import AnnotationError
+from prostate_fast.label.annotation import (
     Annotation,
     load_annotation,
     load_aperio_xml,
     load_asap_xml,
     load_geojson,
 )
-from prostate_fast.errors import AnnotationError
 
 # deadline=None: the machine is shared; database=None: nothing written into the repository
 FEW = settings(max_examples=40, deadline=None, database=None,
@@ -518,7 +518,7 @@ vertex = st.one_of(st.integers(-5, 30), st.floats(-5, 30, allow_nan=False)).map(
 @st.composite
 def polygons_(draw: st.DrawFn) -> object:
     """A polygon (any shape, self-intersections allowed) with holes inside its bounding box."""
-    from prostate_fast.annotation import Polygon
+    from prostate_fast.label.annotation import Polygon
 
     ext = np.array(draw(st.lists(st.tuples(vertex, vertex), min_size=3, max_size=7)))
     lo, hi = ext.min(axis=0), ext.max(axis=0)
@@ -536,7 +536,7 @@ def polygons_(draw: st.DrawFn) -> object:
     samples=st.integers(1, 6),
 )
 def test_polygon_coverage_matches_a_reference(pos, neg, xy, t, samples) -> None:  # noqa: ANN001
-    from prostate_fast.annotation import polygon_coverage
+    from prostate_fast.label.annotation import polygon_coverage
 
     negs = [neg[: c + 1] for c in range(len(pos))]  # a different negative set per class
     xy = np.array(xy, np.int64)
@@ -562,8 +562,8 @@ def _composite_reference(rgba: np.ndarray) -> np.ndarray:
     )
 )
 def test_composite_on_white_matches_numpy_for_any_threads(rgba: np.ndarray) -> None:
-    from prostate_fast import _slide_cy
-    from prostate_fast.slide import _composite_on_white, _to_rgb
+    from prostate_fast.slide import _slide_cy
+    from prostate_fast.slide.core import _composite_on_white, _to_rgb
 
     ref = _composite_reference(rgba)
     assert np.array_equal(_composite_on_white(rgba, None), ref)
@@ -589,7 +589,7 @@ def test_composite_on_white_matches_numpy_for_any_threads(rgba: np.ndarray) -> N
     )
 )
 def test_any_decoded_image_becomes_rgb(arr: np.ndarray) -> None:
-    from prostate_fast.slide import _to_rgb
+    from prostate_fast.slide.core import _to_rgb
 
     out = _to_rgb(arr)
     assert out.dtype == np.uint8 and out.shape == arr.shape[:2] + (3,) and out.flags.c_contiguous

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _scoregrid import make_scores
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.screen import (
     WorklistRow,
     cancer_score,

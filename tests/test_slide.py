@@ -166,7 +166,7 @@ def test_png_with_alpha_is_composited_on_white(tmp_path: Path) -> None:
 
 
 def test_composite_is_thread_count_independent() -> None:
-    from prostate_fast import _slide_cy
+    from prostate_fast.slide import _slide_cy
 
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, size=(300, 257, 4), dtype=np.uint8)

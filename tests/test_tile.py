@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.errors import DatasetError
 from prostate_fast.slide import ArraySlide, open_slide
 from prostate_fast.tile import (

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from _tiny_dataset import make_tiny_dataset
 
-from prostate_fast.cli import main
+from prostate_fast.cli.main import main
 from prostate_fast.errors import DatasetError, ModelError
-from prostate_fast.networks import StudyConfig, build_network, network_spec
+from prostate_fast.model.networks import StudyConfig, build_network, network_spec
 from prostate_fast.train import train
 
 FAST = {"lr": 0.05, "progress": False, "n_threads": 2, "log": lambda line: None}
@@ -48,8 +48,8 @@ def trained(ds, tmp_path_factory):
 
 def test_import_does_not_load_mxnet() -> None:
     code = (
-        "import sys, prostate_fast.train, prostate_fast.evaluate, prostate_fast.check, "
-        "prostate_fast.networks; assert 'mxnet' not in sys.modules, 'mxnet imported'"
+        "import sys, prostate_fast.train, prostate_fast.evaluate, prostate_fast.train.check, "
+        "prostate_fast.model.networks; assert 'mxnet' not in sys.modules, 'mxnet imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..slide import LevelChoice, Slide
+from ..slide.core import LevelChoice, Slide
 
 __all__ = ["export_tile_files", "load_tile_files"]
 

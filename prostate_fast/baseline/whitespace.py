@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..slide import LevelChoice, Slide
+from ..slide.core import LevelChoice, Slide
 from ..tile import full_grid
 from ..tissue import WHITE_MAX_SATURATION, WHITE_MIN_BRIGHTNESS
 

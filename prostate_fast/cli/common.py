@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import ProstateFastError
+from ..errors import ProstateFastError
 
 
 def _positive_int(text: str) -> int:
@@ -37,10 +37,10 @@ def _no_tissue(slide: Path, n_tiles: int, min_tissue: float | None = None) -> Pr
     look like a benign slide; `screen` and `batch` instead give such a slide the worklist status
     "no tissue" and rank it with the failures, for a manual read.
     """
-    from .errors import SlideError
+    from ..errors import SlideError
 
     if min_tissue is None:
-        from .tile import MIN_TISSUE
+        from ..tile import MIN_TISSUE
 
         min_tissue = MIN_TISSUE
     return SlideError(
@@ -106,7 +106,7 @@ def _share(text: str) -> float:
 
 
 def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
-    from .overlay import parse_colour
+    from ..overlay.core import parse_colour
 
     try:
         return parse_colour(text)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._cli_common import _class_weights_arg, _int_list, _positive_float, _positive_int
+from .common import _class_weights_arg, _int_list, _positive_float, _positive_int
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -63,8 +63,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .networks import StudyConfig
-    from .train import train
+    from ..model.networks import StudyConfig
+    from ..train.loop import train
 
     study = StudyConfig(
         **({"conv_filters": tuple(args.conv_filters)} if args.conv_filters else {}),
@@ -128,7 +128,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from .distributed import launch_local
+    from ..train.distributed import launch_local
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     if not train_args or train_args[0] != "train":
@@ -167,7 +167,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_model
+    from ..evaluate import evaluate_model
 
     ev = evaluate_model(
         args.model,
@@ -206,7 +206,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import run_check
+    from ..train.check import run_check
 
     result = run_check(
         args.mnist, epochs=args.epochs, seed=args.seed, ctx=args.ctx, n_threads=args.threads

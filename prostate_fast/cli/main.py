@@ -15,11 +15,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from ._cli_apply import _add_batch, _add_demo, _add_overlay, _add_predict, _add_run, _add_screen
-from ._cli_model import _add_check, _add_evaluate, _add_launch, _add_train
-from ._cli_prepare import _add_dataset, _add_info, _add_label, _add_synth, _add_tiles
-from .errors import ProstateFastError
+from .. import __version__
+from ..errors import ProstateFastError
+from .apply import _add_batch, _add_demo, _add_overlay, _add_predict, _add_run, _add_screen
+from .model import _add_check, _add_evaluate, _add_launch, _add_train
+from .prepare import _add_dataset, _add_info, _add_label, _add_synth, _add_tiles
 
 Handler = Callable[[argparse.Namespace], int]
 

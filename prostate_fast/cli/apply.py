@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._cli_common import (
+from .common import (
     _add_overlay_look,
     _no_tissue,
     _positive_float,
@@ -53,7 +53,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_slide
+    from ..predict.core import predict_slide
 
     stem = args.out.with_suffix("") if args.out.suffix.lower() in (".npz", ".csv") else args.out
     outs = [stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".csv")]
@@ -110,7 +110,7 @@ def _add_overlay(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_overlay(args: argparse.Namespace) -> int:
-    from .overlay import write_overlay
+    from ..overlay.core import write_overlay
 
     res = write_overlay(
         args.slide, args.scores, args.out, alpha=args.alpha, mode=args.mode, outline=args.outline,
@@ -185,7 +185,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    from .screen import WorklistRow, screen_slides
+    from ..screen import WorklistRow, screen_slides
 
     def report(r: WorklistRow) -> None:
         if r.ok:
@@ -245,7 +245,7 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
+    from ..batch.core import run_batch
 
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
@@ -276,7 +276,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(args.out, seed=args.seed)
     print(f"demo outputs in {result.out_dir}/")

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
-from ._mx import import_mxnet
+from .._mx import import_mxnet
 
 __all__ = ["NETWORKS", "StudyConfig", "build_network", "network_spec", "with_softmax"]
 

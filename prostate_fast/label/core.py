@@ -36,12 +36,12 @@ from typing import Literal
 
 import numpy as np
 
-from ._labeltable import ClassMap, LabelTable, load_label_table
-from ._util import resolve_threads
+from .._util import resolve_threads
+from ..errors import AnnotationError, SlideError
+from ..slide.core import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
+from ..tile import TileGrid, read_tiles, tile_white_fraction
 from .annotation import Annotation, Polygon, load_annotation, polygon_coverage
-from .errors import AnnotationError, SlideError
-from .slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
-from .tile import TileGrid, read_tiles, tile_white_fraction
+from .table import ClassMap, LabelTable, load_label_table
 
 __all__ = [
     "ClassMap",
@@ -100,7 +100,7 @@ def painted_tile_stats(
     0.5 ns per pixel per core when nothing is painted, 1 ns when everything is.
     ``prostate_fast.baseline.label`` is the same rule written as the study's OpenCV loop.
     """
-    from . import _native
+    from .. import _native
 
     o = _check_tiles("original", original)
     p = _check_tiles("painted", painted)
@@ -367,7 +367,7 @@ def _label_painted(
     batch_size: int,
     n_threads: int | None,
 ) -> LabelTable:
-    from .tissue import white_fraction
+    from ..tissue import white_fraction
 
     col_idx = np.array([i for i, c in enumerate(cmap.colours) if c is not None], np.int64)
     if len(col_idx) == 0:

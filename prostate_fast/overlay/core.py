@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ._util import atomic_path, check_image, resolve_threads
-from .errors import SlideError
+from .._util import atomic_path, check_image, resolve_threads
+from ..errors import SlideError
 
 __all__ = [
     "BlendTables",
@@ -298,7 +298,7 @@ def _checked_tables(t: BlendTables) -> BlendTables:
 
 
 def _blend_native(buf: np.ndarray, x0: int, y0: int, t: BlendTables, threads: int) -> None:
-    from . import _native
+    from .. import _native
 
     _native.blend_strip(
         buf, x0, y0, t.cls, t.alpha, t.outline, t.colours, t.tile_size, t.stride,
@@ -309,7 +309,7 @@ def _blend_native(buf: np.ndarray, x0: int, y0: int, t: BlendTables, threads: in
 # -- whole-slide overlay ---------------------------------------------------------------------------
 def _load_scores(scores: Any) -> tuple[Any, str]:
     if isinstance(scores, str | os.PathLike):
-        from .predict import load_score_grid
+        from ..predict.core import load_score_grid
 
         return load_score_grid(scores), str(scores)
     for name in ("classes", "grid_shape", "tile_rc", "prob", "tile_size", "stride", "level"):
@@ -454,9 +454,9 @@ def write_overlay(
     """
     import contextlib
 
-    from ._pyramid import STRIP_PIXELS, level_dimensions, strip_rows_for, write_pyramid
-    from ._stripread import prefetch, strip_reader
-    from .slide import open_slide
+    from ..slide.core import open_slide
+    from ..slide.pyramid import STRIP_PIXELS, level_dimensions, strip_rows_for, write_pyramid
+    from ..slide.strips import prefetch, strip_reader
 
     start = time.perf_counter()
     if compression not in COMPRESSIONS:
@@ -513,7 +513,7 @@ def write_overlay(
             capture_level=thumb_level if thumbnail else None, n_threads=threads,
         )  # fmt: skip
         if thumb_path is not None:
-            from ._thumbnail import legend_thumbnail, write_png
+            from .thumbnail import legend_thumbnail, write_png
 
             img = legend_thumbnail(
                 info.captured, grid, tables, alpha=alpha, mode=mode, size=thumbnail_size,
@@ -521,7 +521,7 @@ def write_overlay(
             )  # fmt: skip
             write_png(stack.enter_context(atomic_path(thumb_path, overwrite=overwrite)), img)
         if geo_path is not None:
-            from .geojson import export_geojson
+            from ..geojson import export_geojson
 
             export_geojson(grid, geo_path, colours=colours, overwrite=overwrite)
     return OverlayResult(

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_path, write_npz
-from .errors import AnnotationError, DatasetError
+from .._util import atomic_path, write_npz
+from ..errors import AnnotationError, DatasetError
 
 __all__ = ["DEFAULT_ALIASES", "ClassMap", "LabelTable", "load_label_table"]
 

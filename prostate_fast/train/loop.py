@@ -47,8 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from ._mx import import_mxnet, parse_context
-from ._train_io import (
+from .._mx import import_mxnet, parse_context
+from ..errors import DatasetError, ModelError
+from ..model.networks import StudyConfig, build_network, network_spec, with_softmax
+from .io import (
     _batches,
     _count,
     _dataset,
@@ -58,8 +60,6 @@ from ._train_io import (
     load_exported,
     predict_split,
 )
-from .errors import DatasetError, ModelError
-from .networks import StudyConfig, build_network, network_spec, with_softmax
 
 __all__ = ["SELECT_DEFAULT", "TrainResult", "load_exported", "predict_split", "train"]
 
@@ -480,7 +480,7 @@ def _train_epoch(
 
 
 def _val_metrics(run: _Run, net: Any) -> dict[str, float]:
-    from .evaluate import evaluate_predictions, screening_score, sensitivity_at_specificity
+    from ..evaluate import evaluate_predictions, screening_score, sensitivity_at_specificity
 
     labels, prob = run.predict_val(net)
     ev = evaluate_predictions(labels, prob, classes=run.info.classes)
@@ -515,7 +515,7 @@ def _write_log_timed(work: Path, history: list[dict[str, float]], last: bool, t:
     os.replace(tmp, work / "log.csv")
     if not (last or time.time() - t > 60):
         return t
-    from ._plot import line_chart_png
+    from .._plot import line_chart_png
 
     def col(k: str) -> list[float]:
         return [math.nan if r[k] is None else r[k] for r in history]
@@ -539,7 +539,7 @@ def _export(
     arch: dict[str, Any],
 ) -> float:  # fmt: skip
     """Export the best epoch (softmax output) and write model.json; return the threshold."""
-    from .evaluate import screening_score, threshold_for_sensitivity
+    from ..evaluate import screening_score, threshold_for_sensitivity
 
     mx = import_mxnet()
     info, classes, tile = run.info, list(run.info.classes), run.info.tile_size

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnnotationError
+from ..errors import AnnotationError
 
 __all__ = [
     "Annotation",

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ._mx import import_mxnet, parse_context
-from .errors import DatasetError
+from .._mx import import_mxnet, parse_context
+from ..errors import DatasetError
 
 __all__ = ["CheckResult", "load_digits", "load_mnist", "mxnet_build_info", "read_idx", "run_check"]
 

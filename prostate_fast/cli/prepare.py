@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._cli_common import (
+from .common import (
     _fraction_list,
     _name_list,
     _no_tissue,
@@ -30,7 +30,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .slide import open_slide
+    from ..slide.core import open_slide
 
     with open_slide(args.slide) as slide:
         facts = slide.describe()
@@ -77,7 +77,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import make_synthetic
+    from ..synthetic import make_synthetic
 
     result = make_synthetic(
         args.out,
@@ -130,9 +130,9 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from ._util import atomic_path
-    from .slide import open_slide
-    from .tile import (
+    from .._util import atomic_path
+    from ..slide.core import open_slide
+    from ..tile import (
         MIN_TISSUE,
         build_grid,
         full_grid,
@@ -140,7 +140,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
         save_tile_table,
         tile_white_fraction,
     )
-    from .tissue import detect_tissue
+    from ..tissue import detect_tissue
 
     if args.out.suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"{args.out}: the tile table must be .csv or .npz")
@@ -257,9 +257,9 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from .label import ClassMap, label_tiles
-    from .slide import open_slide
-    from .tile import build_grid, full_grid
+    from ..label.core import ClassMap, label_tiles
+    from ..slide.core import open_slide
+    from ..tile import build_grid, full_grid
 
     if args.out.suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"{args.out}: the label table must be .csv or .npz")
@@ -335,7 +335,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from .dataset import WHITE_THRESHOLD, build_dataset
+    from ..dataset.build import WHITE_THRESHOLD, build_dataset
 
     split = {}
     if args.val_slides:

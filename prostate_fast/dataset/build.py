@@ -42,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from ._dataset_io import (
+from .._util import check_parent, disk_error_naming, resolve_threads
+from ..errors import DatasetError
+from .reading import (
     FORMAT,
     VERSION,
     DatasetInfo,
@@ -55,8 +57,8 @@ from ._dataset_io import (
     read_records,
     record_iter,
 )
-from ._records import PackedSlide, TileJob, epoch_batches, pack_split
-from ._selection import (
+from .records import PackedSlide, TileJob, epoch_batches, pack_split
+from .selection import (
     SPLIT_NAMES,
     assign_splits,
     balance_indices,
@@ -65,8 +67,6 @@ from ._selection import (
     read_patients,
     white_keep_mask,
 )
-from ._util import check_parent, disk_error_naming, resolve_threads
-from .errors import DatasetError
 
 __all__ = [
     "WHITE_THRESHOLD",

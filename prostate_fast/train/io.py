@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._mx import import_mxnet, parse_context
-from .errors import DatasetError, ModelError
+from .._mx import import_mxnet, parse_context
+from ..errors import DatasetError, ModelError
 
 __all__ = ["load_exported", "predict_split"]
 
@@ -27,7 +27,7 @@ __all__ = ["load_exported", "predict_split"]
 # -- data ------------------------------------------------------------------------------------------
 def _dataset(dataset_dir: Path) -> Any:
     """The dataset's validated description (prostate_fast.dataset.DatasetInfo)."""
-    from .dataset import load_dataset_info
+    from ..dataset.build import load_dataset_info
 
     info = load_dataset_info(dataset_dir)
     where = info.path / "dataset.json"
@@ -44,7 +44,7 @@ def _dataset(dataset_dir: Path) -> Any:
 
 def _count(info: Any, split: str) -> int:
     """Number of records of a split, its records checked (DatasetError when missing or empty)."""
-    from .dataset import count_records
+    from ..dataset.build import count_records
 
     try:
         sp = info.split(split)
@@ -83,7 +83,7 @@ def _mx_error(rec: Path, exc: BaseException) -> DatasetError:
 
 def _open_records(info: Any, split: str, **kwargs: Any) -> Any:
     """prostate_fast.dataset.record_iter; MXNet read errors (it prefetches) become DatasetError."""
-    from .dataset import record_iter
+    from ..dataset.build import record_iter
 
     mx = import_mxnet()
     try:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ._util import resolve_threads
-from .errors import SlideError
+from .._util import resolve_threads
+from ..errors import SlideError
 
 __all__ = [
     "ArraySlide",

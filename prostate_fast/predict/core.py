@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from ._util import atomic_path, write_npz
+from .._util import atomic_path, write_npz
+from ..errors import ModelError, ProstateFastError
+from ..slide.core import Slide
 from .engines import (
     ENGINES,
     Engine,
@@ -47,8 +49,6 @@ from .engines import (
     load_model,
     read_model_info,
 )
-from .errors import ModelError, ProstateFastError
-from .slide import Slide
 
 __all__ = [
     "ENGINES",
@@ -483,8 +483,8 @@ def predict_slide(
         else model
     )
     assert isinstance(predictor, Predictor)
-    from .slide import open_slide  # after load_model: MXNet's threads are set before any
-    from .tile import build_grid, read_tiles  # OpenMP code of ours runs
+    from ..slide.core import open_slide  # after load_model: MXNet's threads are set before any
+    from ..tile import build_grid, read_tiles  # OpenMP code of ours runs
 
     info = predictor.info
     with contextlib.ExitStack() as stack:
@@ -500,7 +500,7 @@ def predict_slide(
         view.choose_level(**request)  # fails fast (no scale recorded) before the tissue pass
         t0 = time.perf_counter()
         if tissue is None:
-            from .tissue import detect_tissue
+            from ..tissue import detect_tissue
 
             tissue = detect_tissue(view, n_threads=n_threads)
         t1 = time.perf_counter()

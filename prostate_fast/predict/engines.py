@@ -42,8 +42,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._util import atomic_path, resolve_threads
-from .errors import ModelError
+from .._util import atomic_path, resolve_threads
+from ..errors import ModelError
 
 __all__ = [
     "ENGINES",
@@ -264,7 +264,7 @@ def _mxnet(n_threads: int | None, *, warn: bool = True) -> Any:
     runtime reads once, when it loads: before MXNet, or before one of our OpenMP extensions
     when one of those ran first. Call this (``load_model`` does) before any other native work.
     """
-    from ._mx import import_mxnet
+    from .._mx import import_mxnet
 
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "backend MKLDNN is activated"
     if "mxnet" not in sys.modules:
@@ -555,7 +555,7 @@ class NativePredictor(Predictor):
         global _ATEXIT_DONE
         super().__init__(info, device, batch_size, n_threads)
         mx = _mxnet(n_threads)  # loads libmxnet with the thread settings; dlopen reuses it
-        from . import _native
+        from .. import _native
 
         libs = mx.libinfo.find_lib_path()
         if not libs:
@@ -809,7 +809,7 @@ def load_model(
     info = read_model_info(model_dir)
     mx = _mxnet(n_threads, warn=engine != "onnx")
     if device[0] == "gpu" and engine != "onnx":
-        from ._mx import parse_context
+        from .._mx import parse_context
 
         parse_context(f"gpu({device[1]})")  # ModelError when this MXNet sees no such GPU
     symbol_json, params_bytes, _ = _check_network(mx, info)

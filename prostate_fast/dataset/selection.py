@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 __all__ = [
     "SPLIT_NAMES",

@@ -50,10 +50,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._batch_exec import Progress, _init_worker, check_scheduler, run_dask, run_pool
-from ._util import atomic_path, resolve_threads
-from .errors import ProstateFastError
+from .. import __version__
+from .._util import atomic_path, resolve_threads
+from ..errors import ProstateFastError
+from .executors import Progress, _init_worker, check_scheduler, run_dask, run_pool
 
 __all__ = [
     "SLIDE_EXTENSIONS",
@@ -196,7 +196,7 @@ def _sha256(path: Path) -> str:
 
 def _model_identity(model_dir: Path) -> tuple[dict[str, Any], dict[str, float]]:
     """Checksums of a model's files, and its thresholds (ModelError on a bad folder)."""
-    from .engines import read_model_info
+    from ..predict.engines import read_model_info
 
     info = read_model_info(model_dir)  # ModelError on a bad folder, before any worker starts
     files = {p.name: _sha256(p) for p in (model_dir / "model.json", info.symbol_file,
@@ -209,7 +209,7 @@ def _overlay_settings(options: Mapping[str, Any]) -> dict[str, Any]:
     """Overlay options with write_overlay's defaults filled in (the same look, the same key)."""
     import inspect
 
-    from .overlay import write_overlay
+    from ..overlay.core import write_overlay
 
     params = inspect.signature(write_overlay).parameters
     keys = ("alpha", "mode", "outline", "colours", "quality", "compression", "thumbnail_size")
@@ -265,7 +265,7 @@ def _complete(folder: Path, task: _Task, source: Mapping[str, Any] | None) -> di
 
 
 def _row_from_manifest(m: Mapping[str, Any], folder: Path, slide: Path) -> Any:
-    from .screen import WorklistRow, scored_status
+    from ..screen import WorklistRow, scored_status
 
     files = {k: str(folder / v["file"]) for k, v in m["outputs"].items()}
     nums = {k: m["row"][k] for k in _ROW_NUMBERS if k in m["row"]}
@@ -288,7 +288,7 @@ def _worker_threads(n_threads: int | None) -> int:
 
 def _predictor(task: _Task, threads: int) -> Any:
     """The model of ``task``, loaded once per worker process (one model kept at a time)."""
-    from .predict import load_model
+    from ..predict.core import load_model
 
     o = task.settings
     key = (task.model_dir, task.model["sha256"], o["engine"], o["ctx"], o["batch_size"], threads)
@@ -302,7 +302,7 @@ def _predictor(task: _Task, threads: int) -> Any:
 
 
 def _error(task: _Task, exc: BaseException, seconds: float = 0.0) -> SlideResult:
-    from .screen import WorklistRow, _one_line
+    from ..screen import WorklistRow, _one_line
 
     status = _one_line(exc)  # "error: <one line>", as screen's worklist rows say it
     slide = Path(task.slide)
@@ -320,7 +320,7 @@ def _install(folder: Path, final: Path, part: Path) -> None:
 
 def _process_slide(task: _Task) -> SlideResult:
     """Process one slide (or find it complete); never raises for a slide's own failure."""
-    from .errors import ProstateFastError as DomainError
+    from ..errors import ProstateFastError as DomainError
 
     t0 = time.perf_counter()
     slide = Path(task.slide)
@@ -342,9 +342,9 @@ def _process_slide(task: _Task) -> SlideResult:
             row = _row_from_manifest(m, final, slide)
             return SlideResult(slide.name, str(slide), "skipped", "", str(final),
                                time.perf_counter() - t0, row)  # fmt: skip
-        from .predict import predict_slide
-        from .screen import screen_scored
-        from .slide import open_slide
+        from ..predict.core import predict_slide
+        from ..screen import screen_scored
+        from ..slide.core import open_slide
 
         threads = _worker_threads(task.n_threads)
         if "mxnet" not in sys.modules:  # OMP_NUM_THREADS before libgomp loads (MXNET-NOTES.md)
@@ -519,7 +519,7 @@ def run_batch(
     sha256 pass over the slide (about 1 s per GB) and over the outputs; each worker pays the
     model load (about 1 s) once. Throughput is best with ``workers * n_threads`` = cores.
     """
-    from .screen import rank_worklist, write_worklist
+    from ..screen import rank_worklist, write_worklist
 
     start = time.perf_counter()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
