@@ -132,7 +132,7 @@ def write_model_json(model_dir: str | os.PathLike[str], meta: Mapping[str, Any])
     Raises
     ------
     ValueError
-        ``meta`` is not a ``prostate-fast-model`` description of this version.
+        ``meta`` is not a model description (``MODEL_FORMAT``) of this version.
     """
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
         raise ValueError(
