@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ __all__ = [
     "disk_error_naming",
     "naming_disk_errors",
     "resolve_threads",
+    "write_json",
     "write_npz",
 ]
 
@@ -167,3 +170,26 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     np.savez_compressed(buf, **arrays)
     with open(path, "wb") as fh:
         fh.write(buf.getbuffer())
+
+
+def write_json(path: str | os.PathLike[str], obj: object) -> None:
+    """Write ``obj`` as indented strict JSON (NaN becomes null) through a temporary name.
+
+    The text goes to ``.NAME.part`` beside ``path``, then replaces ``path`` in one rename, so a
+    reader never sees half a file. Values JSON cannot hold are written as ``str(value)``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _nan_to_none(obj: object) -> object:
+    """NaN -> None, recursively (strict JSON)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj

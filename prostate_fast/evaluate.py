@@ -24,7 +24,6 @@ writes the report; MXNet is imported only there.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -35,14 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError, ModelError
+from .errors import DatasetError
 
 __all__ = [
     "Confusion",
     "Evaluation",
     "evaluate_model",
     "evaluate_predictions",
-    "load_model_info",
     "roc_auc",
     "roc_curve",
     "screening_score",
@@ -396,25 +394,6 @@ def evaluate_predictions(
 
 
 # -- running an exported model on a dataset split --------------------------------------------------
-def load_model_info(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``MODEL_DIR/model.json``; raise :class:`ModelError` naming the file."""
-    path = Path(model_dir) / "model.json"
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file (not a prostate-fast model folder)") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: unreadable model description ({exc})") from None
-    if not isinstance(info, dict) or info.get("format") != "prostate-fast-model":
-        raise ModelError(f"{path}: not a prostate-fast model description")
-    if info.get("version") != 1:
-        raise ModelError(f"{path}: unsupported model format version {info.get('version')!r}")
-    for key in ("classes", "tile_size", "normalisation", "epoch"):
-        if key not in info:
-            raise ModelError(f"{path}: missing {key!r}")
-    return info
-
-
 def _split_slides(dataset_dir: Path, split: str, n: int) -> np.ndarray:
     """Slide name of each record of a split, from its side-car table."""
     from .dataset.build import load_side_car
@@ -482,20 +461,22 @@ def evaluate_model(
     Cost: one forward pass over the split (and over ``val`` when the threshold is derived).
     """
     from ._plot import confusion_png, roc_png
-    from .train.io import _write_json, load_exported, predict_split
+    from ._util import write_json as _write_json
+    from .model import read_model_info, write_model_json
+    from .train.io import load_exported, predict_split
 
     model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
-    info = load_model_info(model_dir)
+    info = read_model_info(model_dir)
     out = Path(out_dir) if out_dir is not None else model_dir / f"evaluation-{split}"
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; refusing to overwrite it")
-    classes = list(info["classes"])
+    classes = list(info.classes)
     net, mx_ctx = load_exported(model_dir, info, ctx=ctx)
 
     def run(name: str) -> tuple[np.ndarray, np.ndarray]:
         return predict_split(
             net, dataset_dir, name, ctx=mx_ctx, batch_size=batch_size, classes=classes,
-            tile_size=int(info["tile_size"]), scale=float(info["normalisation"]["scale"]),
+            tile_size=info.tile_size, scale=info.scale,
             n_threads=n_threads, softmax=False,
         )  # fmt: skip
 
@@ -523,7 +504,7 @@ def evaluate_model(
     try:
         report = {
             "model": str(model_dir), "dataset": str(dataset_dir), "split": split,
-            "epoch": info["epoch"], "threshold_source": source, **ev.to_dict(),
+            "epoch": info.epoch, "threshold_source": source, **ev.to_dict(),
         }  # fmt: skip
         _write_json(tmp / "report.json", report)
         (tmp / "report.txt").write_text(f"{split} split, threshold from {source}\n{ev.report()}")
@@ -563,10 +544,10 @@ def evaluate_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if write_threshold:
-        info["threshold"] = {
+        new_threshold = {
             pos: float(threshold),
             "target_sensitivity": target_sensitivity,
             "source": source,
         }
-        _write_json(model_dir / "model.json", info)
+        write_model_json(model_dir, {**info.meta, "threshold": new_threshold})
     return ev

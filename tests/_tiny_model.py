@@ -1,13 +1,13 @@
-"""A model folder following train.py's contract, without training: the study CNN, Xavier-seeded.
+"""A model folder written by the package's own writer, without training: the study CNN, Xavier-seeded.
 
-Used by test_predict and bench_predict. ``make_model(dir, tile_size=64)`` exports the study's
-network (prostate_fast.networks, softmax-wrapped) with random but deterministic weights and writes
-``model.json`` exactly as ``train`` does, so every engine can load it.
+Used by test_predict, test_evaluate, test_screen, test_batch and bench_predict.
+``make_model(dir, tile_size=64)`` builds the study's network with random but deterministic weights
+and writes it with :func:`prostate_fast.model.write_model`, as ``train`` does, so every engine can
+load it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -29,7 +29,7 @@ def make_model(
     not match ``model.json``.
     """
     from prostate_fast._mx import import_mxnet
-    from prostate_fast.model.networks import build_network, network_spec, with_softmax
+    from prostate_fast.model import build_network, network_spec, write_model
 
     mx = import_mxnet()
     out.mkdir(parents=True, exist_ok=True)
@@ -37,28 +37,18 @@ def make_model(
     mx.random.seed(seed)
     net = build_network("study", n_out, tile_size=tile_size)
     net.initialize(mx.init.Xavier(), ctx=mx.cpu())
-    wrapped = with_softmax(net)
-    wrapped.hybridize()
-    wrapped(mx.nd.zeros((1, 3, tile_size, tile_size)))
-    wrapped.export(str(out / "model"), epoch=epoch)
-    meta = {
-        "format": "prostate-fast-model",
-        "version": 1,
-        "classes": list(classes),
-        "colours": {classes[-1]: [0, 255, 0]},
-        "tile_size": tile_size,
-        "magnification": magnification,
-        "mpp": mpp,
-        "downsample": 1.0,
-        "channel_order": "RGB",
-        "layout": "NCHW",
-        "normalisation": {"scale": 1 / 255},
-        "input_name": "data",
-        "output": "softmax probabilities",
-        "epoch": epoch,
-        "threshold": {classes[-1]: threshold, "target_sensitivity": 0.99},
-        "architecture": network_spec("study", n_out, tile_size),
-        "training": {"note": "untrained test fixture", "seed": seed},
-    }
-    (out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return out
+    return write_model(
+        out,
+        net,
+        epoch=epoch,
+        classes=classes,
+        colours={classes[-1]: (0, 255, 0)},
+        tile_size=tile_size,
+        scale=1 / 255,
+        magnification=magnification,
+        mpp=mpp,
+        downsample=1.0,
+        threshold={classes[-1]: threshold, "target_sensitivity": 0.99},
+        architecture=network_spec("study", n_out, tile_size),
+        training={"note": "untrained test fixture", "seed": seed},
+    )

@@ -196,7 +196,7 @@ def _sha256(path: Path) -> str:
 
 def _model_identity(model_dir: Path) -> tuple[dict[str, Any], dict[str, float]]:
     """Checksums of a model's files, and its thresholds (ModelError on a bad folder)."""
-    from ..predict.engines import read_model_info
+    from ..model import read_model_info
 
     info = read_model_info(model_dir)  # ModelError on a bad folder, before any worker starts
     files = {p.name: _sha256(p) for p in (model_dir / "model.json", info.symbol_file,

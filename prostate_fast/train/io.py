@@ -1,17 +1,18 @@
-"""Reading side of :mod:`prostate_fast.train`: dataset checks, batches, prediction, model loading.
+"""Reading side of :mod:`prostate_fast.train`: dataset checks, batches, running a model on a split.
 
-Kept apart so that :mod:`prostate_fast.evaluate` (and prediction) can run a model over a dataset split
-without the training loop. MXNet is imported lazily, inside the functions.
+:func:`predict_split` runs a network over one split of a packed dataset in record order (training
+uses it on the validation split every epoch, :mod:`prostate_fast.evaluate` on an exported model);
+:func:`load_exported` gets an exported model ready for it, through the model folder's own reader
+and loader (:mod:`prostate_fast.model`). Also the small helpers the training loop shares: the
+dataset checks, the record iterator that names the file on a read error, and the progress bar.
+MXNet is imported lazily, inside the functions.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from .._mx import import_mxnet, parse_context
 from ..errors import DatasetError, ModelError
+from ..model import ModelInfo, load_network, read_model_info
 
 __all__ = ["load_exported", "predict_split"]
 
@@ -150,8 +152,9 @@ def predict_split(
         )
     n = _count(info, split)
     ctx0 = ctx[0] if isinstance(ctx, list | tuple) else ctx
-    it = _open_records(info, split, batch_size=batch_size, shuffle=False, scale=scale,
-                       n_threads=n_threads)  # fmt: skip
+    it = _open_records(
+        info, split, batch_size=batch_size, shuffle=False, scale=scale, n_threads=n_threads
+    )
     rec = info.split(split).rec
     labels, probs = [], []
     for data, label, valid in _batches(it, n, rec, len(classes)):
@@ -165,42 +168,35 @@ def predict_split(
 
 
 def load_exported(
-    model_dir: str | os.PathLike[str], info: dict[str, Any], *, ctx: Any = "cpu"
+    model_dir: str | os.PathLike[str], info: ModelInfo | None = None, *, ctx: Any = "cpu"
 ) -> tuple[Any, list[Any]]:
-    """Load ``model-symbol.json`` / ``model-NNNN.params`` as a Gluon SymbolBlock (probabilities out)."""
-    mx = import_mxnet()
+    """An exported model ready for :func:`predict_split`: (hybridized SymbolBlock, contexts).
+
+    Parameters
+    ----------
+    model_dir : path
+        A model folder.
+    info : ModelInfo, optional
+        Its description, when already read (anything else is read again from ``model_dir``).
+    ctx : str or mxnet.Context
+        Where to run it (``"cpu"``, ``"gpu(0)"``, ...); the network lives on the first device.
+
+    Returns
+    -------
+    (mxnet.gluon.SymbolBlock, list of mxnet.Context)
+        The network (probabilities out) with a static graph, and the parsed contexts.
+
+    Raises
+    ------
+    ModelError
+        A bad model folder, or MXNet cannot load it.
+    """
+    if not isinstance(info, ModelInfo):
+        info = read_model_info(model_dir)
     ctxs = parse_context(ctx)
-    model_dir = Path(model_dir)
-    sym = model_dir / "model-symbol.json"
-    params = model_dir / f"model-{int(info['epoch']):04d}.params"
-    try:
-        with warnings.catch_warnings():  # "Cannot decide type for the following arguments: data"
-            warnings.simplefilter("ignore", UserWarning)
-            net = mx.gluon.SymbolBlock.imports(
-                str(sym), [info.get("input_name", "data")], str(params), ctx=ctxs[0]
-            )
-    except (mx.base.MXNetError, OSError, ValueError, AssertionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
-        raise ModelError(f"{params}: cannot load the exported model ({first})") from None
+    net = load_network(info, ctxs[0])
     net.hybridize(static_alloc=True, static_shape=True)
     return net, ctxs
-
-
-def _clean(obj: Any) -> Any:
-    """NaN -> None, recursively (strict JSON)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class _Progress:

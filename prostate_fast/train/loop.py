@@ -48,15 +48,16 @@ from typing import Any
 import numpy as np
 
 from .._mx import import_mxnet, parse_context
+from .._util import write_json as _write_json
 from ..errors import DatasetError, ModelError
-from ..model.networks import StudyConfig, build_network, network_spec, with_softmax
+from ..model import write_model
+from ..model.networks import StudyConfig, build_network, network_spec
 from .io import (
     _batches,
     _count,
     _dataset,
     _open_records,
     _Progress,
-    _write_json,
     load_exported,
     predict_split,
 )
@@ -541,29 +542,28 @@ def _export(
     """Export the best epoch (softmax output) and write model.json; return the threshold."""
     from ..evaluate import screening_score, threshold_for_sensitivity
 
-    mx = import_mxnet()
-    info, classes, tile = run.info, list(run.info.classes), run.info.tile_size
+    info, classes = run.info, list(run.info.classes)
     net.load_parameters(str(work / "checkpoints" / f"epoch-{best:04d}.params"), ctx=run.ctxs)
     labels, prob = run.predict_val(net)
     score, pos = screening_score(prob, classes)
     y = pos[labels]
     threshold = threshold_for_sensitivity(y, score, target) if y.any() else 0.5
-    for old in work.glob("model-*"):
-        old.unlink()
-    wrapped = with_softmax(net)
-    wrapped.hybridize()
-    wrapped(mx.nd.zeros((1, 3, tile, tile), ctx=run.ctxs[0]))
-    wrapped.export(str(work / "model"), epoch=best)
     positive = "+".join(c for c, p in zip(classes, pos, strict=True) if p)
-    model = {
-        "format": "prostate-fast-model", "version": 1, "classes": classes,
-        "colours": {k: list(v) for k, v in info.colours.items()}, "tile_size": tile,
-        "magnification": info.magnification, "mpp": info.mpp, "downsample": info.downsample,
-        "channel_order": "RGB", "layout": "NCHW", "normalisation": {"scale": info.scale},
-        "input_name": "data", "output": "softmax probabilities", "epoch": best,
-        "threshold": {positive: threshold, "target_sensitivity": target,
-                      "source": "validation split" if y.any() else "default"},
-        "architecture": arch, "training": {**settings, "best_epoch": best},
-    }  # fmt: skip
-    _write_json(work / "model.json", model)
+    source = "validation split" if y.any() else "default"
+    write_model(
+        work,
+        net,
+        epoch=best,
+        classes=classes,
+        colours=info.colours,
+        tile_size=info.tile_size,
+        scale=info.scale,
+        magnification=info.magnification,
+        mpp=info.mpp,
+        downsample=info.downsample,
+        threshold={positive: threshold, "target_sensitivity": target, "source": source},
+        architecture=arch,
+        training={**settings, "best_epoch": best},
+        ctx=run.ctxs[0],
+    )
     return float(threshold)

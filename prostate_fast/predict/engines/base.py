@@ -1,0 +1,189 @@
+"""What every engine shares: the engine names, the :class:`Predictor` interface, threads, devices.
+
+:class:`Predictor` does the normalisation once in NumPy (:meth:`~Predictor.prepare`: channel
+order, NHWC to NCHW, ``normalisation.scale``), identically for every engine, and checks the
+prepared input before handing it to the engine's ``_run``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from types import ModuleType
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from ..._util import resolve_threads
+from ...model import ModelInfo
+
+__all__ = ["ENGINES", "Engine", "Predictor", "chunks", "mxnet_with_threads", "parse_device"]
+
+Engine = Literal["gluon", "native", "onnx"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+"""Engine names accepted by :func:`~prostate_fast.predict.load_model` (the CLI's choices)."""
+
+
+def mxnet_with_threads(n_threads: int | None, *, warn: bool = True) -> ModuleType:
+    """Import MXNet with ``n_threads`` OpenMP threads when it is not loaded yet.
+
+    The thread count reaches MXNet (and oneDNN) through ``OMP_NUM_THREADS``, which the OpenMP
+    runtime reads once, when it loads: before MXNet, or before one of our OpenMP extensions
+    when one of those ran first. Call this (``load_model`` does) before any other native work.
+    When MXNet is already loaded with another count, ``warn`` says so (``RuntimeWarning``).
+    """
+    from ..._mx import import_mxnet
+
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # no "backend MKLDNN is activated"
+    if "mxnet" not in sys.modules:
+        threads = str(resolve_threads(n_threads))
+        if n_threads is not None:  # an explicit request wins over the environment
+            for var in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS"):
+                os.environ[var] = threads
+    elif warn and n_threads is not None and _omp_env() not in (None, resolve_threads(n_threads)):
+        warnings.warn(
+            f"MXNet is already loaded with OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
+            f"n_threads={n_threads} cannot change MXNet's threads now",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return import_mxnet(n_threads)
+
+
+def _omp_env() -> int | None:
+    try:
+        return int(os.environ["OMP_NUM_THREADS"])
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_device(ctx: Any) -> tuple[str, int]:
+    """``"cpu"``, ``"gpu"``, ``"gpu(1)"``, ``"gpu:1"``, ``"cuda:1"`` or an mx.Context → (kind, id).
+
+    Raises
+    ------
+    ValueError
+        Anything else (several devices included).
+    """
+    if ctx is None:
+        return "cpu", 0
+    if hasattr(ctx, "device_type") and hasattr(ctx, "device_id"):
+        kind = str(ctx.device_type)
+        return ("gpu" if kind == "gpu" else "cpu"), int(ctx.device_id)
+    text = str(ctx).strip().lower().replace(" ", "")
+    if text in ("", "cpu", "cpu(0)"):
+        return "cpu", 0
+    m = re.fullmatch(r"(?:gpu|cuda)(?:\((\d+)\)|:(\d+))?", text)
+    if not m:
+        raise ValueError(f"ctx must be 'cpu', 'gpu' or 'gpu(N)' (one device), got {ctx!r}")
+    return "gpu", int(m.group(1) or m.group(2) or 0)
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``range(n)`` in pieces of ``size`` (the last shorter)."""
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+class Predictor:
+    """A loaded model bound to one engine and device.
+
+    Use :func:`~prostate_fast.predict.load_model` to make one. :meth:`predict_batch` is the
+    whole interface: uint8 RGB tiles in, float32 class probabilities out. :meth:`prepare`
+    (NumPy, thread-safe) and :meth:`run` (the engine) are its two halves, so a reader thread can
+    prepare batch k + 1 while batch k runs. :meth:`run` is not meant to be called from several
+    threads at once (the native engine serialises such calls, Gluon's buffers are shared): use
+    one Predictor per thread.
+
+    Attributes
+    ----------
+    info : ModelInfo
+    engine : str
+    device : (str, int)
+        ("cpu" or "gpu", device id).
+    batch_size : int
+        Samples per engine call (the last batch is padded where the engine needs a fixed shape).
+    n_threads : int
+        Threads the engine was asked to use.
+    """
+
+    engine: str = ""
+
+    def __init__(
+        self, info: ModelInfo, device: tuple[str, int], batch_size: int, n_threads: int
+    ) -> None:
+        self.info = info
+        self.device = device
+        self.batch_size = batch_size
+        self.n_threads = n_threads
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names (index 0 is the negative class)."""
+        return self.info.classes
+
+    def prepare(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 (n, T, T, 3) RGB tiles → float32 (n, 3, T, T) network input (normalised).
+
+        Raises
+        ------
+        ValueError
+            Not a uint8 (n, T, T, 3) array with the model's tile size T.
+        """
+        tiles = np.asarray(tiles)
+        t = self.info.tile_size
+        if tiles.dtype != np.uint8:
+            raise ValueError(f"tiles must be uint8, got {tiles.dtype}")
+        if tiles.ndim != 4 or tiles.shape[1:] != (t, t, 3):
+            raise ValueError(f"tiles must have shape (n, {t}, {t}, 3), got {tiles.shape}")
+        src = tiles[..., ::-1] if self.info.channel_order == "BGR" else tiles
+        x = np.empty((len(tiles), 3, t, t), np.float32)
+        x[...] = src.transpose(0, 3, 1, 2)
+        x *= np.float32(self.info.scale)
+        return x
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """float32 (n, 3, T, T) prepared input → float32 (n, n_classes) probabilities."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = self.info.tile_size
+        if x.ndim != 4 or x.shape[1:] != (3, t, t):
+            raise ValueError(f"x must have shape (n, 3, {t}, {t}), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, self.info.n_classes), np.float32)
+        return self._run(x)
+
+    def predict_batch(self, tiles: np.ndarray) -> np.ndarray:
+        """Class probabilities of uint8 RGB tiles.
+
+        Parameters
+        ----------
+        tiles : numpy.ndarray
+            uint8 (n, T, T, 3), RGB, T = the model's tile size; any n (run in chunks of
+            ``batch_size``).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (n, n_classes); rows sum to 1.
+        """
+        return self.run(self.prepare(tiles))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the engine's resources (idempotent)."""
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind, i = self.device
+        return (
+            f"<{type(self).__name__} {self.info.model_dir} engine={self.engine} "
+            f"device={kind}({i}) batch={self.batch_size} threads={self.n_threads}>"
+        )

@@ -1,0 +1,71 @@
+"""The ``"onnx"`` engine: ONNX Runtime on the exported network (``model.onnx``).
+
+The network is exported once (:func:`~prostate_fast.predict.engines.onnx_export.export_onnx`)
+and kept beside the model; ONNX Runtime runs it on CPU, or on CUDA with ``onnxruntime-gpu`` (the
+route to current GPUs, which MXNet's CUDA wheels cannot use). ``n_threads`` is set per session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import ModelError
+from ...model import ModelInfo
+from ...model.load import error_line
+from .base import Predictor, chunks
+from .onnx_export import fresh_onnx
+
+__all__ = ["OnnxPredictor"]
+
+
+class OnnxPredictor(Predictor):
+    """ONNX Runtime session on ``model.onnx`` (exported on first use)."""
+
+    engine = "onnx"
+
+    def __init__(
+        self, info: ModelInfo, device: tuple[str, int], batch_size: int, n_threads: int
+    ) -> None:
+        super().__init__(info, device, batch_size, n_threads)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError(
+                "the onnx engine needs ONNX Runtime: pip install 'prostate-fast[onnx]' "
+                "(onnxruntime-gpu for CUDA)"
+            ) from exc
+        path = fresh_onnx(info, n_threads)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = n_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # no "Initializer appears in graph inputs" warnings
+        providers = _providers(ort, device)
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            raise ModelError(f"{path}: ONNX Runtime cannot load it: {error_line(exc)}") from exc
+        self.onnx_path = path
+        self.providers = tuple(self._sess.get_providers())
+        self._input = self._sess.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), self.info.n_classes), np.float32)
+        for s, e in chunks(len(x), self.batch_size):
+            out[s:e] = self._sess.run(None, {self._input: x[s:e]})[0]
+        return out
+
+
+def _providers(ort: Any, device: tuple[str, int]) -> list[Any]:
+    """ONNX Runtime execution providers for ``device`` (ModelError: no CUDA provider for a GPU)."""
+    kind, i = device
+    if kind != "gpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            f"ONNX Runtime here has no CUDA provider (has {', '.join(available)}): "
+            "install onnxruntime-gpu for ctx=gpu"
+        )
+    return [("CUDAExecutionProvider", {"device_id": i}), "CPUExecutionProvider"]
