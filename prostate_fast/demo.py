@@ -103,7 +103,7 @@ def run_demo(
     from .dataset.build import build_dataset
     from .label.core import label_tiles
     from .screen import screen_slides
-    from .slide.core import open_slide
+    from .slide import open_slide
     from .synthetic import make_synthetic
     from .tile import build_grid
     from .tissue import detect_tissue

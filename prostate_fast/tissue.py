@@ -47,7 +47,8 @@ from typing import Literal
 import numpy as np
 
 from ._util import resolve_threads
-from .slide.core import Slide, _to_rgb
+from .slide.core import Slide
+from .slide.pixels import to_rgb as _to_rgb
 
 __all__ = [
     "DEFAULT_MASK_DOWNSAMPLE",

@@ -282,26 +282,24 @@ def test_overlay_errors_leave_nothing(synthetic_small, tmp_path) -> None:
     assert existing.read_bytes() == b"keep" and not (tmp_path / "p.tif").exists()
 
 
-def test_overlay_read_failure_midway_leaves_no_file(synthetic_small, tmp_path) -> None:
+def test_overlay_read_failure_midway_leaves_no_file(synthetic_small, tmp_path, monkeypatch) -> None:
     from prostate_fast.slide import open_slide
 
-    class Failing:
-        def __init__(self, inner):
-            self.inner, self.calls, self.format = inner, 0, "wrapped"  # the slow path
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def read_scaled(self, *a):
-            self.calls += 1
-            if self.calls == 2:
-                raise SlideError("damaged tile")
-            return self.inner.read_scaled(*a)
-
     with open_slide(synthetic_small.slide) as sl:
-        f = Failing(sl)
+        calls, read_scaled = [], sl.read_scaled
+
+        def failing(*a):
+            calls.append(a)
+            if len(calls) == 2:
+                raise SlideError("damaged tile")
+            return read_scaled(*a)
+
+        monkeypatch.setattr(sl, "_level_decoder", lambda level: None)  # the slow path
+        monkeypatch.setattr(sl, "read_scaled", failing)
         with pytest.raises(SlideError, match="damaged tile"):
-            write_overlay(f, make_scores(synthetic_small), tmp_path / "o.tif", strip_pixels=1 << 20)
+            write_overlay(
+                sl, make_scores(synthetic_small), tmp_path / "o.tif", strip_pixels=1 << 20
+            )
     assert list(tmp_path.iterdir()) == []
 
 

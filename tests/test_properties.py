@@ -563,7 +563,8 @@ def _composite_reference(rgba: np.ndarray) -> np.ndarray:
 )
 def test_composite_on_white_matches_numpy_for_any_threads(rgba: np.ndarray) -> None:
     from prostate_fast.slide import _slide_cy
-    from prostate_fast.slide.core import _composite_on_white, _to_rgb
+    from prostate_fast.slide.pixels import composite_on_white as _composite_on_white
+    from prostate_fast.slide.pixels import to_rgb as _to_rgb
 
     ref = _composite_reference(rgba)
     assert np.array_equal(_composite_on_white(rgba, None), ref)
@@ -589,7 +590,7 @@ def test_composite_on_white_matches_numpy_for_any_threads(rgba: np.ndarray) -> N
     )
 )
 def test_any_decoded_image_becomes_rgb(arr: np.ndarray) -> None:
-    from prostate_fast.slide.core import _to_rgb
+    from prostate_fast.slide.pixels import to_rgb as _to_rgb
 
     out = _to_rgb(arr)
     assert out.dtype == np.uint8 and out.shape == arr.shape[:2] + (3,) and out.flags.c_contiguous

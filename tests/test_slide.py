@@ -237,3 +237,95 @@ def test_choice_for_downsample_rebuilds_choose_level() -> None:
         slide.choice_for_downsample(0)
     with pytest.raises(ValueError, match="level"):
         slide.choice_for_downsample(2.0, 5)
+
+
+# -- one open slide: strips, views, threads ---------------------------------------------------
+def _openslide_rgb(path: Path, l0_xy: tuple[int, int], level: int, size: tuple[int, int]):
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as ref:
+        rgba = np.asarray(ref.read_region(l0_xy, level, size)).astype(np.int64)
+    a = rgba[..., 3:]
+    return ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("name", "level"), [("CMU-1-Small-Region.svs", 0), ("tcga-cr-7395-01a-01-ts1.svs", 1)]
+)
+def test_direct_strips_equal_openslide_level_pixels(data_dir: Path, name: str, level: int) -> None:
+    path = data_dir / "wsi" / name
+    with open_slide(path) as slide:
+        assert level in slide._exact_levels  # proven at open (level 1 of tcga: downsample 2.0005)
+        lw, lh = slide.level_dimensions[level]
+        choice = slide.choice_for_downsample(slide.level_downsamples[level], level)
+        with slide.strip_reader(choice, lw + 5, n_threads=2) as reader:
+            assert reader.direct
+            got = np.concatenate(list(reader.strips(lh + 3, 500)))
+        assert got.shape == (lh + 3, lw + 5, 3)
+        assert (got[lh:] == 255).all() and (got[:, lw:] == 255).all()
+        np.testing.assert_array_equal(got[:lh, :lw], _openslide_rgb(path, (0, 0), level, (lw, lh)))
+
+
+def test_strips_without_decoder_are_read_scaled(data_dir: Path) -> None:
+    with open_slide(data_dir / "wsi" / "test3-DAPI-2-387.ndpi") as slide:  # not a TIFF vendor
+        choice = slide.choose_level(magnification=15)  # level 1 shrunk by 4/3
+        with slide.strip_reader(choice, 700) as reader:
+            assert not reader.direct
+            got = reader.read(96, 64)
+        want = slide.read_scaled((0, round(96 * choice.downsample)), (700, 64), choice)
+        np.testing.assert_array_equal(got, want)
+    img = np.arange(40 * 60 * 3, dtype=np.uint32).reshape(40, 60, 3).astype(np.uint8)
+    arr = ArraySlide(img, downsamples=(1, 2))
+    with arr.strip_reader(arr.choose_level(level=0), 60, n_threads=1) as reader:
+        np.testing.assert_array_equal(np.concatenate(list(reader.strips(40, 16))), img)
+    with pytest.raises(ValueError, match="width"):
+        arr.strip_reader(arr.choose_level(level=0), 0)
+
+
+def test_with_mpp_is_a_view_of_the_same_open_slide(data_dir: Path) -> None:
+    with open_slide(data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs") as slide:
+        assert slide.mpp is None
+        view = slide.with_mpp(0.25)
+        assert view.mpp == (0.25, 0.25) and view.objective_power is None
+        assert view.base_magnification == pytest.approx(40.0)
+        assert (view.path, view.format, view.level_dimensions) == (
+            slide.path,
+            slide.format,
+            slide.level_dimensions,
+        )
+        assert view.level_downsamples == slide.level_downsamples
+        assert view.associated_images == slide.associated_images
+        c = view.choose_level(magnification=20)
+        assert (c.level, c.scale, c.mpp) == (1, 1.0, pytest.approx(0.5, rel=1e-3))
+        np.testing.assert_array_equal(
+            view.read_region((64, 128), 0, (50, 40)), slide.read_region((64, 128), 0, (50, 40))
+        )
+        with view.strip_reader(c, 300) as reader:
+            assert reader.direct  # the view reads through the slide's TIFF decoder
+            np.testing.assert_array_equal(
+                reader.read(0, 20), slide.read_region((0, 0), 1, (300, 20))
+            )
+        view.close()  # a view owns nothing: the slide stays open
+        assert slide.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
+        for bad in (0, -1.0, True, "0.5", None):
+            with pytest.raises(ValueError, match="mpp"):
+                slide.with_mpp(bad)  # type: ignore[arg-type]
+
+
+def test_one_slide_serves_tiles_and_strips_from_threads(data_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs") as slide:
+        choice = slide.choose_level(level=0)
+        width, height = slide.dimensions
+        xy = [(x, y) for y in range(0, 2900, 700) for x in range(0, 2200, 500)]
+        serial = [slide.read_region(p, 0, (256, 256)) for p in xy]
+        with slide.strip_reader(choice, width, n_threads=2) as reader:
+            whole = np.concatenate(list(reader.strips(height, 512)))
+        with ThreadPoolExecutor(4) as pool:
+            tiles = pool.map(lambda p: slide.read_region(p, 0, (256, 256)), xy)
+            with slide.strip_reader(choice, width, n_threads=2) as reader:
+                again = np.concatenate(list(reader.strips(height, 512)))
+            for a, b in zip(tiles, serial, strict=True):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(again, whole)

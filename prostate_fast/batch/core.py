@@ -344,7 +344,7 @@ def _process_slide(task: _Task) -> SlideResult:
                                time.perf_counter() - t0, row)  # fmt: skip
         from ..predict.core import predict_slide
         from ..screen import screen_scored
-        from ..slide.core import open_slide
+        from ..slide import open_slide
 
         threads = _worker_threads(task.n_threads)
         if "mxnet" not in sys.modules:  # OMP_NUM_THREADS before libgomp loads (MXNET-NOTES.md)

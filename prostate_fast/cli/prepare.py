@@ -30,7 +30,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..slide.core import open_slide
+    from ..slide import open_slide
 
     with open_slide(args.slide) as slide:
         facts = slide.describe()
@@ -131,7 +131,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     import cv2
 
     from .._util import atomic_path
-    from ..slide.core import open_slide
+    from ..slide import open_slide
     from ..tile import (
         MIN_TISSUE,
         build_grid,
@@ -258,7 +258,7 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_label(args: argparse.Namespace) -> int:
     from ..label.core import ClassMap, label_tiles
-    from ..slide.core import open_slide
+    from ..slide import open_slide
     from ..tile import build_grid, full_grid
 
     if args.out.suffix.lower() not in (".csv", ".npz"):

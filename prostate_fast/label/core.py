@@ -38,7 +38,7 @@ import numpy as np
 
 from .._util import resolve_threads
 from ..errors import AnnotationError, SlideError
-from ..slide.core import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
+from ..slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
 from ..tile import TileGrid, read_tiles, tile_white_fraction
 from .annotation import Annotation, Polygon, load_annotation, polygon_coverage
 from .table import ClassMap, LabelTable, load_label_table

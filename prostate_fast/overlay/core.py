@@ -454,9 +454,9 @@ def write_overlay(
     """
     import contextlib
 
-    from ..slide.core import open_slide
+    from ..slide import open_slide
     from ..slide.pyramid import STRIP_PIXELS, level_dimensions, strip_rows_for, write_pyramid
-    from ..slide.strips import prefetch, strip_reader
+    from ..slide.strips import prefetch
 
     start = time.perf_counter()
     if compression not in COMPRESSIONS:
@@ -501,8 +501,7 @@ def write_overlay(
         n_pos = int(np.count_nonzero(np.asarray(grid.predicted) > 0))
         desc = _description(sl, grid, scores_name, choice, mpp, alpha, mode, tables)
         rows = strip_rows_for(width, TIFF_TILE, strip_pixels)
-        read, close_reader = strip_reader(sl, choice, width, threads)
-        stack.callback(close_reader)
+        read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
         tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
         strips = stack.enter_context(
             contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads)))

@@ -339,33 +339,6 @@ def load_score_grid(path: str | os.PathLike[str]) -> ScoreGrid:
 
 
 # -- slide scale ----------------------------------------------------------------------------------
-class _MppOverride(Slide):
-    """A view of a slide with its level-0 mpp replaced (``--mpp``); reads go to the slide."""
-
-    def __init__(self, base: Slide, mpp: float) -> None:
-        super().__init__(base.path, base.n_threads)
-        self._base = base
-        self.format = base.format
-        self.properties = base.properties
-        self._level_dimensions = list(base.level_dimensions)
-        self._mpp = (float(mpp), float(mpp))
-        self._objective = None  # the magnification follows from the mpp given
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._base.level_downsamples
-
-    @property
-    def associated_images(self) -> tuple[str, ...]:
-        return self._base.associated_images
-
-    def read_associated(self, name: str) -> np.ndarray:
-        return self._base.read_associated(name)
-
-    def _read(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        return self._base._read(l0_xy, level, size)
-
-
 def _scale_request(info: ModelInfo, slide: Slide, level: int | None) -> dict[str, Any]:
     """Keyword for ``Slide.choose_level`` / ``build_grid`` that puts the slide at the model's scale."""
     if level is not None:
@@ -483,7 +456,7 @@ def predict_slide(
         else model
     )
     assert isinstance(predictor, Predictor)
-    from ..slide.core import open_slide  # after load_model: MXNet's threads are set before any
+    from ..slide import open_slide  # after load_model: MXNet's threads are set before any
     from ..tile import build_grid, read_tiles  # OpenMP code of ours runs
 
     info = predictor.info
@@ -495,7 +468,7 @@ def predict_slide(
             sl = slide
         else:
             sl = stack.enter_context(open_slide(slide, n_threads=n_threads))
-        view: Slide = _MppOverride(sl, float(mpp)) if mpp is not None else sl
+        view: Slide = sl.with_mpp(float(mpp)) if mpp is not None else sl
         request = _scale_request(info, view, None if level is None else int(level))
         view.choose_level(**request)  # fails fast (no scale recorded) before the tissue pass
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def _tiles(
     width: int,
     height: int,
     tile: int,
-    sink: object,
+    sink: BinaryIO | None,
     next_dims: tuple[int, int] | None,
     capture: list[np.ndarray] | None,
 ) -> Iterator[np.ndarray]:
@@ -95,7 +96,7 @@ def _tiles(
             nh = min(h // 2, next_dims[1] - y // 2)
             if nh > 0 and nw > 0:
                 half = cv2.resize(strip[: 2 * nh, : 2 * nw], (nw, nh), interpolation=cv2.INTER_AREA)
-                sink.write(np.ascontiguousarray(half).data)  # type: ignore[attr-defined]
+                sink.write(np.ascontiguousarray(half).data)
         for r in range(0, h, tile):
             band = strip[r : r + tile]
             for c in range(0, width, tile):
@@ -118,6 +119,48 @@ def _raw_strips(path: Path, width: int, height: int, rows: int) -> Iterator[np.n
             if arr.size != n * width * 3:
                 raise OSError(f"{path}: temporary level file is short (disk full?)")
             yield arr.reshape(n, width, 3)
+
+
+@contextlib.contextmanager
+def _next_level_sink(
+    path: Path, level: int, dims: tuple[int, int] | None, raws: list[Path]
+) -> Iterator[BinaryIO | None]:
+    """A raw temporary file beside ``path`` for ``level`` (added to ``raws``); None past the top."""
+    if dims is None:
+        yield None
+        return
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".level{level}.raw", dir=path.parent
+    )
+    raws.append(Path(name))
+    with os.fdopen(fd, "wb") as sink:
+        yield sink
+
+
+def _write_level(
+    tif: Any,
+    tiles: Iterator[np.ndarray],
+    level: int,
+    size: tuple[int, int],
+    mpp: float | None,
+    description: str | None,
+    options: dict[str, Any],
+) -> None:
+    """Write one level's tiles as an IFD: level 0 full-resolution, the others reduced."""
+    res = 1e4 / (mpp * 2**level) if mpp else None
+    tif.write(
+        tiles,
+        shape=(size[1], size[0], 3),
+        dtype=np.uint8,
+        photometric="rgb",
+        resolution=(res, res) if res else None,
+        resolutionunit="CENTIMETER" if mpp else None,
+        subfiletype=0 if level == 0 else 1,
+        description=description if level == 0 else None,
+        metadata=None,
+        software=False,
+        **options,
+    )
 
 
 def write_pyramid(
@@ -174,51 +217,33 @@ def write_pyramid(
     path = Path(path)
     dims = level_dimensions(width, height, top)
     codec, argname = _COMPRESSION[compression]
-    cargs = None
-    if argname is not None:
-        cargs = {argname: 6 if compression == "deflate" else quality}
+    options = {
+        "tile": (tile, tile),
+        "compression": codec,
+        "compressionargs": None
+        if argname is None
+        else {argname: 6 if compression == "deflate" else quality},
+        "maxworkers": max(1, n_threads),
+        "buffersize": max(1, n_threads) * 8 * tile * tile * 3,
+    }
     bigtiff = width * height * 3 * 4 // 3 > 2**32 - 2**28
-    captured: list[np.ndarray] | None = None
     raws: list[Path] = []
     try:
         with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
             source: Iterator[np.ndarray] = strips
+            captured = None
             for lvl, (w, h) in enumerate(dims):
                 if lvl > 0:
                     rows = strip_rows_for(w, tile, strip_pixels)
                     source = _raw_strips(raws[lvl - 1], w, h, rows)
                 nxt = dims[lvl + 1] if lvl + 1 < len(dims) else None
                 cap: list[np.ndarray] | None = [] if capture_level == lvl else None
-                with contextlib.ExitStack() as stack:
-                    sink = None
-                    if nxt is not None:
-                        fd, name = tempfile.mkstemp(
-                            prefix=f".{path.name}.", suffix=f".level{lvl + 1}.raw", dir=path.parent
-                        )
-                        raws.append(Path(name))
-                        sink = stack.enter_context(os.fdopen(fd, "wb"))
-                    ds = 2**lvl
-                    tif.write(
-                        _tiles(source, w, h, tile, sink, nxt, cap),
-                        shape=(h, w, 3),
-                        dtype=np.uint8,
-                        tile=(tile, tile),
-                        photometric="rgb",
-                        compression=codec,
-                        compressionargs=cargs,
-                        resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)) if mpp else None,
-                        resolutionunit="CENTIMETER" if mpp else None,
-                        subfiletype=0 if lvl == 0 else 1,
-                        description=description if lvl == 0 else None,
-                        metadata=None,
-                        software=False,
-                        maxworkers=max(1, n_threads),
-                        buffersize=max(1, n_threads) * 8 * tile * tile * 3,
-                    )
+                with _next_level_sink(path, lvl + 1, nxt, raws) as sink:
+                    tiles = _tiles(source, w, h, tile, sink, nxt, cap)
+                    _write_level(tif, tiles, lvl, (w, h), mpp, description, options)
                 if lvl > 0:
                     raws[lvl - 1].unlink(missing_ok=True)
-                if cap is not None:
-                    captured = cap
+                captured = cap if cap is not None else captured
     finally:
         for r in raws:
             r.unlink(missing_ok=True)

@@ -1,170 +1,135 @@
-"""Read a slide at the tiling level in full-width strips, fast where the file allows it.
+"""Full-width strips of a slide at a tiling scale, and a prefetching iterator.
 
+:meth:`Slide.strip_reader <prostate_fast.slide.Slide.strip_reader>` returns a :class:`StripReader`:
+rows [y0, y0 + h) of the slide at a :class:`~prostate_fast.slide.LevelChoice`, the whole width.
 OpenSlide's ``read_region`` composes large regions through ARGB buffers at about 9 megapixels per
-second; for a 1-gigapixel slide that alone is two minutes. When the slide is a tiled TIFF that
-tifffile can decode (generic tiled TIFF, Aperio SVS, the TIFFs :class:`~prostate_fast.slide.TiffSlide`
-reads), :class:`TiffLevelReader` decodes the level's tiles itself on a thread pool (the JPEG
-decoder releases the GIL): 50+ megapixels per second per core. It is used only after one of its tiles
-has been checked to equal what the slide's own reader returns there, so the pixels are the same;
-otherwise every strip goes through :meth:`Slide.read_scaled`. :func:`prefetch` runs the reading
-(and blending) of the next strip in a thread while the current one is encoded.
+second (two minutes for a 1-gigapixel slide). Where the slide's own TIFF decoder is proven exact on
+the level (``Slide._level_decoder``: a TIFF OpenSlide rejects, or a generic-tiff / Aperio level
+that equalled OpenSlide's at open), the reader decodes the level's tile rows itself on a thread pool
+instead (the decoders release the GIL: 50+ megapixels per second per core), each tile row once even
+when two strips share it. Otherwise every strip goes through :meth:`Slide.read_scaled`.
+
+:func:`prefetch` runs an iterator (reading, and blending, the next strip) in a thread while the
+consumer works on the current item.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["TiffLevelReader", "prefetch", "strip_reader"]
+from .pixels import white
 
-#: OpenSlide vendors whose levels are plain tiled TIFF pages (in pyramid order).
-_TIFF_VENDORS = {"generic-tiff", "aperio", "tiff"}
+if TYPE_CHECKING:
+    from .core import LevelChoice, Slide
+    from .tiff import TiffLevels
+
+__all__ = ["StripReader", "prefetch"]
 
 
-class TiffLevelReader:
-    """Decode full-width row bands of one tiled TIFF level with ``n_threads`` decoders."""
+class StripReader:
+    """Rows of a slide at one scale, full width (made by :meth:`Slide.strip_reader`).
 
-    def __init__(self, tf: Any, page: Any, n_threads: int) -> None:
-        self.tf = tf
-        self.page = page
-        self.th, self.tw = int(page.tilelength), int(page.tilewidth)
-        self.lw, self.lh = int(page.imagewidth), int(page.imagelength)
-        self.per_row = -(-self.lw // self.tw)
-        self.offsets = np.asarray(page.dataoffsets, np.int64)
-        self.counts = np.asarray(page.databytecounts, np.int64)
-        self.jpegtables, self.jpegheader = page.jpegtables, page.jpegheader
-        self.fd = os.open(tf.filehandle.path, os.O_RDONLY)
-        self.pool = ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="tiff-decode")
+    ``read(y0, h)`` returns the pixels of ``slide.read_scaled((0, round(y0 * downsample)),
+    (width, h), choice)``, except that when the level is decoded directly and ``choice.scale`` is 1
+    it returns the level's rows [y0, y0 + h) exactly, where OpenSlide, given level-0 coordinates on
+    a level whose downsample is not a whole number (2.0005 say), renders a sub-pixel shifted
+    (interpolated) region. Not for use by several threads at once; the slide may be read by other
+    threads meanwhile.
+    """
+
+    def __init__(self, slide: Slide, choice: LevelChoice, width: int, n_threads: int) -> None:
+        self.slide, self.choice, self.width = slide, choice, width
+        self._tiff: TiffLevels | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._band: tuple[int, np.ndarray] | None = None
+        tiff = slide._level_decoder(choice.level)
+        self._th = tiff.band_height(choice.level) if tiff is not None else None
+        if tiff is not None and self._th is not None:
+            self._tiff = tiff
+            self._pool = ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="tiff-decode")
 
-    @classmethod
-    def open(cls, slide: Any, level: int, n_threads: int) -> TiffLevelReader | None:
-        """A reader for ``slide``'s ``level``, or None when the file is not such a TIFF."""
-        import tifffile
+    @property
+    def direct(self) -> bool:
+        """Whether strips are decoded from the TIFF tiles (rather than read by the slide)."""
+        return self._tiff is not None
 
-        path = getattr(slide, "path", None)
-        if path is None or getattr(slide, "format", None) not in _TIFF_VENDORS:
-            return None
-        tf = None
-        try:
-            tf = tifffile.TiffFile(str(path))
-            levels = tf.series[0].levels
-            page = levels[level].keyframe if level < len(levels) else None
-            ok = (
-                page is not None
-                and page.is_tiled
-                and page.samplesperpixel == 3
-                and page.planarconfig == 1
-                and page.dtype == np.uint8
-                and page.imagedepth == 1
-                and (page.imagewidth, page.imagelength) == tuple(slide.level_dimensions[level])
+    def read(self, y0: int, h: int) -> np.ndarray:
+        """Rows [y0, y0 + h) of the slide at the reader's scale, ``width`` columns, RGB uint8."""
+        import cv2
+
+        choice = self.choice
+        if self._tiff is None:
+            return self.slide.read_scaled(
+                (0, round(y0 * choice.downsample)), (self.width, h), choice
             )
-            if not ok:
-                tf.close()
-                return None
-            reader = cls(tf, page, n_threads)
-        except Exception:  # noqa: BLE001 - any doubt: use the slide's own reader
-            if tf is not None:
-                tf.close()
-            return None
-        try:
-            h, w = min(reader.th, reader.lh), min(reader.tw, reader.lw)
-            mine = reader.read_rows(0, h)[:, :w]
-            if not np.array_equal(mine, slide.read_region((0, 0), level, (w, h))):
-                reader.close()
-                return None
-        except Exception:  # noqa: BLE001
-            reader.close()
-            return None
-        return reader
+        if choice.scale == 1.0:  # the tiling level is this level, row for row
+            return self._level_rows(y0, h, self.width)
+        lds = self.slide.level_downsamples[choice.level]
+        ly = math.floor(round(y0 * choice.downsample) / lds)
+        sw, sh = max(1, round(self.width * choice.scale)), max(1, round(h * choice.scale))
+        rows = self._level_rows(ly, sh, sw)
+        return cv2.resize(rows, (self.width, h), interpolation=cv2.INTER_AREA)
 
-    def _tile(self, index: int) -> np.ndarray:
-        data = os.pread(self.fd, int(self.counts[index]), int(self.offsets[index]))
-        seg, _, _ = self.page.decode(
-            data, index, jpegtables=self.jpegtables, jpegheader=self.jpegheader
-        )
-        if seg is None:
-            raise OSError(f"empty tile {index}")
-        return np.asarray(seg).reshape(seg.shape[-3:])
+    def strips(self, height: int, rows: int) -> Iterator[np.ndarray]:
+        """Strips of ``rows`` rows (the last one shorter) covering rows [0, height), in order."""
+        for y0 in range(0, height, rows):
+            yield self.read(y0, min(rows, height - y0))
 
-    def _tile_row(self, r: int) -> np.ndarray:
-        if self._band is not None and self._band[0] == r:
-            return self._band[1]
-        h = min(self.th, self.lh - r * self.th)
-        band = np.empty((h, self.lw, 3), np.uint8)
-        start = r * self.per_row
-
-        def fill(c: int) -> None:
-            t = self._tile(start + c)
-            x0 = c * self.tw
-            w = min(self.tw, self.lw - x0)
-            band[:, x0 : x0 + w] = t[:h, :w, :3]
-
-        list(self.pool.map(fill, range(self.per_row)))
-        self._band = (r, band)
-        return band
-
-    def read_rows(self, y: int, h: int, width: int | None = None) -> np.ndarray:
+    def _level_rows(self, y: int, h: int, width: int) -> np.ndarray:
         """Rows [y, y + h) of the level, ``width`` columns (white beyond the level's edges)."""
-        width = self.lw if width is None else width
-        out = np.full((h, width, 3), 255, np.uint8)
-        w = min(width, self.lw)
-        y0, y1 = max(y, 0), min(y + h, self.lh)
-        for r in range(y0 // self.th, -(-y1 // self.th)) if y1 > y0 else ():
+        assert self._tiff is not None and self._th is not None
+        lw, lh = self._tiff.level_dimensions[self.choice.level]
+        out = white(width, h)
+        w = min(width, lw)
+        y0, y1 = max(y, 0), min(y + h, lh)
+        for r in range(y0 // self._th, -(-y1 // self._th)) if y1 > y0 else ():
             band = self._tile_row(r)
-            b0 = r * self.th
+            b0 = r * self._th
             s0, s1 = max(y0, b0), min(y1, b0 + band.shape[0])
             out[s0 - y : s1 - y, :w] = band[s0 - b0 : s1 - b0, :w]
         return out
 
+    def _tile_row(self, r: int) -> np.ndarray:
+        if self._band is None or self._band[0] != r:
+            assert self._tiff is not None and self._pool is not None
+            self._band = (r, self._tiff.band(self.choice.level, r, self._pool))
+        return self._band[1]
+
     def close(self) -> None:
-        """Release the file descriptor and the decoder threads (idempotent)."""
-        if self.fd >= 0:
-            self.pool.shutdown(wait=True)
-            os.close(self.fd)
-            self.fd = -1
-            self.tf.close()
+        """Stop the decoder threads (idempotent); the slide stays open."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._tiff = None
         self._band = None
 
+    def __enter__(self) -> StripReader:
+        return self
 
-def strip_reader(
-    slide: Any, choice: Any, width: int, n_threads: int
-) -> tuple[Callable[[int, int], np.ndarray], Callable[[], None]]:
-    """``(read, close)``: ``read(y0, h)`` returns rows [y0, y0 + h) of the slide at the tiling level.
-
-    The pixels of ``slide.read_scaled((0, round(y0 * downsample)), (width, h), choice)``, except
-    that with ``choice.scale == 1`` the fast reader takes the level's rows [y0, y0 + h) exactly,
-    where OpenSlide, given level-0 coordinates on a level whose downsample is not an integer
-    (2.0005 say), renders a sub-pixel shifted (interpolated) region.
-    """
-    import cv2
-
-    reader = TiffLevelReader.open(slide, choice.level, n_threads)
-    if reader is None:
-
-        def slow(y0: int, h: int) -> np.ndarray:
-            return slide.read_scaled((0, round(y0 * choice.downsample)), (width, h), choice)
-
-        return slow, lambda: None
-    lds = slide.level_downsamples[choice.level]
-
-    def fast(y0: int, h: int) -> np.ndarray:
-        if choice.scale == 1.0:  # the tiling level is this level, row for row
-            return reader.read_rows(y0, h, width)
-        ly = math.floor(round(y0 * choice.downsample) / lds)
-        sw, sh = max(1, round(width * choice.scale)), max(1, round(h * choice.scale))
-        return cv2.resize(reader.read_rows(ly, sh, sw), (width, h), interpolation=cv2.INTER_AREA)
-
-    return fast, reader.close
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def prefetch(items: Iterator[np.ndarray], depth: int = 1) -> Iterator[np.ndarray]:
-    """Run ``items`` in a thread, ``depth`` items ahead; errors are re-raised in the consumer."""
+    """Run ``items`` in a thread, ``depth`` items ahead; errors are re-raised in the consumer.
+
+    Parameters
+    ----------
+    items : iterator
+        Produces the items (e.g. strips read and blended); runs in a daemon thread.
+    depth : int
+        Items produced ahead of the consumer.
+
+    Yields
+    ------
+    numpy.ndarray
+        The items, in order. Close the generator (``contextlib.closing``) to stop the thread early.
+    """
     import queue
     import threading
 

@@ -1,0 +1,112 @@
+"""``open_slide``: check a path, sniff its content, and hand it to the reader that fits.
+
+OpenSlide is asked first (every vendor format it knows, TIFF-based or not); TIFF-based files are
+also opened by the package's TIFF decoder, which checks their structure (truncation, a broken IFD
+chain) and then serves as the fast reader where it matches OpenSlide exactly. TIFFs that OpenSlide
+rejects are read with tifffile (:class:`TiffSlide`; a single stripped page is a plain image), and
+JPEG/PNG/BMP images with OpenCV (:class:`ImageSlide`). Every failure is a :class:`SlideError` that
+names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import SlideError
+from .core import Slide
+from .memory import ImageSlide
+from .tiff import TiffLevels, TiffSlide
+from .vendor import OpenSlideSlide
+
+__all__ = ["open_slide"]
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_IMAGE_MAGICS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp"}
+_SLIDE_SUFFIXES = {".svs", ".ndpi", ".scn", ".mrxs", ".bif", ".vms", ".tif", ".tiff"}
+
+
+def _sniff(path: Path) -> tuple[str | None, bytes]:
+    """(kind, first bytes): kind is tiff, jpeg, png, bmp, dicom, or None when unknown."""
+    with open(path, "rb") as fh:
+        head = fh.read(136)
+    if head[:4] in _TIFF_MAGICS:
+        return "tiff", head
+    for magic, kind in _IMAGE_MAGICS.items():
+        if head.startswith(magic):
+            return kind, head
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom", head
+    return None, head
+
+
+def open_slide(path: str | Path, *, n_threads: int | None = None) -> Slide:
+    """Open a whole-slide image or plain image for reading.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A slide file: anything OpenSlide reads (SVS, NDPI, VMS, SCN, MRXS, Philips TIFF, BIF,
+        generic tiled TIFF, DICOM), another tiled/pyramidal TIFF, or a JPEG/PNG/BMP image.
+    n_threads : int, optional
+        Threads for pixel conversion (None = all cores).
+
+    Returns
+    -------
+    Slide
+
+    Raises
+    ------
+    SlideError
+        Missing path, a directory, a zero-byte file, a truncated or damaged file, or a file that is
+        no slide or image. The message names the path.
+
+    Notes
+    -----
+    Opening checks the file's structure (every TIFF tile must lie inside the file) and decodes a
+    small region of the smallest level, so a damaged file fails here rather than mid-run.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SlideError(f"{p}: no such file")
+    if p.is_dir():
+        raise SlideError(f"{p}: is a directory, not a slide file")
+    try:
+        if p.stat().st_size == 0:
+            raise SlideError(f"{p}: empty file (0 bytes)")
+        kind, head = _sniff(p)
+    except PermissionError as exc:
+        raise SlideError(f"{p}: permission denied") from exc
+    slide = _open_any(p, kind, head, n_threads)
+    try:
+        lw, lh = slide.level_dimensions[-1]
+        slide.read_region((0, 0), slide.level_count - 1, (min(lw, 64), min(lh, 64)))
+    except SlideError:
+        slide.close()
+        raise
+    return slide
+
+
+def _open_any(p: Path, kind: str | None, head: bytes, n_threads: int | None) -> Slide:
+    import openslide
+
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(p))
+    except openslide.OpenSlideError:
+        vendor = None
+    if vendor is not None:
+        tiff = TiffLevels(p) if kind == "tiff" else None
+        return OpenSlideSlide(p, vendor, n_threads, tiff)
+    if kind == "tiff":
+        ts = TiffSlide(p, n_threads)
+        if ts.level_count == 1 and not ts.is_tiled:
+            ts.close()
+            return ImageSlide(p, "tiff", n_threads)
+        return ts
+    if kind in ("jpeg", "png", "bmp"):
+        return ImageSlide(p, kind, n_threads)
+    if p.suffix.lower() in _SLIDE_SUFFIXES:
+        raise SlideError(
+            f"{p}: not a valid {p.suffix.lstrip('.').upper()} slide "
+            f"(unrecognised content, starts with {head[:8]!r})"
+        )
+    raise SlideError(f"{p}: not a slide or image format prostate-fast can read")
