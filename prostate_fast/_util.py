@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "atomic_path",
     "check_image",
+    "check_outputs",
     "check_parent",
     "check_writable",
     "disk_error_naming",
@@ -193,3 +194,23 @@ def _nan_to_none(obj: object) -> object:
     if isinstance(obj, list | tuple):
         return [_nan_to_none(v) for v in obj]
     return obj
+
+
+def check_outputs(
+    paths: Sequence[str | os.PathLike[str] | None], *, overwrite: bool, distinct: bool = True
+) -> list[Path]:
+    """The output files of one call (Nones dropped), checked before anything is written.
+
+    Raises ``ValueError`` when two name the same file (unless ``distinct`` is false) and
+    ``FileExistsError`` naming the first that exists when ``overwrite`` is false.
+    """
+    targets = [Path(p) for p in paths if p is not None]
+    if distinct and len({p.resolve() for p in targets}) != len(targets):
+        raise ValueError(f"the outputs must be distinct files, got {[str(p) for p in targets]}")
+    if not overwrite:
+        for p in targets:
+            if p.exists():
+                raise FileExistsError(
+                    f"{p}: already exists; pass overwrite=True (--overwrite) to replace it"
+                )
+    return targets

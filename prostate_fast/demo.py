@@ -102,7 +102,7 @@ def run_demo(
     """
     from .dataset.build import build_dataset
     from .label.core import label_tiles
-    from .screen import screen_slides
+    from .screen import ScreeningOptions, screen_slides
     from .slide import open_slide
     from .synthetic import make_synthetic
     from .tile import build_grid
@@ -194,8 +194,8 @@ def run_demo(
         trained.model_dir,
         [t.slide for t in reversed(tests)],
         out / "screen",
+        ScreeningOptions(n_threads=n_threads),
         worklist=worklist,
-        n_threads=n_threads,
     )
     result.artefacts["worklist"] = worklist
     _stage(result, "screen", t0, log, "[5] screening of two unseen slides")

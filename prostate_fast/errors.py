@@ -34,3 +34,15 @@ class DatasetError(ProstateFastError):
 
 class ModelError(ProstateFastError):
     """A model cannot be built, loaded or applied (bad files, class count or scale mismatch)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line: ``"<file>: <problem>"`` for an OS error naming a file, else its text.
+
+    What the CLI prints after ``prostate-fast: error:`` and what a worklist row says after
+    ``error:`` (whitespace, newlines included, collapsed to single spaces).
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    return " ".join(text.split())

@@ -12,7 +12,10 @@ the top-left corner of the full-resolution image, as QuPath expects), and QuPath
 
 Each feature's ``id`` is a UUID derived from the slide name and the tile's (row, column), so the
 same predictions give the same file. Import in QuPath with File > Import objects (or drag and
-drop the ``.geojson`` onto the image).
+drop the ``.geojson`` onto the image). Class colours are the overlay's
+(:func:`prostate_fast.overlay.colours.class_colours`); the overlay does not call this module:
+whoever writes the GeoJSON beside an overlay (``screen``, the ``overlay`` command) calls
+:func:`export_geojson`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._util import atomic_path
+from .overlay.colours import class_colours
 
 __all__ = ["export_geojson", "score_features"]
 
@@ -41,12 +45,10 @@ def score_features(
     measurements_as: str = "map",
 ) -> list[dict[str, Any]]:
     """GeoJSON ``Feature`` dicts for the tiles of a ScoreGrid (see the module notes)."""
-    from .overlay.core import _class_colours
-
     if measurements_as not in ("map", "list"):
         raise ValueError(f"measurements_as must be 'map' or 'list', got {measurements_as!r}")
     classes = tuple(scores.classes)
-    table = _class_colours(scores, colours)
+    table = class_colours(scores, colours)
     prob = np.asarray(scores.prob, dtype=np.float64)
     pred = np.asarray(scores.predicted).astype(np.int64)
     rc = np.asarray(scores.tile_rc, dtype=np.int64)

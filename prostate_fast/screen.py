@@ -21,6 +21,13 @@ Priority (rank 1 first):
 
 A slide that fails (unreadable file, a scale the model cannot use, ...) becomes an error row and
 does not stop the others; its partial outputs are removed.
+
+What screening needs (engine, device, batch size, thresholds, scale, the overlay's look, threads)
+travels as one :class:`ScreeningOptions`, checked when it is built; the ``predict``, ``screen``,
+``run`` and ``batch`` commands, :func:`screen_slides` and :func:`prostate_fast.batch.run_batch`
+(and its manifests) all take it. Each slide is opened once: the open slide goes to
+:func:`~prostate_fast.predict.predict_slide` and then to
+:func:`~prostate_fast.overlay.write_overlay`.
 """
 
 from __future__ import annotations
@@ -31,15 +38,17 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._util import atomic_path, check_writable, resolve_threads
+from ._util import atomic_path, check_outputs, check_writable, resolve_threads
+from .errors import ProstateFastError, one_line
 
 __all__ = [
+    "ScreeningOptions",
     "WorklistRow",
     "cancer_score",
     "rank_worklist",
@@ -52,6 +61,97 @@ __all__ = [
 TOP_K = 10
 #: Worklist status of a slide on which no tile lies on tissue (ranked with the failures).
 NO_TISSUE = "no tissue"
+#: Names of the :class:`ScreeningOptions` fields that set the overlay's look (and its files).
+OVERLAY_LOOK = ("alpha", "mode", "outline", "colours", "quality", "compression", "thumbnail_size")
+
+
+@dataclass(frozen=True)
+class ScreeningOptions:
+    """Everything screening needs besides the model and the slides, checked when built.
+
+    Attributes
+    ----------
+    engine : {"gluon", "native", "onnx"}
+        Inference engine (:data:`prostate_fast.predict.ENGINES`, see
+        :func:`~prostate_fast.predict.load_model`).
+    ctx : str
+        ``"cpu"`` or ``"gpu(N)"``.
+    batch_size : int
+        Tiles per engine call.
+    thresholds : mapping of str to float
+        Decision threshold per non-negative class, overriding the model's (``{"cancer": 0.3}``);
+        the class names are checked against the model when it is applied.
+    mpp : float, optional
+        Microns per level-0 pixel of the slides, overriding the files.
+    level : int, optional
+        Read this pyramid level as it is instead of matching the model's scale.
+    alpha, mode, outline, colours, quality, compression, thumbnail_size
+        The overlay's look and files, see :func:`~prostate_fast.overlay.write_overlay`.
+    n_threads : int, optional
+        CPU threads per slide (None: every core; :func:`~prostate_fast.batch.run_batch` divides
+        the cores among its workers).
+
+    Raises
+    ------
+    ValueError
+        A field out of its range (the message names it).
+    """
+
+    engine: str = "gluon"
+    ctx: str = "cpu"
+    batch_size: int = 64
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    mpp: float | None = None
+    level: int | None = None
+    alpha: float = 0.4
+    mode: str = "class"
+    outline: int = 0
+    colours: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    quality: int = 90
+    compression: str = "jpeg"
+    thumbnail_size: int = 2048
+    n_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from .overlay.colours import check_rgb
+        from .overlay.core import check_encoding, check_look
+        from .predict.core import ENGINES, validate_scale
+        from .predict.scoregrid import check_threshold
+
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if not isinstance(self.ctx, str):
+            raise ValueError(f"ctx must be a string like 'cpu' or 'gpu(0)', got {self.ctx!r}")
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {size!r}")
+        validate_scale(self.mpp, self.level)
+        check_look(self.alpha, self.mode, self.outline)
+        check_encoding(self.compression, self.quality, self.thumbnail_size)
+        if self.n_threads is not None:
+            resolve_threads(self.n_threads)
+        thresholds = {str(k): check_threshold(k, v) for k, v in dict(self.thresholds).items()}
+        colours = {str(k): check_rgb(k, v) for k, v in dict(self.colours).items()}
+        object.__setattr__(self, "thresholds", thresholds)
+        object.__setattr__(self, "colours", colours)
+
+    def predict_kwargs(self) -> dict[str, Any]:
+        """Keywords of :func:`~prostate_fast.predict.predict_slide` (all but ``n_threads``)."""
+        keys = ("engine", "ctx", "batch_size", "mpp", "level")
+        return {k: getattr(self, k) for k in keys} | {"thresholds": dict(self.thresholds)}
+
+    def overlay_look(self) -> dict[str, Any]:
+        """Keywords of :func:`~prostate_fast.overlay.write_overlay` for the look and the files."""
+        return {k: getattr(self, k) for k in OVERLAY_LOOK} | {"colours": dict(self.colours)}
+
+    def load_model(self, model: str | os.PathLike[str], n_threads: int | None = None) -> Any:
+        """:func:`~prostate_fast.predict.load_model` with these options (``n_threads`` wins)."""
+        from .predict.core import load_model
+
+        threads = self.n_threads if n_threads is None else n_threads
+        return load_model(
+            model, engine=self.engine, ctx=self.ctx, batch_size=self.batch_size, n_threads=threads
+        )
 
 
 @dataclass(frozen=True)
@@ -193,68 +293,89 @@ def _outputs(out_dir: Path, slide: Path) -> dict[str, Path]:
     }
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        return f"error: {exc.filename}: {exc.strerror}"
-    return "error: " + " ".join((str(exc) or type(exc).__name__).split())
-
-
 def screen_scored(
-    slide: str | os.PathLike[str],
+    slide: Any,
     scores: Any,
     out_dir: str | os.PathLike[str],
+    options: ScreeningOptions | None = None,
     *,
-    overlay_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    n_threads: int | None = None,
 ) -> WorklistRow:
     """Write one slide's outputs from its ScoreGrid and return its (unranked) worklist row.
 
-    Outputs go to ``out_dir/<slide stem>/``: ``-overlay.tif``, ``-overlay-thumb.png``,
-    ``.geojson`` (predicted tiles) and ``-scores.npz``. ``overlay_options`` are passed to
-    :func:`~prostate_fast.overlay.write_overlay` (alpha, mode, outline, colours, quality).
-    Raises what those writers raise; on failure nothing of this slide is left.
+    Parameters
+    ----------
+    slide : path or Slide
+        The slide the scores were computed on (an open Slide is read as it is, not reopened).
+    scores : ScoreGrid
+        Its predictions.
+    out_dir : path
+        Outputs go to ``out_dir/<slide stem>/``: ``-overlay.tif``, ``-overlay-thumb.png``,
+        ``.geojson`` (predicted tiles) and ``-scores.npz``.
+    options : ScreeningOptions, optional
+        The overlay's look and ``n_threads`` (default: ``ScreeningOptions()``).
+    overwrite : bool
+        Replace existing outputs; otherwise ``FileExistsError`` before anything is written.
+
+    Returns
+    -------
+    WorklistRow
+
+    Raises
+    ------
+    ValueError, FileExistsError, OSError, SlideError
+        What the writers raise; on failure nothing of this slide is left.
     """
+    from .geojson import export_geojson
     from .overlay.core import write_overlay
 
-    slide = Path(slide)
-    out = _outputs(Path(out_dir), slide)
+    options = options or ScreeningOptions()
+    path = Path(slide) if isinstance(slide, str | os.PathLike) else Path(slide.path)
+    out = _outputs(Path(out_dir), path)
+    order = ("scores", "overlay", "thumbnail", "geojson")  # the order they are written in
+    check_outputs([out[k] for k in order], overwrite=overwrite, distinct=False)
     written: list[Path] = []
     try:
         out["overlay"].parent.mkdir(parents=True, exist_ok=True)
         scores.save(out["scores"], overwrite=overwrite)
         written.append(out["scores"])
         res = write_overlay(
-            slide, scores, out["overlay"], geojson=out["geojson"], overwrite=overwrite,
-            n_threads=n_threads, **dict(overlay_options or {}),
-        )  # fmt: skip
+            slide,
+            scores,
+            out["overlay"],
+            overwrite=overwrite,
+            n_threads=options.n_threads,
+            **options.overlay_look(),
+        )
+        written += [res.path, *([res.thumbnail] if res.thumbnail else [])]
+        export_geojson(scores, out["geojson"], colours=options.colours, overwrite=overwrite)
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             out["overlay"].parent.rmdir()  # only when empty
         raise
+    files = {"overlay": str(res.path), "thumbnail": str(res.thumbnail or "")}
     return WorklistRow(
-        rank=0, slide=slide.name, status=scored_status(len(scores.prob)), **cancer_score(scores),
-        overlay=str(res.path), thumbnail=str(res.thumbnail or ""), geojson=str(res.geojson or ""),
-        scores=str(out["scores"]), path=str(slide),
-    )  # fmt: skip
+        rank=0,
+        slide=path.name,
+        status=scored_status(len(scores.prob)),
+        **cancer_score(scores),
+        **files,
+        geojson=str(out["geojson"]),
+        scores=str(out["scores"]),
+        path=str(path),
+    )
 
 
 def screen_slides(
     model: Any,
     slides: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
+    options: ScreeningOptions | None = None,
     *,
     worklist: str | os.PathLike[str] | None = None,
-    engine: str = "gluon",
-    ctx: str = "cpu",
-    batch_size: int = 64,
-    thresholds: Mapping[str, float] | None = None,
-    mpp: float | None = None,
-    overlay_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    n_threads: int | None = None,
     progress: Callable[[WorklistRow], None] | None = None,
 ) -> list[WorklistRow]:
     """Screen slides with a model: overlay, GeoJSON, scores and a ranked worklist.
@@ -262,22 +383,18 @@ def screen_slides(
     Parameters
     ----------
     model : path or Predictor
-        A model folder (loaded once with ``engine``, ``ctx``, ``batch_size``) or a loaded
+        A model folder (loaded once with ``options``) or a loaded
         :class:`~prostate_fast.predict.Predictor`.
     slides : sequence of path
         Slide files; their file stems must be distinct (each gets ``out_dir/<stem>/``).
     out_dir : path
         Folder of the per-slide outputs (created).
+    options : ScreeningOptions, optional
+        Engine, thresholds, scale, the overlays' look, threads (default: ``ScreeningOptions()``).
     worklist : path, optional
         Where to write the worklist CSV (default ``out_dir/worklist.csv``).
-    engine, ctx, batch_size, thresholds, mpp
-        See :func:`~prostate_fast.predict.predict_slide`.
-    overlay_options : mapping, optional
-        Look of the overlays (alpha, mode, outline, colours, quality).
     overwrite : bool
         Replace existing outputs; otherwise ``FileExistsError`` before any slide is processed.
-    n_threads : int, optional
-        Threads for prediction and overlay (None = all cores).
     progress : callable, optional
         Called with each slide's row when it is done.
 
@@ -300,52 +417,29 @@ def screen_slides(
     -----
     Cost per slide: prediction (about a minute for 20,000 tissue tiles on 2 cores, see
     :func:`~prostate_fast.predict.predict_slide`) plus the overlay (about 20 ns per overlay pixel).
+    Each slide is opened once, for both.
     """
-    from .predict.core import Predictor, load_model, predict_slide
+    from .predict.core import Predictor
 
+    options = options or ScreeningOptions()
     paths = [Path(s) for s in slides]
     if not paths:
         raise ValueError("slides must name at least one slide file")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise ValueError(f"slides {stems[p.stem]} and {p} have the same stem {p.stem!r}")
-        stems[p.stem] = p
+    distinct_stems(paths)
     out_dir = Path(out_dir)
     worklist = Path(worklist) if worklist is not None else out_dir / "worklist.csv"
-    if not overwrite:
-        for f in [worklist, *(f for p in paths for f in _outputs(out_dir, p).values())]:
-            if f.exists():
-                raise FileExistsError(
-                    f"{f}: already exists; pass overwrite=True (--overwrite) to replace it"
-                )
+    outputs = [f for p in paths for f in _outputs(out_dir, p).values()]
+    check_outputs([worklist, *outputs], overwrite=overwrite, distinct=False)
     check_writable(worklist.parent, output=worklist)  # a read-only or impossible folder fails
     check_writable(out_dir)  # now, not after the work
-    threads = resolve_threads(n_threads)
+    options = replace(options, n_threads=resolve_threads(options.n_threads))
     own = not isinstance(model, Predictor)
-    predictor = (
-        load_model(model, engine=engine, ctx=ctx, batch_size=batch_size, n_threads=threads)
-        if own
-        else model
-    )
+    predictor = options.load_model(model) if own else model
     rows = []
     try:
         for p in paths:
             t0 = time.perf_counter()
-            try:
-                scores = predict_slide(
-                    predictor, p, n_threads=threads, mpp=mpp, thresholds=thresholds
-                )
-                row = screen_scored(
-                    p, scores, out_dir, overlay_options=overlay_options, overwrite=overwrite,
-                    n_threads=threads,
-                )  # fmt: skip
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported in the worklist
-                if not isinstance(exc, OSError | ValueError) and not _is_domain(exc):
-                    traceback.print_exc()
-                row = WorklistRow(rank=0, slide=p.name, status=_one_line(exc), path=str(p))
+            row = _screen_one(predictor, p, out_dir, options, overwrite)
             row = replace(row, seconds=time.perf_counter() - t0)
             rows.append(row)
             if progress is not None:
@@ -358,7 +452,39 @@ def screen_slides(
     return ranked
 
 
-def _is_domain(exc: BaseException) -> bool:
-    from .errors import ProstateFastError
+def distinct_stems(paths: Sequence[Path]) -> None:
+    """ValueError naming two slides with the same file stem (they would share an output folder)."""
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise ValueError(f"slides {stems[p.stem]} and {p} have the same stem {p.stem!r}")
+        stems[p.stem] = p
 
-    return isinstance(exc, ProstateFastError)
+
+def _screen_one(
+    predictor: Any, path: Path, out_dir: Path, options: ScreeningOptions, overwrite: bool
+) -> WorklistRow:
+    """Predict and write one slide, opened once; a failure becomes an error row."""
+    from .predict.core import predict_slide
+    from .predict.scoregrid import merge_thresholds
+    from .slide import open_slide
+
+    info = predictor.info
+    try:
+        merge_thresholds(info.thresholds, info.classes, options.thresholds)  # before the file
+        with open_slide(path, n_threads=options.n_threads) as sl:
+            scores = predict_slide(
+                predictor, sl, **options.predict_kwargs(), n_threads=options.n_threads
+            )
+            return screen_scored(sl, scores, out_dir, options, overwrite=overwrite)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported in the worklist
+        if not isinstance(exc, OSError | ValueError | ProstateFastError):
+            traceback.print_exc()
+        return WorklistRow(rank=0, slide=path.name, status=error_status(exc), path=str(path))
+
+
+def error_status(exc: BaseException) -> str:
+    """The worklist status of a slide that failed with ``exc``: ``"error: <one line>"``."""
+    return "error: " + one_line(exc)

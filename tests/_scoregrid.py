@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prostate_fast.predict import ScoreGrid
+from prostate_fast.predict.scoregrid import ScoreGrid
 
 
 def make_scores(

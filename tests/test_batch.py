@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ import pytest
 
 from prostate_fast.batch.core import SUMMARY, WORKLIST, SlideResult, discover_slides, run_batch
 from prostate_fast.errors import ProstateFastError
+from prostate_fast.screen import ScreeningOptions
 
 GOOD = [f"slide{i:02d}" for i in (0, 1, 2, 4, 5, 6, 8, 9)]
 TRUNCATED, TEXT = "slide03.tif", "slide07.svs"
@@ -118,7 +120,8 @@ def test_resume_rules_in_process(slides: Path, model: Path, tmp_path: Path) -> N
     """workers=0 runs in this process: done, skipped, and what makes a slide be redone."""
     one = [slides / "slide01.tif"]
     out = tmp_path / "out"
-    kw = {"engine": "native", "n_threads": 1, "workers": 0, "thresholds": {"cancer": 0.0}}
+    opts = ScreeningOptions(engine="native", n_threads=1, thresholds={"cancer": 0.0})
+    kw = {"options": opts, "workers": 0}
     seen: list[SlideResult] = []
     r = run_batch(one, model, out, progress=seen.append, **kw)
     assert [x.status for x in r.results] == ["done"] and seen == list(r.results)
@@ -131,7 +134,7 @@ def test_resume_rules_in_process(slides: Path, model: Path, tmp_path: Path) -> N
     }  # fmt: skip
     assert run_batch(one, model, out, **kw).counts == {"done": 0, "skipped": 1, "error": 0}
     # changed settings, a damaged output, a changed byte (with verify), force: redone
-    kw2 = {**kw, "overlay_options": {"outline": 1}}
+    kw2 = {**kw, "options": replace(opts, outline=1)}
     assert run_batch(one, model, out, **kw2).counts["done"] == 1
     assert run_batch(one, model, out, **kw2).counts["skipped"] == 1
     geo = out / "slide01" / "slide01.geojson"
@@ -155,6 +158,31 @@ def test_resume_rules_in_process(slides: Path, model: Path, tmp_path: Path) -> N
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(ProstateFastError, match="another prostate-fast batch"):
             run_batch(one, model, out, **kw)
+
+
+def test_manifest_settings_keep_their_recorded_form() -> None:
+    """The settings a manifest records are those earlier versions wrote: old batches resume."""
+    from prostate_fast.batch.manifest import settings
+
+    opts = ScreeningOptions(engine="native", thresholds={"cancer": 0.3}, colours={"c": (9, 8, 7)})
+    assert settings(opts, {"cancer": 0.5, "g4": 0.5}) == {
+        "batch_size": 64, "ctx": "cpu", "engine": "native", "mpp": None,
+        "overlay": {"alpha": 0.4, "colours": {"c": [9, 8, 7]}, "compression": "jpeg",
+                    "mode": "class", "outline": 0, "quality": 90, "thumbnail_size": 2048},
+        "thresholds": {"cancer": 0.3, "g4": 0.5},
+    }  # fmt: skip
+    assert "level" not in settings(opts, {}) and settings(replace(opts, level=1), {})["level"] == 1
+
+
+def test_batch_opens_each_slide_once(
+    slides: Path, model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from _open_count import count_opens
+
+    opened = count_opens(monkeypatch)
+    opts = ScreeningOptions(engine="native", n_threads=1)
+    res = run_batch([slides / "slide02.tif"], model, tmp_path / "o", opts, workers=0)
+    assert res.counts["done"] == 1 and opened == ["slide02.tif"]
 
 
 def test_killed_batch_resumes(resumed: SimpleNamespace, slides: Path) -> None:
@@ -225,8 +253,8 @@ def test_dask_local_cluster_gives_the_pool_outputs(
     from prostate_fast.predict import load_score_grid
 
     out = tmp_path / "dask"
-    res = run_batch(slides, model, out, scheduler="local:2", engine="native", n_threads=1,
-                    thresholds={"cancer": 0.0})  # fmt: skip
+    opts = ScreeningOptions(engine="native", n_threads=1, thresholds={"cancer": 0.0})
+    res = run_batch(slides, model, out, opts, scheduler="local:2")
     assert res.counts == {"done": 8, "skipped": 0, "error": 2}
     pool = _summary(resumed.out)
     assert {r.slide: r.reason for r in res.failed} == {

@@ -81,3 +81,13 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["synth", "-o", "x", "--width", "-5"])
     assert exc.value.code == 2
+
+
+def test_one_line_names_the_file_and_keeps_one_line() -> None:
+    from prostate_fast.errors import one_line
+
+    assert one_line(FileNotFoundError(2, "No such file or directory", "a b.svs")) == (
+        "a b.svs: No such file or directory"
+    )
+    assert one_line(ValueError("two\n   lines")) == "two lines"
+    assert one_line(RuntimeError()) == "RuntimeError"

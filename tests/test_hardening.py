@@ -359,7 +359,7 @@ def test_batch_gives_slides_without_tissue_the_same_row(fx: Fixtures, tmp_path: 
 
     listing = _write(tmp_path / "slides.txt", f"{fx.white}\n{fx.slide}\n".encode())
     for rerun in (False, True):
-        res = run_batch(listing, fx.model, tmp_path / "out", workers=0, progress=False)
+        res = run_batch(listing, fx.model, tmp_path / "out", workers=0)
         assert res.counts == ({"done": 0, "skipped": 2, "error": 0} if rerun
                               else {"done": 2, "skipped": 0, "error": 0})  # fmt: skip
         rows = list(csv.DictReader(res.worklist.open()))

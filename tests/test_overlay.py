@@ -16,6 +16,7 @@ import tifffile
 from _scoregrid import make_scores
 
 from prostate_fast import SlideError
+from prostate_fast.geojson import export_geojson
 from prostate_fast.overlay import (
     BlendTables,
     blend_tables,
@@ -199,8 +200,8 @@ def test_overlay_jpeg_thumbnail_geojson_and_threads(synthetic_small, tmp_path) -
     import openslide
 
     s = make_scores(synthetic_small)
-    a = write_overlay(synthetic_small.slide, s, tmp_path / "a.tif", n_threads=1,
-                      geojson=tmp_path / "a.geojson")  # fmt: skip
+    a = write_overlay(synthetic_small.slide, s, tmp_path / "a.tif", n_threads=1)
+    geojson = export_geojson(a.scores, tmp_path / "a.geojson")
     b = write_overlay(
         synthetic_small.slide,
         s,
@@ -227,7 +228,7 @@ def test_overlay_jpeg_thumbnail_geojson_and_threads(synthetic_small, tmp_path) -
     osr.close()
     thumb = cv2.imread(str(a.thumbnail))
     assert thumb.shape[1] == 2048 and thumb.shape[0] > 1024  # slide + legend panel
-    doc = json.loads(a.geojson.read_text())
+    doc = json.loads(geojson.read_text())
     assert doc["type"] == "FeatureCollection"
     assert len(doc["features"]) == int((np.asarray(s.predicted) > 0).sum()) > 0
     f = doc["features"][0]

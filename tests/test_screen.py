@@ -12,6 +12,7 @@ from _scoregrid import make_scores
 
 from prostate_fast.cli.main import main
 from prostate_fast.screen import (
+    ScreeningOptions,
     WorklistRow,
     cancer_score,
     rank_worklist,
@@ -126,10 +127,10 @@ def test_screen_slides_end_to_end(slides, tmp_path) -> None:
     broken.write_bytes(b"II*\x00" + bytes(100))
     paths = [slides[n].slide for n in ("b1", "c1", "b2", "c2")] + [broken]
     done = []
+    options = ScreeningOptions(n_threads=2, outline=1)
     ranked = screen_slides(
-        ColourRulePredictor(), paths, tmp_path / "out", n_threads=2, progress=done.append,
-        overlay_options={"outline": 1},
-    )  # fmt: skip
+        ColourRulePredictor(), paths, tmp_path / "out", options, progress=done.append
+    )
     assert len(done) == 5
     assert ranked[0].slide == "broken.tif" and ranked[0].status.startswith("error: ")
     assert {r.slide for r in ranked[1:3]} == {"c1.tif", "c2.tif"}
@@ -211,3 +212,41 @@ def test_cli_run_one_slide(slides, tmp_path, capsys) -> None:
         assert (out / "c1" / name).is_file(), name
     assert main(["run", str(model), str(slides["c1"].slide), "-o", str(out)]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
+
+
+def test_screening_options_check_and_normalise() -> None:
+    from dataclasses import FrozenInstanceError
+
+    o = ScreeningOptions(thresholds={"cancer": 1}, colours={"cancer": [0, 255, 0]}, level=1)
+    assert o.thresholds == {"cancer": 1.0} and o.colours == {"cancer": (0, 255, 0)}
+    assert o.predict_kwargs() == {
+        "engine": "gluon", "ctx": "cpu", "batch_size": 64, "mpp": None, "level": 1,
+        "thresholds": {"cancer": 1.0},
+    }  # fmt: skip
+    assert o.overlay_look() == {
+        "alpha": 0.4, "mode": "class", "outline": 0, "colours": {"cancer": (0, 255, 0)},
+        "quality": 90, "compression": "jpeg", "thumbnail_size": 2048,
+    }  # fmt: skip
+    with pytest.raises(FrozenInstanceError):
+        o.engine = "onnx"  # type: ignore[misc]
+    bad = [({"engine": "tf"}, "engine"), ({"ctx": 0}, "ctx"), ({"batch_size": 0}, "batch_size"),
+           ({"mpp": -1}, "mpp"), ({"level": 1.5}, "level"), ({"alpha": 2}, "alpha"),
+           ({"mode": "x"}, "mode"), ({"outline": -1}, "outline"), ({"quality": 0}, "quality"),
+           ({"compression": "lzw"}, "compression"), ({"thumbnail_size": 10}, "thumbnail_size"),
+           ({"thresholds": {"cancer": 2}}, "thresholds"), ({"colours": {"c": (0, 0, 300)}}, "'c'"),
+           ({"n_threads": -1}, "n_threads")]  # fmt: skip
+    for kw, name in bad:
+        with pytest.raises(ValueError, match=name):
+            ScreeningOptions(**kw)
+
+
+def test_screen_slides_opens_each_slide_once(slides, tmp_path, monkeypatch) -> None:
+    from _open_count import count_opens
+
+    opened = count_opens(monkeypatch)
+    paths = [slides["c1"].slide, slides["b1"].slide]
+    rows = screen_slides(
+        ColourRulePredictor(), paths, tmp_path / "o", ScreeningOptions(n_threads=2)
+    )
+    assert [r.status for r in rows] == ["ok", "ok"]
+    assert sorted(opened) == ["b1.tif", "c1.tif"]  # predict and overlay share the open slide

@@ -34,9 +34,14 @@ def _init_worker(n_threads: int | None) -> None:
 
 
 def run_pool(
-    tasks: Sequence[Any], fn: Callable[[Any], Any], on_result: OnResult, on_error: OnError,
-    *, workers: int, n_threads: int | None = None,
-) -> None:  # fmt: skip
+    tasks: Sequence[Any],
+    fn: Callable[[Any], Any],
+    on_result: OnResult,
+    on_error: OnError,
+    *,
+    workers: int,
+    n_threads: int | None = None,
+) -> None:
     """Run ``fn`` over ``tasks`` in a ``spawn`` process pool of ``workers``, surviving crashes.
 
     A worker that dies breaks the whole pool: the tasks then in flight are retried one at a time
@@ -47,8 +52,8 @@ def run_pool(
     pending: deque[Any] = deque(tasks)
     suspects: deque[Any] = deque()
     while pending or suspects:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(n_threads,)) as pool:  # fmt: skip
+        init = {"initializer": _init_worker, "initargs": (n_threads,)}
+        with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
             running: dict[Future[Any], Any] = {}
             alone = False
             while pending or suspects or running:
@@ -72,14 +77,18 @@ def run_pool(
                 if crashed:
                     crashed += running.values()
                     if len(crashed) == 1:
-                        on_error(crashed[0], RuntimeError(
-                            f"{crashed[0].slide}: the worker process died while it ran alone "
-                            "(a crash in a native library, or out of memory)"
-                        ))  # fmt: skip
+                        on_error(crashed[0], _died_alone(crashed[0]))
                     else:
                         suspects.extend(crashed)
                     break  # the pool is broken: start a fresh one
                 alone = alone and bool(running)
+
+
+def _died_alone(task: Any) -> RuntimeError:
+    return RuntimeError(
+        f"{task.slide}: the worker process died while it ran alone "
+        "(a crash in a native library, or out of memory)"
+    )
 
 
 def check_scheduler(scheduler: Any) -> tuple[str, str]:
@@ -109,17 +118,24 @@ def dask_client(scheduler: Any, workers: int, stack: contextlib.ExitStack) -> An
     if kind == "local":
         from distributed import LocalCluster
 
-        cluster = stack.enter_context(LocalCluster(
-            host="127.0.0.1", n_workers=int(num or workers or 1), threads_per_worker=1,
-            processes=True, dashboard_address=None,
-        ))  # fmt: skip
+        n = int(num or workers or 1)
+        cluster = stack.enter_context(
+            LocalCluster(
+                host="127.0.0.1",
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+        )
         return stack.enter_context(Client(cluster))
     if kind == "slurm":
         try:
             from dask_jobqueue import SLURMCluster
         except ImportError as exc:
-            raise ValueError("scheduler slurm:JOBS needs dask-jobqueue (pip install "
-                             "'prostate-fast[dask]')") from exc  # fmt: skip
+            raise ValueError(
+                "scheduler slurm:JOBS needs dask-jobqueue (pip install 'prostate-fast[dask]')"
+            ) from exc
         cluster = stack.enter_context(SLURMCluster())
         cluster.scale(jobs=int(num or 1))
         return stack.enter_context(Client(cluster))
@@ -127,19 +143,20 @@ def dask_client(scheduler: Any, workers: int, stack: contextlib.ExitStack) -> An
 
 
 def run_dask(
-    tasks: Sequence[Any], fn: Callable[[Any], Any], on_result: OnResult, on_error: OnError,
-    *, scheduler: Any, workers: int = 1,
-) -> None:  # fmt: skip
+    tasks: Sequence[Any],
+    fn: Callable[[Any], Any],
+    on_result: OnResult,
+    on_error: OnError,
+    *,
+    scheduler: Any,
+    workers: int = 1,
+) -> None:
     """Run ``fn`` over ``tasks`` on a Dask cluster (see :func:`dask_client`), as they complete."""
     from distributed import as_completed
 
     with contextlib.ExitStack() as stack:
         client = dask_client(scheduler, workers, stack)
-        futures = {
-            client.submit(fn, t, pure=False, retries=0,
-                          key=f"prostate-fast-{Path(t.slide).stem}-{uuid.uuid4().hex[:8]}"): t
-            for t in tasks
-        }  # fmt: skip
+        futures = {client.submit(fn, t, pure=False, retries=0, key=_dask_key(t)): t for t in tasks}
         try:
             for f in as_completed(futures):
                 try:
@@ -148,6 +165,10 @@ def run_dask(
                     on_error(futures[f], exc)
         finally:
             client.cancel(list(futures))
+
+
+def _dask_key(task: Any) -> str:
+    return f"prostate-fast-{Path(task.slide).stem}-{uuid.uuid4().hex[:8]}"
 
 
 class Progress:

@@ -1,6 +1,9 @@
 """CLI subcommands that apply a model: predict, overlay, screen, run, batch, demo.
 
 Each ``_cmd_*`` turns arguments into a call of the stage's public function; no stage logic here.
+``predict``, ``screen``, ``run`` and ``batch`` build one
+:class:`~prostate_fast.screen.ScreeningOptions` from their options (``common._screening_options``);
+``--engine``'s choices are :data:`prostate_fast.predict.ENGINES`.
 """
 
 from __future__ import annotations
@@ -8,15 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .common import (
     _add_overlay_look,
+    _engines,
     _no_tissue,
     _positive_float,
     _positive_int,
     _save_all,
+    _screening_options,
     _threshold_pair,
 )
+
+_THREADS_HELP = "CPU threads (default: every core)"
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -28,28 +36,65 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", type=Path, help="model folder written by `train`")
     p.add_argument("slide", type=Path, help="slide file")
-    p.add_argument("-o", "--out", type=Path, required=True,
-                   help="output stem; OUT.npz and OUT.csv are written (a .npz/.csv suffix is "
-                   "dropped)")  # fmt: skip
-    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
-                   help="gluon (MXNet Gluon), native (C++ on MXNet's C predict API) or onnx "
-                   "(ONNX Runtime; the route to current GPUs); default gluon")  # fmt: skip
-    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads (default: every core)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="output stem; OUT.npz and OUT.csv are written (a .npz/.csv suffix is dropped)",
+    )
+    _add_engine(
+        p,
+        "gluon (MXNet Gluon), native (C++ on MXNet's C predict API) or onnx (ONNX Runtime; the "
+        "route to current GPUs); default gluon",
+    )
+    p.add_argument("--threads", type=_positive_int, default=None, help=_THREADS_HELP)
     scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--mpp", type=_positive_float, default=None,
-                       help="microns per level-0 pixel of the slide (overrides the file; needed "
-                       "when it records none)")  # fmt: skip
-    scale.add_argument("--level", type=int, default=None,
-                       help="read this pyramid level as it is instead of the model's scale")  # fmt: skip
-    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
-                   metavar="CLASS=P", help="decision threshold of a class, e.g. cancer=0.3 "
-                   "(default: model.json's); repeatable")  # fmt: skip
+    scale.add_argument(
+        "--mpp",
+        type=_positive_float,
+        default=None,
+        help="microns per level-0 pixel of the slide (overrides the file; needed when it records "
+        "none)",
+    )
+    scale.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="read this pyramid level as it is instead of the model's scale",
+    )
+    _add_threshold(
+        p, "decision threshold of a class, e.g. cancer=0.3 (default: model.json's); repeatable"
+    )
     p.add_argument("--progress", action="store_true", help="show progress on stderr")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_predict)
+
+
+def _add_engine(p: argparse.ArgumentParser, engine_help: str) -> None:
+    """``--engine`` (choices: ENGINES), ``--ctx`` and ``--batch-size``."""
+    p.add_argument("--engine", choices=_engines(), default="gluon", help=engine_help)
+    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
+
+
+def _add_threshold(p: argparse.ArgumentParser, threshold_help: str) -> None:
+    p.add_argument(
+        "--threshold",
+        type=_threshold_pair,
+        action="append",
+        default=[],
+        metavar="CLASS=P",
+        help=threshold_help,
+    )
+
+
+def _predict_progress(done: int, total: int, tiles_per_s: float) -> None:
+    """``--progress``: one line on stderr, rewritten after each batch, ended after the last."""
+    print(f"\rpredict: {done}/{total} tiles, {tiles_per_s:.0f} tiles/s", end="", file=sys.stderr)
+    if done == total:
+        print(file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -61,27 +106,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for out in outs:
             if out.exists():
                 raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    options = _screening_options(args)
+    progress = _predict_progress if args.progress else None
     grid = predict_slide(
         args.model,
         args.slide,
-        engine=args.engine,
-        ctx=args.ctx,
-        batch_size=args.batch_size,
-        n_threads=args.threads,
-        mpp=args.mpp,
-        level=args.level,
-        thresholds=dict(args.threshold),
-        progress=args.progress,
+        **options.predict_kwargs(),
+        n_threads=options.n_threads,
+        progress=progress,
     )
     if len(grid) == 0:
         raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
     _save_all([lambda out=out: grid.save(out, overwrite=args.overwrite) for out in outs], outs)
     t = grid.timings
     thr = ", ".join(f"{k} >= {v:g}" for k, v in grid.thresholds.items())
-    print(f"slide:     {grid.slide_name} (level {grid.level}, {grid.downsample:g} level-0 px "
-          f"per tile px, grid {grid.grid_shape[0]} x {grid.grid_shape[1]})")  # fmt: skip
-    print(f"tiles:     {len(grid)} on tissue, {t['tiles_per_s']:.0f} tiles/s ({grid.engine}), "
-          f"{t['total']:.1f} s in all")  # fmt: skip
+    rows, cols = grid.grid_shape
+    scale = f"level {grid.level}, {grid.downsample:g} level-0 px per tile px"
+    print(f"slide:     {grid.slide_name} ({scale}, grid {rows} x {cols})")
+    speed = f"{t['tiles_per_s']:.0f} tiles/s ({grid.engine})"
+    print(f"tiles:     {len(grid)} on tissue, {speed}, {t['total']:.1f} s in all")
     print(f"positive:  {grid.cancer_share():.1%} of tiles ({thr})")
     for out in outs:
         print(f"wrote:     {out}")
@@ -100,46 +143,70 @@ def _add_overlay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scores", type=Path, help="score grid written by `predict` (.npz or .csv)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output TIFF (OUT.tif)")
     _add_overlay_look(p)
-    p.add_argument("--geojson", type=Path, default=None,
-                   help="also export the predicted tiles as QuPath GeoJSON")  # fmt: skip
+    p.add_argument(
+        "--geojson",
+        type=Path,
+        default=None,
+        help="also export the predicted tiles as QuPath GeoJSON",
+    )
     p.add_argument("--no-thumbnail", action="store_true", help="do not write OUT-thumb.png")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads (default: every core)")  # fmt: skip
+    p.add_argument("--threads", type=_positive_int, default=None, help=_THREADS_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_overlay)
 
 
 def _cmd_overlay(args: argparse.Namespace) -> int:
-    from ..overlay.core import write_overlay
+    from .._util import check_outputs
+    from ..geojson import export_geojson
+    from ..overlay.core import check_encoding, overlay_paths, write_overlay
 
+    colours = dict(args.colour)
+    check_encoding(quality=args.quality)  # bad settings first, as write_overlay checks them
+    tif, thumb = overlay_paths(args.out, not args.no_thumbnail)
+    check_outputs([tif, thumb, args.geojson], overwrite=args.overwrite)  # all, before writing
     res = write_overlay(
-        args.slide, args.scores, args.out, alpha=args.alpha, mode=args.mode, outline=args.outline,
-        colours=dict(args.colour), quality=args.quality, thumbnail=not args.no_thumbnail,
-        geojson=args.geojson, overwrite=args.overwrite, n_threads=args.threads,
-    )  # fmt: skip
+        args.slide,
+        args.scores,
+        args.out,
+        alpha=args.alpha,
+        mode=args.mode,
+        outline=args.outline,
+        colours=colours,
+        quality=args.quality,
+        thumbnail=not args.no_thumbnail,
+        overwrite=args.overwrite,
+        n_threads=args.threads,
+    )
+    if args.geojson is not None:  # beside the overlay: both or neither
+        try:
+            export_geojson(res.scores, args.geojson, colours=colours, overwrite=args.overwrite)
+        except BaseException:
+            for p in (res.path, res.thumbnail):
+                if p is not None:
+                    p.unlink(missing_ok=True)
+            raise
     (w, h), n = res.level_dimensions[0], len(res.level_dimensions)
     mpp = f", {res.mpp:.4g} um/px" if res.mpp else ""
     print(f"overlay:   {res.path} ({w} x {h} px{mpp}, {n} levels, {res.seconds:.1f} s)")
     print(f"positive:  {res.n_positive} tiles")
-    for label, path in (("thumbnail", res.thumbnail), ("geojson", res.geojson)):
+    for label, path in (("thumbnail", res.thumbnail), ("geojson", args.geojson)):
         if path is not None:
             print(f"{label + ':':11}{path}")
     return 0
 
 
 def _add_screening_options(
-    p: argparse.ArgumentParser, *, threads_help: str = "CPU threads (default: every core)"
+    p: argparse.ArgumentParser, *, threads_help: str = _THREADS_HELP
 ) -> None:
     """Options shared by screen, run and batch: engine, scale, thresholds, overlay, threads."""
-    p.add_argument("--engine", choices=("gluon", "native", "onnx"), default="gluon",
-                   help="inference engine (see `predict`; default gluon)")  # fmt: skip
-    p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
-    p.add_argument("--mpp", type=_positive_float, default=None,
-                   help="microns per level-0 pixel of the slides (overrides the files)")  # fmt: skip
-    p.add_argument("--threshold", type=_threshold_pair, action="append", default=[],
-                   metavar="CLASS=P", help="decision threshold of a class (default: the "
-                   "model's); repeatable")  # fmt: skip
+    _add_engine(p, "inference engine (see `predict`; default gluon)")
+    p.add_argument(
+        "--mpp",
+        type=_positive_float,
+        default=None,
+        help="microns per level-0 pixel of the slides (overrides the files)",
+    )
+    _add_threshold(p, "decision threshold of a class (default: the model's); repeatable")
     _add_overlay_look(p)
     p.add_argument("--threads", type=_positive_int, default=None, help=threads_help)
 
@@ -157,8 +224,12 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="model folder written by `train`")
     p.add_argument("slides", type=Path, nargs="+", help="slide files")
     p.add_argument("-o", "--out", type=Path, required=True, help="worklist CSV to write")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="folder of the per-slide outputs (default: the worklist's folder)")  # fmt: skip
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="folder of the per-slide outputs (default: the worklist's folder)",
+    )
     _add_screening_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_screen)
@@ -180,32 +251,42 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    args.slides, args.out_dir, args.out = [args.slide], args.out, args.out / "worklist.csv"
-    return _cmd_screen(args)
+    return _screen(args, [args.slide], args.out, args.out / "worklist.csv")
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
-    from ..screen import WorklistRow, screen_slides
-
-    def report(r: WorklistRow) -> None:
-        if r.ok:
-            print(f"screened:  {r.slide}: {r.n_positive} of {r.n_tiles} tiles positive, "
-                  f"top p {r.top_probability:.3f} ({r.seconds:.1f} s)")  # fmt: skip
-        else:
-            print(f"prostate-fast: {r.slide}: {r.status}", file=sys.stderr)
-
     out_dir = args.out_dir if args.out_dir is not None else args.out.parent
+    return _screen(args, args.slides, out_dir, args.out)
+
+
+def _screen(args: argparse.Namespace, slides: list[Path], out_dir: Path, worklist: Path) -> int:
+    """``screen`` and ``run``: screen ``slides`` into ``out_dir``, the worklist CSV at ``worklist``."""
+    from ..screen import screen_slides
+
     rows = screen_slides(
-        args.model, args.slides, out_dir, worklist=args.out, engine=args.engine, ctx=args.ctx,
-        batch_size=args.batch_size, thresholds=dict(args.threshold), mpp=args.mpp,
-        overlay_options={"alpha": args.alpha, "mode": args.mode, "outline": args.outline,
-                         "colours": dict(args.colour), "quality": args.quality},
-        overwrite=args.overwrite, n_threads=args.threads, progress=report,
-    )  # fmt: skip
+        args.model,
+        slides,
+        out_dir,
+        _screening_options(args),
+        worklist=worklist,
+        overwrite=args.overwrite,
+        progress=_report_row,
+    )
     failed = sum(r.status.startswith("error") for r in rows)
     empty = sum(not r.ok for r in rows) - failed
-    print(f"worklist:  {args.out} ({len(rows)} slides, {failed} failed, {empty} without tissue)")
+    print(f"worklist:  {worklist} ({len(rows)} slides, {failed} failed, {empty} without tissue)")
     return 2 if failed or empty else 0
+
+
+def _report_row(r: Any) -> None:
+    """Progress of ``screen`` and ``run``: a slide's worklist row, when it is done."""
+    if r.ok:
+        positive = f"{r.n_positive} of {r.n_tiles} tiles positive"
+        print(
+            f"screened:  {r.slide}: {positive}, top p {r.top_probability:.3f} ({r.seconds:.1f} s)"
+        )
+    else:
+        print(f"prostate-fast: {r.slide}: {r.status}", file=sys.stderr)
 
 
 def _add_batch(sub: argparse._SubParsersAction) -> None:
@@ -219,50 +300,70 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
         "that fails is reported and the others go on. Exit status: 0 all slides screened or "
         "skipped, 3 finished with failed slides, 2 nothing could start (bad model, no slides).",
     )
-    p.add_argument("slides", type=Path,
-                   help="folder of slides (.svs .ndpi .tif .tiff .mrxs .scn .bif .vms .jpg .png), "
-                   "a text file with one slide path per line (# comments), or one slide")  # fmt: skip
+    p.add_argument(
+        "slides",
+        type=Path,
+        help="folder of slides (.svs .ndpi .tif .tiff .mrxs .scn .bif .vms .jpg .png), a text "
+        "file with one slide path per line (# comments), or one slide",
+    )
     p.add_argument("--model", type=Path, required=True, help="model folder written by `train`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes (default 1; 0 runs in this process); with "
-                   "--scheduler local, the LocalCluster's workers")  # fmt: skip
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run on Dask: tcp://HOST:PORT of a running scheduler, local[:N] for a "
-                   "LocalCluster on 127.0.0.1, or slurm:JOBS for a dask-jobqueue SLURMCluster "
-                   "(configured by the dask config's jobqueue.slurm)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; 0 runs in this process); with --scheduler local, the "
+        "LocalCluster's workers",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Dask: tcp://HOST:PORT of a running scheduler, local[:N] for a LocalCluster "
+        "on 127.0.0.1, or slurm:JOBS for a dask-jobqueue SLURMCluster (configured by the dask "
+        "config's jobqueue.slurm)",
+    )
     _add_screening_options(
         p,
         threads_help="CPU threads per slide (default: cores / workers; Dask: the worker's "
         "OMP_NUM_THREADS)",
     )
     p.add_argument("--force", action="store_true", help="redo every slide, even complete ones")
-    p.add_argument("--verify", action="store_true",
-                   help="hash slides and outputs before skipping (default: trust unchanged "
-                   "size and mtime)")  # fmt: skip
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash slides and outputs before skipping (default: trust unchanged size and mtime)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_cmd_batch)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from ..batch.core import run_batch
+    from ..batch.core import discover_slides, run_batch
+    from ..batch.executors import Progress, check_scheduler
 
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    options = _screening_options(args)
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler)  # before the slides, as run_batch checks them
+    slides = discover_slides(args.slides)
     res = run_batch(
-        args.slides, args.model, args.out, workers=args.workers, scheduler=args.scheduler,
-        engine=args.engine, ctx=args.ctx, batch_size=args.batch_size,
-        thresholds=dict(args.threshold), mpp=args.mpp,
-        overlay_options={"alpha": args.alpha, "mode": args.mode, "outline": args.outline,
-                         "colours": dict(args.colour), "quality": args.quality},
-        n_threads=args.threads, force=args.force, verify=args.verify,
-        progress=not args.no_progress,
-    )  # fmt: skip
+        slides,
+        args.model,
+        args.out,
+        options,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        force=args.force,
+        verify=args.verify,
+        progress=None if args.no_progress else Progress(len(slides)),
+    )
     for r in res.failed:
         print(f"prostate-fast: {r.slide}: error: {r.reason}", file=sys.stderr)
     c = res.counts
-    print(f"slides:    {len(res.results)}: {c['done']} done, {c['skipped']} skipped, "
-          f"{c['error']} failed ({res.seconds:.1f} s)")  # fmt: skip
+    counts = f"{c['done']} done, {c['skipped']} skipped, {c['error']} failed"
+    print(f"slides:    {len(res.results)}: {counts} ({res.seconds:.1f} s)")
     print(f"worklist:  {res.worklist}")
     print(f"summary:   {res.summary}")
     return 3 if c["error"] else 0

@@ -1,4 +1,9 @@
-"""Argument types and helpers shared by the CLI's subcommands (see ``prostate_fast.cli``)."""
+"""Argument types and helpers shared by the CLI's subcommands (see ``prostate_fast.cli``).
+
+Also the one place that turns parsed arguments into a
+:class:`~prostate_fast.screen.ScreeningOptions` (:func:`_screening_options`), for ``predict``,
+``screen``, ``run`` and ``batch``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,12 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ProstateFastError
+
+if TYPE_CHECKING:
+    from ..screen import ScreeningOptions
 
 
 def _positive_int(text: str) -> int:
@@ -106,7 +115,7 @@ def _share(text: str) -> float:
 
 
 def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
-    from ..overlay.core import parse_colour
+    from ..overlay.colours import parse_colour
 
     try:
         return parse_colour(text)
@@ -115,16 +124,71 @@ def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
 
 
 def _add_overlay_look(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alpha", type=float, default=0.4,
-                   help="opacity of the class colour in [0, 1] (default 0.4)")  # fmt: skip
-    p.add_argument("--mode", choices=("class", "graded"), default="class",
-                   help="class: tint predicted tiles; graded: opacity = alpha x probability")  # fmt: skip
-    p.add_argument("--outline", type=int, default=0,
-                   help="border width in px drawn on predicted tiles (default 0: none)")  # fmt: skip
-    p.add_argument("--colour", type=_colour_pair, action="append", default=[],
-                   metavar="CLASS=R,G,B", help="colour of a class, e.g. cancer=0,255,0 "
-                   "(default: the model's, else green); repeatable")  # fmt: skip
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.4,
+        help="opacity of the class colour in [0, 1] (default 0.4)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("class", "graded"),
+        default="class",
+        help="class: tint predicted tiles; graded: opacity = alpha x probability",
+    )
+    p.add_argument(
+        "--outline",
+        type=int,
+        default=0,
+        help="border width in px drawn on predicted tiles (default 0: none)",
+    )
+    p.add_argument(
+        "--colour",
+        type=_colour_pair,
+        action="append",
+        default=[],
+        metavar="CLASS=R,G,B",
+        help="colour of a class, e.g. cancer=0,255,0 (default: the model's, else green); "
+        "repeatable",
+    )
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the TIFF (90)")
+
+
+def _engines() -> tuple[str, ...]:
+    """The engine names, for ``--engine``'s choices (:data:`prostate_fast.predict.ENGINES`)."""
+    from ..predict import ENGINES
+
+    return ENGINES
+
+
+#: Parsed argument -> ScreeningOptions field, for the ones a subcommand has (repeated options,
+#: ``--threshold`` and ``--colour``, are lists of pairs: they become mappings).
+_OPTION_ARGS = {
+    "engine": "engine",
+    "ctx": "ctx",
+    "batch_size": "batch_size",
+    "threshold": "thresholds",
+    "mpp": "mpp",
+    "level": "level",
+    "alpha": "alpha",
+    "mode": "mode",
+    "outline": "outline",
+    "colour": "colours",
+    "quality": "quality",
+    "threads": "n_threads",
+}
+
+
+def _screening_options(args: argparse.Namespace) -> ScreeningOptions:
+    """The :class:`~prostate_fast.screen.ScreeningOptions` of a subcommand's parsed arguments.
+
+    Options the subcommand does not have keep their defaults. ValueError names a bad value.
+    """
+    from ..screen import ScreeningOptions
+
+    given = vars(args)
+    kw = {field: given[arg] for arg, field in _OPTION_ARGS.items() if arg in given}
+    return ScreeningOptions(**{k: dict(v) if isinstance(v, list) else v for k, v in kw.items()})
 
 
 def _int_list(text: str) -> list[int]:

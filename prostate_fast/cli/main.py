@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..errors import ProstateFastError
+from ..errors import ProstateFastError, one_line
 from .apply import _add_batch, _add_demo, _add_overlay, _add_predict, _add_run, _add_screen
 from .model import _add_check, _add_evaluate, _add_launch, _add_train
 from .prepare import _add_dataset, _add_info, _add_label, _add_synth, _add_tiles
@@ -57,13 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename:
-        text = f"{exc.filename}: {exc.strerror or text}"
-    return " ".join(text.split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 success, 2 bad input, 1 unexpected failure)."""
     parser = build_parser()
@@ -72,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (ProstateFastError, FileExistsError, OSError, ValueError) as exc:
-        print(f"prostate-fast: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"prostate-fast: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prostate-fast: interrupted", file=sys.stderr)

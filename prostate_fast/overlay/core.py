@@ -3,9 +3,12 @@
 :func:`write_overlay` reads the slide at the tiling level in strips, alpha-blends each strip with the
 native kernel (:func:`blend_tiles`, C++ with OpenMP) and streams it into a pyramidal tiled TIFF
 (JPEG by default) that OpenSlide, QuPath and ASAP open, with the tile pixel size as its mpp; a PNG
-thumbnail with a legend and, optionally, a QuPath GeoJSON of the tiles come with it. Memory stays
-bounded by a few strips whatever the slide size (the 2018 study blended 128 px tile files one by one
-and reassembled them with ImageMagick ``montage``: 17 min + 27 s).
+thumbnail with a legend comes with it (the QuPath GeoJSON of the tiles is
+:func:`prostate_fast.geojson.export_geojson`'s, called by whoever writes it beside the overlay).
+Memory stays bounded by a few strips whatever the slide size (the 2018 study blended 128 px tile
+files one by one and reassembled them with ImageMagick ``montage``: 17 min + 27 s). The slide is
+a path (opened and closed here) or a :class:`~prostate_fast.slide.Slide` already open (left open),
+so a caller that predicted on it does not open it again.
 
 The overlay is at the **tiling magnification**: one overlay pixel per tile pixel, level 0 of the
 TIFF is the slide at ``ScoreGrid.downsample`` (the slide's level ``ScoreGrid.level`` as it is, or
@@ -15,7 +18,7 @@ overlapping tiles (stride < tile_size) each pixel takes the tile whose centre is
 ``csrc/blend.hpp``).
 
 Colours: per class, from ``colours=`` (overrides), else the ScoreGrid's (the model's) colours, else
-a palette whose first entry is green. Modes: ``"class"`` blends ``alpha`` over tiles predicted as a
+a palette whose first entry is green (:mod:`prostate_fast.overlay.colours`). Modes: ``"class"`` blends ``alpha`` over tiles predicted as a
 non-negative class; ``"graded"`` blends every scored tile with ``alpha * p`` where p is the
 probability of its most probable non-negative class (a heat map, the predicted tiles included).
 """
@@ -31,22 +34,22 @@ from typing import Any
 
 import numpy as np
 
-from .._util import atomic_path, check_image, resolve_threads
+from .._util import atomic_path, check_image, check_outputs, resolve_threads
 from ..errors import SlideError
+from .colours import class_colours
 
 __all__ = [
     "BlendTables",
     "OverlayResult",
     "blend_tables",
     "blend_tiles",
+    "check_encoding",
+    "check_look",
     "overlay_geometry",
-    "parse_colour",
+    "overlay_paths",
     "write_overlay",
 ]
 
-#: Default colours of positive classes without one: green first (the study's cancer colour).
-PALETTE = ((0, 255, 0), (255, 0, 255), (255, 165, 0), (0, 160, 255), (255, 255, 0), (255, 0, 0))
-NEGATIVE_COLOUR = (160, 160, 160)
 MODES = ("class", "graded")
 COMPRESSIONS = ("jpeg", "deflate", "none")
 TIFF_TILE = 256
@@ -84,58 +87,43 @@ class BlendTables:
 
 @dataclass(frozen=True)
 class OverlayResult:
-    """Files and facts of one :func:`write_overlay` call."""
+    """Files and facts of one :func:`write_overlay` call.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The TIFF.
+    thumbnail : pathlib.Path or None
+        The PNG thumbnail, when written.
+    level_dimensions : tuple of (int, int)
+        (width, height) of each pyramid level of the TIFF.
+    mpp : float or None
+        Microns per overlay pixel, when known.
+    n_positive : int
+        Tiles predicted as a non-negative class.
+    seconds : float
+        Wall time of the call.
+    scores : ScoreGrid
+        The scores drawn (loaded here when a path was given), e.g. for the GeoJSON export.
+    """
 
     path: Path
     thumbnail: Path | None
-    geojson: Path | None
     level_dimensions: tuple[tuple[int, int], ...]
     mpp: float | None
     n_positive: int
     seconds: float
+    scores: Any = None
 
 
-def parse_colour(text: str) -> tuple[str, tuple[int, int, int]]:
-    """Parse ``"cancer=0,255,0"`` (or ``cancer=#00ff00``) into ``("cancer", (0, 255, 0))``."""
-    name, sep, value = str(text).partition("=")
-    name, value = name.strip(), value.strip()
-    try:
-        if not sep or not name:
-            raise ValueError
-        if value.startswith("#") and len(value) == 7:
-            rgb = tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
-        else:
-            rgb = tuple(int(v) for v in value.split(","))
-        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise ValueError
-    except ValueError:
-        raise ValueError(
-            f"colour must look like CLASS=R,G,B (0-255) or CLASS=#rrggbb, got {text!r}"
-        ) from None
-    return name, (rgb[0], rgb[1], rgb[2])
-
-
-def _class_colours(scores: Any, colours: Mapping[str, Any] | None) -> np.ndarray:
-    classes = tuple(scores.classes)
-    user = dict(colours or {})
-    unknown = sorted(set(user) - set(classes))
-    if unknown:
-        raise ValueError(
-            f"colours names unknown classes {unknown}; the classes are {list(classes)}"
-        )
-    model = dict(getattr(scores, "colours", None) or {})
-    table = np.zeros((len(classes), 3), np.uint8)
-    k = 0
-    for i, name in enumerate(classes):
-        rgb = user.get(name, model.get(name))
-        if rgb is None:
-            rgb = NEGATIVE_COLOUR if i == 0 else PALETTE[k % len(PALETTE)]
-            k += i > 0
-        rgb = tuple(int(v) for v in rgb)
-        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise ValueError(f"colour of class {name!r} must be three integers 0-255, got {rgb!r}")
-        table[i] = rgb
-    return table
+def check_look(alpha: Any, mode: Any, outline: Any) -> None:
+    """ValueError naming the parameter unless alpha, mode and outline are valid (see blend_tables)."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(outline, bool) or not isinstance(outline, int | np.integer) or outline < 0:
+        raise ValueError(f"outline must be a non-negative integer, got {outline!r}")
 
 
 def blend_tables(
@@ -171,12 +159,7 @@ def blend_tables(
     ValueError
         Bad alpha, mode, outline or colours, or a ScoreGrid whose arrays disagree.
     """
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(outline, bool) or not isinstance(outline, int | np.integer) or outline < 0:
-        raise ValueError(f"outline must be a non-negative integer, got {outline!r}")
+    check_look(alpha, mode, outline)
     rows, cols = (int(v) for v in scores.grid_shape)
     rc = np.asarray(scores.tile_rc)
     prob = np.asarray(scores.prob, dtype=np.float32)
@@ -190,7 +173,7 @@ def blend_tables(
         raise ValueError(f"scores.tile_rc has cells outside the grid {rows} x {cols}")
     if n and (pred.min() < 0 or pred.max() >= k):
         raise ValueError(f"scores.predicted has class indices outside [0, {k})")
-    table = _class_colours(scores, colours)
+    table = class_colours(scores, colours)
     cls = np.full((rows, cols), -1, np.int16)
     a8 = np.zeros((rows, cols), np.uint16)
     ol = np.zeros((rows, cols), np.uint8)
@@ -206,10 +189,8 @@ def blend_tables(
         cls[r, c] = best
         a8[r, c] = np.rint(float(alpha) * p * 256).astype(np.uint16)
     ol[r[positive], c[positive]] = 1 if outline > 0 else 0
-    return BlendTables(
-        cls, a8, ol, table, tuple(scores.classes), int(scores.tile_size), int(scores.stride),
-        int(outline),
-    )  # fmt: skip
+    size, stride = int(scores.tile_size), int(scores.stride)
+    return BlendTables(cls, a8, ol, table, tuple(scores.classes), size, stride, int(outline))
 
 
 def blend_tiles(
@@ -293,23 +274,21 @@ def _checked_tables(t: BlendTables) -> BlendTables:
             f"tables need tile_size, stride >= 1 and outline_width >= 0, got "
             f"{t.tile_size}, {t.stride}, {t.outline_width}"
         )
-    return BlendTables(cls, alpha, outline, colours, t.classes, int(t.tile_size), int(t.stride),
-                       int(t.outline_width))  # fmt: skip
+    size, stride, width = int(t.tile_size), int(t.stride), int(t.outline_width)
+    return BlendTables(cls, alpha, outline, colours, t.classes, size, stride, width)
 
 
 def _blend_native(buf: np.ndarray, x0: int, y0: int, t: BlendTables, threads: int) -> None:
     from .. import _native
 
-    _native.blend_strip(
-        buf, x0, y0, t.cls, t.alpha, t.outline, t.colours, t.tile_size, t.stride,
-        t.outline_width, threads,
-    )  # fmt: skip
+    args = (t.cls, t.alpha, t.outline, t.colours, t.tile_size, t.stride, t.outline_width)
+    _native.blend_strip(buf, x0, y0, *args, threads)
 
 
 # -- whole-slide overlay ---------------------------------------------------------------------------
 def _load_scores(scores: Any) -> tuple[Any, str]:
     if isinstance(scores, str | os.PathLike):
-        from ..predict.core import load_score_grid
+        from ..predict.scoregrid import load_score_grid
 
         return load_score_grid(scores), str(scores)
     for name in ("classes", "grid_shape", "tile_rc", "prob", "tile_size", "stride", "level"):
@@ -395,18 +374,18 @@ def write_overlay(
     compression: str = "jpeg",
     thumbnail: bool = True,
     thumbnail_size: int = 2048,
-    geojson: str | os.PathLike[str] | None = None,
     check_name: bool = True,
     strip_pixels: int | None = None,
     overwrite: bool = False,
     n_threads: int | None = None,
 ) -> OverlayResult:
-    """Write the screening overlay of a slide: pyramidal tiled TIFF + PNG thumbnail (+ GeoJSON).
+    """Write the screening overlay of a slide: pyramidal tiled TIFF + PNG thumbnail.
 
     Parameters
     ----------
     slide : path or Slide
-        The slide the scores were computed on (a path is opened and closed here).
+        The slide the scores were computed on (a path is opened and closed here; an open Slide
+        is left open).
     scores : ScoreGrid or path
         Predictions (a :class:`~prostate_fast.predict.ScoreGrid` or its ``.npz``).
     out : path
@@ -419,8 +398,6 @@ def write_overlay(
         Tile compression; the lossless ones make the TIFF's pixels exactly the blended ones.
     thumbnail : bool
         Also write the PNG thumbnail (longer side ``thumbnail_size``) with a legend.
-    geojson : path, optional
-        Also export the predicted tiles as QuPath GeoJSON (:func:`~prostate_fast.geojson.export_geojson`).
     check_name : bool
         Refuse scores whose ``slide_name`` is not the slide's file name.
     strip_pixels : int, optional
@@ -433,6 +410,7 @@ def write_overlay(
     Returns
     -------
     OverlayResult
+        The files written, the TIFF's levels and the scores drawn.
 
     Raises
     ------
@@ -455,10 +433,50 @@ def write_overlay(
     import contextlib
 
     from ..slide import open_slide
-    from ..slide.pyramid import STRIP_PIXELS, level_dimensions, strip_rows_for, write_pyramid
-    from ..slide.strips import prefetch
+    from ..slide.pyramid import write_pyramid
 
     start = time.perf_counter()
+    check_encoding(compression, quality, thumbnail_size)
+    strip_pixels = _strip_pixels(strip_pixels)
+    threads = resolve_threads(n_threads)
+    out, thumb_path = overlay_paths(out, thumbnail)
+    check_outputs([out, thumb_path], overwrite=overwrite)
+    grid, scores_name = _load_scores(scores)
+    tables = blend_tables(grid, alpha=alpha, mode=mode, outline=outline, colours=colours)
+    with contextlib.ExitStack() as stack:
+        opened = isinstance(slide, str | os.PathLike)
+        sl = stack.enter_context(open_slide(slide)) if opened else slide
+        choice, width, height = overlay_geometry(sl, grid, check_name=check_name)
+        mpp = float(grid.mpp) if getattr(grid, "mpp", None) else choice.mpp
+        desc = _description(sl, grid, scores_name, choice, mpp, alpha, mode, tables)
+        encoding = {
+            "compression": compression,
+            "quality": quality,
+            "mpp": mpp,
+            "description": desc,
+            "strip_pixels": strip_pixels,
+            "capture_level": _capture_level(width, height, thumbnail_size) if thumbnail else None,
+            "n_threads": threads,
+        }
+        tmp, strips = _tiff_target(
+            stack, sl, choice, tables, (width, height), out, overwrite, encoding
+        )
+        info = write_pyramid(tmp, strips, width, height, tile=TIFF_TILE, **encoding)
+        if thumb_path is not None:
+            from .thumbnail import legend_thumbnail, write_png
+
+            look = {"alpha": alpha, "mode": mode, "size": thumbnail_size}
+            img = legend_thumbnail(info.captured, grid, tables, **look, title=sl.name, mpp=mpp)
+            write_png(stack.enter_context(atomic_path(thumb_path, overwrite=overwrite)), img)
+    n_pos = int(np.count_nonzero(np.asarray(grid.predicted) > 0))
+    seconds = time.perf_counter() - start
+    return OverlayResult(out, thumb_path, info.level_dimensions, mpp, n_pos, seconds, grid)
+
+
+def check_encoding(
+    compression: Any = "jpeg", quality: Any = 90, thumbnail_size: Any = 2048
+) -> None:
+    """ValueError naming the parameter unless the TIFF's and thumbnail's settings are valid."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     if (
@@ -473,65 +491,67 @@ def write_overlay(
         or thumbnail_size < 64
     ):
         raise ValueError(f"thumbnail_size must be an integer >= 64, got {thumbnail_size!r}")
-    strip_pixels = STRIP_PIXELS if strip_pixels is None else int(strip_pixels)
-    if strip_pixels <= 0:
-        raise ValueError(f"strip_pixels must be positive, got {strip_pixels!r}")
-    threads = resolve_threads(n_threads)
+
+
+def overlay_paths(out: str | os.PathLike[str], thumbnail: bool = True) -> tuple[Path, Path | None]:
+    """The files :func:`write_overlay` writes: the TIFF and (when ``thumbnail``) its thumbnail."""
     out = Path(out)
-    thumb_path = out.with_name(out.stem + "-thumb.png") if thumbnail else None
-    geo_path = Path(geojson) if geojson is not None else None
-    targets = [p for p in (out, thumb_path, geo_path) if p is not None]
-    if len({p.resolve() for p in targets}) != len(targets):
-        raise ValueError(f"the outputs must be distinct files, got {[str(p) for p in targets]}")
-    if not overwrite:
-        for p in targets:
-            if p.exists():
-                raise FileExistsError(
-                    f"{p}: already exists; pass overwrite=True (--overwrite) to replace it"
-                )
-    grid, scores_name = _load_scores(scores)
-    tables = blend_tables(grid, alpha=alpha, mode=mode, outline=outline, colours=colours)
-    with contextlib.ExitStack() as stack:
-        opened = isinstance(slide, str | os.PathLike)
-        sl = stack.enter_context(open_slide(slide)) if opened else slide
-        choice, width, height = overlay_geometry(sl, grid, check_name=check_name)
-        mpp = float(grid.mpp) if getattr(grid, "mpp", None) else choice.mpp
-        dims = level_dimensions(width, height)
-        thumb_level = max([i for i, d in enumerate(dims) if max(d) >= thumbnail_size] or [0])
-        n_pos = int(np.count_nonzero(np.asarray(grid.predicted) > 0))
-        desc = _description(sl, grid, scores_name, choice, mpp, alpha, mode, tables)
-        rows = strip_rows_for(width, TIFF_TILE, strip_pixels)
-        read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
-        tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
-        strips = stack.enter_context(
-            contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads)))
-        )
-        info = write_pyramid(
-            tmp, strips, width, height, tile=TIFF_TILE, compression=compression,
-            quality=quality, mpp=mpp, description=desc, strip_pixels=strip_pixels,
-            capture_level=thumb_level if thumbnail else None, n_threads=threads,
-        )  # fmt: skip
-        if thumb_path is not None:
-            from .thumbnail import legend_thumbnail, write_png
+    return out, out.with_name(out.stem + "-thumb.png") if thumbnail else None
 
-            img = legend_thumbnail(
-                info.captured, grid, tables, alpha=alpha, mode=mode, size=thumbnail_size,
-                title=sl.name, mpp=mpp,
-            )  # fmt: skip
-            write_png(stack.enter_context(atomic_path(thumb_path, overwrite=overwrite)), img)
-        if geo_path is not None:
-            from ..geojson import export_geojson
 
-            export_geojson(grid, geo_path, colours=colours, overwrite=overwrite)
-    return OverlayResult(
-        out, thumb_path, geo_path, info.level_dimensions, mpp, n_pos, time.perf_counter() - start
+def _strip_pixels(strip_pixels: int | None) -> int:
+    from ..slide.pyramid import STRIP_PIXELS
+
+    pixels = STRIP_PIXELS if strip_pixels is None else int(strip_pixels)
+    if pixels <= 0:
+        raise ValueError(f"strip_pixels must be positive, got {strip_pixels!r}")
+    return pixels
+
+
+def _capture_level(width: int, height: int, thumbnail_size: int) -> int:
+    """The smallest pyramid level whose longer side is still ``thumbnail_size`` or more."""
+    from ..slide.pyramid import level_dimensions
+
+    dims = level_dimensions(width, height)
+    return max([i for i, d in enumerate(dims) if max(d) >= thumbnail_size] or [0])
+
+
+def _tiff_target(
+    stack: Any,
+    sl: Any,
+    choice: Any,
+    tables: BlendTables,
+    size: tuple[int, int],
+    out: Path,
+    overwrite: bool,
+    encoding: Mapping[str, Any],
+) -> tuple[Path, Iterator[np.ndarray]]:
+    """The TIFF's temporary name (renamed when ``stack`` ends) and the slide's blended strips."""
+    import contextlib
+
+    from ..slide import prefetch
+    from ..slide.pyramid import strip_rows_for
+
+    (width, height), threads = size, encoding["n_threads"]
+    rows = strip_rows_for(width, TIFF_TILE, encoding["strip_pixels"])
+    read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
+    tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
+    strips = stack.enter_context(
+        contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads)))
     )
+    return tmp, strips
 
 
 def _description(
-    slide: Any, grid: Any, scores_name: str, choice: Any, mpp: float | None, alpha: float,
-    mode: str, tables: BlendTables,
-) -> str:  # fmt: skip
+    slide: Any,
+    grid: Any,
+    scores_name: str,
+    choice: Any,
+    mpp: float | None,
+    alpha: float,
+    mode: str,
+    tables: BlendTables,
+) -> str:
     import json
 
     info = {

@@ -1,10 +1,11 @@
 """Apply a trained model to slides: engines, per-tile probabilities, the ScoreGrid artefact.
 
-* :mod:`~prostate_fast.predict.core`: :func:`predict_slide` (tissue, tile grid at the model's
-  scale, batches read in the background) and :class:`ScoreGrid`, the saved per-tile result;
-* :mod:`~prostate_fast.predict.engines`: :func:`load_model` and the three engines (gluon, native,
-  onnx) behind one :class:`Predictor` interface, :data:`ENGINES` (their names) and
-  :func:`export_onnx`.
+* :mod:`.core`: :func:`predict_slide` (tissue, tile grid at the model's scale, batched inference
+  with reading overlapped);
+* :mod:`.scoregrid`: :class:`ScoreGrid`, the per-tile probabilities it returns, and its files
+  (:func:`load_score_grid`);
+* :mod:`.engines`: :func:`load_model` and the three engines (gluon, native, onnx) behind one
+  :class:`Predictor` interface, :data:`ENGINES` (their names) and :func:`export_onnx`.
 
 The model folder itself (:class:`ModelInfo`, :func:`read_model_info`) belongs to
 :mod:`prostate_fast.model`; the names are re-exported here for the public import path.
