@@ -257,7 +257,7 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from ..label.core import ClassMap, label_tiles
+    from ..label import ClassMap, label_tiles
     from ..slide.core import open_slide
     from ..tile import build_grid, full_grid
 
