@@ -335,7 +335,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from ..dataset.build import WHITE_THRESHOLD, build_dataset
+    from ..dataset import WHITE_THRESHOLD, build_dataset
 
     split = {}
     if args.val_slides:
