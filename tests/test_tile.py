@@ -13,8 +13,6 @@ from prostate_fast.slide import ArraySlide, open_slide
 from prostate_fast.tile import (
     MIN_TISSUE,
     TileGrid,
-    _box_share,
-    _integral,
     build_grid,
     full_grid,
     load_tile_table,
@@ -23,6 +21,7 @@ from prostate_fast.tile import (
     save_tile_table,
     tile_white_fraction,
 )
+from prostate_fast.tile.grid import _box_share, _integral
 from prostate_fast.tissue import detect_tissue, tissue_mask_from_rgb, white_fraction
 
 
