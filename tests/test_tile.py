@@ -19,6 +19,7 @@ from prostate_fast.tile import (
     read_tiles,
     render_grid_thumbnail,
     save_tile_table,
+    tile_slide,
     tile_white_fraction,
 )
 from prostate_fast.tile.grid import _box_share, _integral
@@ -245,6 +246,24 @@ def test_thumbnail_has_the_slide_aspect():
 
 
 # -- the command ----------------------------------------------------------------------------------
+def test_tile_slide_is_tissue_grid_white_fraction_and_thumbnail():
+    slide = _disc_slide()
+    tiled = tile_slide(slide, tile_size=64, min_tissue=0.5, thumbnail_size=400, n_threads=1)
+    grid = build_grid(slide, detect_tissue(slide), tile_size=64, min_tissue=0.5)
+    assert tiled.slide_name == "disc.png" and tiled.dimensions == (2048, 1536)
+    assert np.array_equal(tiled.grid.l0_xy, grid.l0_xy) and tiled.min_tissue == 0.5
+    assert tiled.n_full == len(full_grid(slide, grid.choice, 64)) > len(grid) > 0
+    assert np.array_equal(tiled.white_fraction, tile_white_fraction(slide, grid))
+    assert tiled.thumbnail.dtype == np.uint8 and max(tiled.thumbnail.shape[:2]) == 400
+    assert set(tiled.seconds) == {"mask", "grid", "white_fraction"}
+
+
+def test_tile_slide_on_blank_glass_gives_an_empty_grid():
+    blank = ArraySlide(np.full((1024, 1024, 3), 245, np.uint8), mpp=0.5, name="glass.png")
+    tiled = tile_slide(blank, level=0)
+    assert len(tiled.grid) == 0 and tiled.n_full == 64 and tiled.white_fraction.shape == (0,)
+
+
 def test_tiles_command_writes_table_and_thumbnail(synthetic_small, tmp_path: Path, capsys):
     out = tmp_path / "run" / "tiles.csv"
     assert main(["tiles", str(synthetic_small.slide), "-o", str(out), "--threads", "2"]) == 0
