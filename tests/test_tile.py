@@ -126,10 +126,8 @@ def _coverage(syn) -> tuple[float, float, int]:
         grid = build_grid(slide, tissue)
         full = full_grid(slide, grid.choice)
     d = syn.mask_downsample
-    truth = _box_share(
-        _integral(syn.truth_mask() > 0), full.l0_xy[:, 0] / d, full.l0_xy[:, 1] / d,
-        full.l0_tile_size / d,
-    )  # fmt: skip
+    ii = _integral(syn.truth_mask() > 0)
+    truth = _box_share(ii, full.l0_xy[:, 0] / d, full.l0_xy[:, 1] / d, full.l0_tile_size / d)
     kept = np.zeros(len(full), bool)
     kept[grid.tile_rc[:, 0] * full.grid_shape[1] + grid.tile_rc[:, 1]] = True
     tissue_tiles = truth >= 0.5
@@ -190,9 +188,8 @@ def test_tile_table_round_trip(tmp_path: Path, suffix: str):
     path = save_tile_table(grid, white, tmp_path / f"t{suffix}")
     back, white_back = load_tile_table(path)
     assert isinstance(back, TileGrid) and back.choice == grid.choice
-    assert (back.slide_name, back.tile_size, back.stride, back.grid_shape) == (
-        grid.slide_name, grid.tile_size, grid.stride, grid.grid_shape,
-    )  # fmt: skip
+    for name in ("slide_name", "tile_size", "stride", "grid_shape"):
+        assert getattr(back, name) == getattr(grid, name), name
     for name in ("tile_rc", "l0_xy", "tissue_fraction", "region"):
         a, b = getattr(back, name), getattr(grid, name)
         assert a.dtype == b.dtype
