@@ -34,7 +34,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..slide.core import open_slide
+    from ..slide import open_slide
 
     with open_slide(args.slide) as slide:
         facts = slide.describe()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..slide.core import LevelChoice
+from ..slide import LevelChoice
 from . import records as _records
 
 __all__ = [

@@ -34,7 +34,7 @@ import numpy as np
 from .._mx import import_mxnet
 from .._util import resolve_threads
 from ..errors import DatasetError
-from ..slide.core import LevelChoice, Slide, open_slide
+from ..slide import LevelChoice, Slide, open_slide
 
 __all__ = [
     "SIDE_CAR_COLUMNS",

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import AnnotationError
-from ..slide.core import Slide, open_slide
+from ..slide import Slide, open_slide
 from ..tile import TileGrid, tile_white_fraction
 from .annotation import Annotation, load_annotation
 from .classes import ClassMap

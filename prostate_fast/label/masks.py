@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from ..slide.core import Slide
+from ..slide import Slide
 from ..tile import TileGrid
 from .classes import ClassMap
 from .table import TileCoverage

@@ -23,7 +23,8 @@ import numpy as np
 
 from .._util import resolve_threads
 from ..errors import AnnotationError, SlideError
-from ..slide.core import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
+from ..slide import LevelChoice, Slide, open_slide
+from ..slide.core import LEVEL_TOLERANCE
 from ..tile import TileGrid, read_tiles
 from .classes import ClassMap
 from .table import TileCoverage

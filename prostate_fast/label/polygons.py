@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from ..slide.core import LEVEL_TOLERANCE, Slide
+from ..slide import Slide
+from ..slide.core import LEVEL_TOLERANCE
 from ..tile import TileGrid
 from .classes import ClassMap
 from .shapes import Annotation, Polygon

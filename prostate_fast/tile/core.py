@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..slide.core import Slide, open_slide
+from ..slide import Slide, open_slide
 from .grid import MIN_TISSUE, TileGrid, build_grid, full_grid, tile_white_fraction
 from .thumbnail import render_grid_thumbnail
 

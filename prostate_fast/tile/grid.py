@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..slide.core import LevelChoice, Slide
+from ..slide import LevelChoice, Slide
 
 if TYPE_CHECKING:
     from ..tissue import TissueMask

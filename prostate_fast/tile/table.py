@@ -16,7 +16,7 @@ import numpy as np
 
 from .._util import atomic_path, write_npz
 from ..errors import DatasetError
-from ..slide.core import LevelChoice
+from ..slide import LevelChoice
 from .grid import TileGrid
 
 __all__ = ["TABLE_COLUMNS", "load_tile_table", "save_tile_table"]

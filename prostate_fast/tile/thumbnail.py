@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..slide.core import Slide
+from ..slide import Slide
 from .grid import TileGrid
 
 if TYPE_CHECKING:
