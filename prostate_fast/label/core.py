@@ -24,9 +24,11 @@ severe wins (:attr:`ClassMap.order`); a tile with none gets class 0, the negativ
 
 Each source lives in its own module (:mod:`.painted`, :mod:`.polygons`, :mod:`.masks`) and
 returns a :class:`~.table.TileCoverage`; this module picks the source, applies the rule and
-builds the :class:`LabelTable` (:mod:`.table`, saved as ``.csv`` or ``.npz``). Cost: the painted copy needs both images read tile by tile (reading
-dominates; the kernel takes about 5-10 µs per 128 px tile); polygons and masks cost little beyond
-reading the tiles for their white fraction (``white=False`` skips that).
+builds the :class:`LabelTable` (:mod:`.table`, saved as ``.csv`` or ``.npz``).
+
+Cost: the painted copy needs both images read tile by tile (reading dominates; the kernel takes
+about 5-10 µs per 128 px tile); polygons and masks cost little beyond reading the tiles for their
+white fraction (``white=False`` skips that).
 """
 
 from __future__ import annotations
