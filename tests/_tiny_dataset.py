@@ -2,19 +2,19 @@
 
 Used by test_train and test_evaluate: two clearly different textures (pale pink with large pale
 blobs for "benign", darker purple with many small dark dots for "cancer"), 32 px tiles packed as
-PNG records exactly as the dataset module does (BGR bytes, label = class index, ids 0..n-1).
+PNG records written by the dataset module's own :class:`RecordWriter` and encoder.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from prostate_fast.dataset.records import SIDE_CAR_COLUMNS
+from prostate_fast.dataset.reading import FORMAT, VERSION
+from prostate_fast.dataset.records import RecordWriter, make_encoder
 
 CLASSES = ["benign", "cancer"]
 
@@ -47,29 +47,16 @@ def write_split(
     n_classes: int = 2,
 ) -> dict:
     rng = np.random.default_rng(seed)
-    writer = mx.recordio.MXIndexedRecordIO(
-        str(root / f"{split}.idx"), str(root / f"{split}.rec"), "w"
-    )
-    rows, counts, rid = [], [0] * n_classes, 0
-    lst = []
-    for slide in slides:
-        for i in range(per_slide):
-            label = i % 2
-            tile = texture(rng, label, size)
-            header = mx.recordio.IRHeader(0, float(label), rid, 0)
-            bgr = cv2.cvtColor(tile, cv2.COLOR_RGB2BGR)
-            png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
-            writer.write_idx(rid, mx.recordio.pack(header, png))  # what pack_img does
-            rows.append([rid, slide, slide, i * size, 0, 0, 1.0, label, 0.0])
-            lst.append(f"{rid}\t{label}\t{slide}:{i * size}:0")
-            counts[label] += 1
-            rid += 1
-    writer.close()
-    (root / f"{split}.lst").write_text("\n".join(lst) + "\n")
-    with (root / f"{split}.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(SIDE_CAR_COLUMNS)
-        w.writerows(rows)
+    encode = make_encoder("png", 95, 1)
+    counts = [0] * n_classes
+    with RecordWriter(root / split, mx) as writer:
+        for slide in slides:
+            for i in range(per_slide):
+                label = i % 2
+                tile = encode(texture(rng, label, size))
+                writer.add(tile, label, slide, slide, (i * size, 0), 0, 1.0, 0.0)
+                counts[label] += 1
+        rid = writer.count
     return {"records": rid, "per_class": counts, "slides": slides}
 
 
@@ -95,8 +82,8 @@ def make_tiny_dataset(
         "val": write_split(mx, root, "val", ["v0"], val_per_slide, size, seed + 1, k),
     }
     info = {
-        "format": "prostate-fast-dataset",
-        "version": 1,
+        "format": FORMAT,
+        "version": VERSION,
         "classes": classes or CLASSES,
         "colours": {"cancer": [0, 255, 0]},
         "tile_size": size,

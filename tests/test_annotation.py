@@ -44,10 +44,8 @@ def grid_at(l0_xy, tile: int = 128, downsample: float = 1.0) -> TileGrid:
     n = len(xy)
     rc = np.stack([np.arange(n), np.zeros(n, int)], axis=1).astype(np.int32)
     choice = LevelChoice(0, downsample, downsample, None, None)
-    return TileGrid(
-        "blank.svs", choice, tile, tile, (n, 1), rc, xy, np.ones(n, np.float32),
-        np.full(n, -1, np.int32),
-    )  # fmt: skip
+    tissue, region = np.ones(n, np.float32), np.full(n, -1, np.int32)
+    return TileGrid("blank.svs", choice, tile, tile, (n, 1), rc, xy, tissue, region)
 
 
 def square(x0, y0, x1, y1):
@@ -259,8 +257,9 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 def test_unknown_class_name_names_file_and_class(tmp_path: Path) -> None:
     path = tmp_path / "stroma.geojson"
-    feat = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
-        [[0, 0], [50, 0], [50, 50], [0, 0]]]}, "properties": {"classification": {"name": "Stroma"}}}  # fmt: skip
+    geometry = {"type": "Polygon", "coordinates": [[[0, 0], [50, 0], [50, 50], [0, 0]]]}
+    props = {"classification": {"name": "Stroma"}}
+    feat = {"type": "Feature", "geometry": geometry, "properties": props}
     path.write_text(json.dumps([feat]))
     with pytest.raises(AnnotationError, match=r"stroma\.geojson.*'Stroma'"):
         label_tiles(BlankSlide(500, 500), path, grid_at([[0, 0]]), white=False)
@@ -279,18 +278,21 @@ def test_unclassified_needs_a_mapping_when_there_are_several_classes(tmp_path: P
 
 def test_polygons_of_another_slide_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "far.geojson"
-    path.write_text(json.dumps({"type": "Polygon", "coordinates": [
-        [[9000, 9000], [9100, 9000], [9100, 9100]]]}))  # fmt: skip
+    ring = [[9000, 9000], [9100, 9000], [9100, 9100]]
+    path.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
     with pytest.raises(AnnotationError, match="far.geojson.*no polygon lies on the slide"):
         label_tiles(BlankSlide(500, 500), path, grid_at([[0, 0]]), white=False)
 
 
 def test_severity_order_decides_between_classes(tmp_path: Path) -> None:
     feats = [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square(*b).tolist()]},
-         "properties": {"classification": {"name": n}}}
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [square(*b).tolist()]},
+            "properties": {"classification": {"name": n}},
+        }
         for n, b in (("g4", (0, 0, 64, 128)), ("g5", (64, 0, 74, 128)))
-    ]  # fmt: skip
+    ]
     path = tmp_path / "g.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     grid = grid_at([[0, 0]])

@@ -95,10 +95,15 @@ def test_png_records_are_the_slide_pixels(png_set, tables) -> None:
 
 def test_side_car_labels_match_tables(png_set, tables) -> None:
     out, _ = png_set
-    by_xy = {(t.slide_name, int(x), int(y)): int(lab) for t in tables for (x, y), lab in zip(t.l0_xy, t.label, strict=True)}  # fmt: skip
+    by_xy = {
+        (t.slide_name, int(x), int(y)): int(lab)
+        for t in tables
+        for (x, y), lab in zip(t.l0_xy, t.label, strict=True)
+    }
     for split in ("train", "val", "test"):
         side = load_side_car(out, split)
-        for name, x, y, lab in zip(side["slide"], side["l0_x"], side["l0_y"], side["label"], strict=True):  # fmt: skip
+        rows = zip(side["slide"], side["l0_x"], side["l0_y"], side["label"], strict=True)
+        for name, x, y, lab in rows:
             assert by_xy[(name, int(x), int(y))] == lab
 
 

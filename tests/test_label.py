@@ -250,8 +250,8 @@ def test_table_round_trip(tables, tmp_path: Path, suffix: str) -> None:
     t = tables["painted"]
     path = t.save(tmp_path / f"labels{suffix}")
     back = load_label_table(path)
-    for k in ("slide_name", "slide_path", "classes", "tile_size", "stride", "downsample", "level",
-              "source", "source_path", "min_coverage", "rule"):  # fmt: skip
+    scalars = "slide_name slide_path classes tile_size stride downsample level source source_path"
+    for k in (*scalars.split(), "min_coverage", "rule"):
         assert getattr(back, k) == getattr(t, k), k
     for k in ("tile_rc", "l0_xy", "label"):
         np.testing.assert_array_equal(getattr(back, k), getattr(t, k))

@@ -13,16 +13,16 @@ from prostate_fast.slide import ArraySlide, open_slide
 from prostate_fast.tile import (
     MIN_TISSUE,
     TileGrid,
-    _box_share,
-    _integral,
     build_grid,
     full_grid,
     load_tile_table,
     read_tiles,
     render_grid_thumbnail,
     save_tile_table,
+    tile_slide,
     tile_white_fraction,
 )
+from prostate_fast.tile.grid import _box_share, _integral
 from prostate_fast.tissue import detect_tissue, tissue_mask_from_rgb, white_fraction
 
 
@@ -126,10 +126,8 @@ def _coverage(syn) -> tuple[float, float, int]:
         grid = build_grid(slide, tissue)
         full = full_grid(slide, grid.choice)
     d = syn.mask_downsample
-    truth = _box_share(
-        _integral(syn.truth_mask() > 0), full.l0_xy[:, 0] / d, full.l0_xy[:, 1] / d,
-        full.l0_tile_size / d,
-    )  # fmt: skip
+    ii = _integral(syn.truth_mask() > 0)
+    truth = _box_share(ii, full.l0_xy[:, 0] / d, full.l0_xy[:, 1] / d, full.l0_tile_size / d)
     kept = np.zeros(len(full), bool)
     kept[grid.tile_rc[:, 0] * full.grid_shape[1] + grid.tile_rc[:, 1]] = True
     tissue_tiles = truth >= 0.5
@@ -190,9 +188,8 @@ def test_tile_table_round_trip(tmp_path: Path, suffix: str):
     path = save_tile_table(grid, white, tmp_path / f"t{suffix}")
     back, white_back = load_tile_table(path)
     assert isinstance(back, TileGrid) and back.choice == grid.choice
-    assert (back.slide_name, back.tile_size, back.stride, back.grid_shape) == (
-        grid.slide_name, grid.tile_size, grid.stride, grid.grid_shape,
-    )  # fmt: skip
+    for name in ("slide_name", "tile_size", "stride", "grid_shape"):
+        assert getattr(back, name) == getattr(grid, name), name
     for name in ("tile_rc", "l0_xy", "tissue_fraction", "region"):
         a, b = getattr(back, name), getattr(grid, name)
         assert a.dtype == b.dtype
@@ -246,6 +243,24 @@ def test_thumbnail_has_the_slide_aspect():
 
 
 # -- the command ----------------------------------------------------------------------------------
+def test_tile_slide_is_tissue_grid_white_fraction_and_thumbnail():
+    slide = _disc_slide()
+    tiled = tile_slide(slide, tile_size=64, min_tissue=0.5, thumbnail_size=400, n_threads=1)
+    grid = build_grid(slide, detect_tissue(slide), tile_size=64, min_tissue=0.5)
+    assert tiled.slide_name == "disc.png" and tiled.dimensions == (2048, 1536)
+    assert np.array_equal(tiled.grid.l0_xy, grid.l0_xy) and tiled.min_tissue == 0.5
+    assert tiled.n_full == len(full_grid(slide, grid.choice, 64)) > len(grid) > 0
+    assert np.array_equal(tiled.white_fraction, tile_white_fraction(slide, grid))
+    assert tiled.thumbnail.dtype == np.uint8 and max(tiled.thumbnail.shape[:2]) == 400
+    assert set(tiled.seconds) == {"mask", "grid", "white_fraction"}
+
+
+def test_tile_slide_on_blank_glass_gives_an_empty_grid():
+    blank = ArraySlide(np.full((1024, 1024, 3), 245, np.uint8), mpp=0.5, name="glass.png")
+    tiled = tile_slide(blank, level=0)
+    assert len(tiled.grid) == 0 and tiled.n_full == 64 and tiled.white_fraction.shape == (0,)
+
+
 def test_tiles_command_writes_table_and_thumbnail(synthetic_small, tmp_path: Path, capsys):
     out = tmp_path / "run" / "tiles.csv"
     assert main(["tiles", str(synthetic_small.slide), "-o", str(out), "--threads", "2"]) == 0

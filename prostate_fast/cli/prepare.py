@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import (
     _fraction_list,
@@ -20,6 +21,9 @@ from .common import (
     _save_all,
     _share,
 )
+
+if TYPE_CHECKING:
+    from ..tile import TiledSlide
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -125,22 +129,12 @@ def _add_tiles(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tiles(args: argparse.Namespace) -> int:
-    import time
     import warnings
 
     import cv2
 
     from .._util import atomic_path
-    from ..slide import open_slide
-    from ..tile import (
-        MIN_TISSUE,
-        build_grid,
-        full_grid,
-        render_grid_thumbnail,
-        save_tile_table,
-        tile_white_fraction,
-    )
-    from ..tissue import detect_tissue
+    from ..tile import MIN_TISSUE, save_tile_table, tile_slide
 
     if args.out.suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"{args.out}: the tile table must be .csv or .npz")
@@ -152,30 +146,27 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     if all(v is None for v in scale.values()):
         scale["magnification"] = 20.0
     min_tissue = MIN_TISSUE if args.min_tissue is None else args.min_tissue
-    t0 = time.perf_counter()
-    with open_slide(args.slide, n_threads=args.threads) as slide:
-        slide.choose_level(**scale)  # fails fast on a slide without a recorded scale
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            method, threshold = args.threshold_method, args.threshold
-            tissue = detect_tissue(
-                slide, method=method, threshold=threshold, n_threads=args.threads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tiled = tile_slide(
+                args.slide,
+                **scale,
+                tile_size=args.tile_size,
+                stride=args.stride,
+                min_tissue=min_tissue,
+                regions=args.regions,
+                method=args.threshold_method,
+                threshold=args.threshold,
+                n_threads=args.threads,
             )
-        for w in caught:
-            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
-        t1 = time.perf_counter()
-        grid = build_grid(
-            slide, tissue, tile_size=args.tile_size, stride=args.stride,
-            min_tissue=min_tissue, regions=args.regions, **scale,
-        )  # fmt: skip
-        t2 = time.perf_counter()
-        n_full = len(full_grid(slide, grid.choice, grid.tile_size, grid.stride))
-        if len(grid) == 0:
-            raise _no_tissue(args.slide, n_full, min_tissue)
-        white = tile_white_fraction(slide, grid, n_threads=args.threads)
-        t3 = time.perf_counter()
-        thumb = render_grid_thumbnail(slide, grid, tissue)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR))
+        finally:  # the tissue detection's warnings, also when a later step fails
+            for w in caught:
+                print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+    grid, white = tiled.grid, tiled.white_fraction
+    if len(grid) == 0:
+        raise _no_tissue(args.slide, tiled.n_full, min_tissue)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(tiled.thumbnail, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"{thumb_path}: cannot encode the thumbnail")
 
@@ -187,9 +178,16 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
         [lambda: save_tile_table(grid, white, args.out, overwrite=args.overwrite), write_thumb],
         [args.out, thumb_path],
     )
+    _print_tiles(args, tiled, thumb_path)
+    return 0
+
+
+def _print_tiles(args: argparse.Namespace, tiled: TiledSlide, thumb_path: Path) -> None:
+    """The ``tiles`` command's report on stdout."""
+    grid, tissue, white = tiled.grid, tiled.tissue, tiled.white_fraction
     c = grid.choice
     mag = f"{c.magnification:g}x, " if c.magnification else ""
-    print(f"slide:     {slide.name} ({slide.dimensions[0]} x {slide.dimensions[1]} px)")
+    print(f"slide:     {tiled.slide_name} ({tiled.dimensions[0]} x {tiled.dimensions[1]} px)")
     print(
         f"tissue:    {tissue.fraction:.1%} of the slide, {tissue.background} field, "
         f"{tissue.method} threshold {tissue.threshold:g}, mask 1/{tissue.downsample:g}"
@@ -198,16 +196,17 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
         area = f", {r.area_um2 / 1e6:.2f} mm²" if r.area_um2 is not None else ""
         print(f"  region {r.id}: level-0 box {r.bbox_l0}{area}")
     print(
-        f"tiles:     {len(grid)} kept of {n_full} ({grid.tile_size} px, {mag}level {c.level}, "
-        f"downsample {c.downsample:g}, tissue share >= {min_tissue:g})"
+        f"tiles:     {len(grid)} kept of {tiled.n_full} ({grid.tile_size} px, {mag}level "
+        f"{c.level}, downsample {c.downsample:g}, tissue share >= {tiled.min_tissue:g})"
     )
     if len(grid):
         print(f"white:     mean {white.mean():.3f}, {int((white >= 0.5).sum())} tiles >= 0.5")
-    times = f"mask {t1 - t0:.2f}, grid {t2 - t1:.2f}, white fraction {t3 - t2:.2f}"
-    print(f"time:      {t3 - t0:.2f} s ({times})")
+    sec = tiled.seconds
+    total = sum(sec.values())
+    times = f"mask {sec['mask']:.2f}, grid {sec['grid']:.2f}, white fraction {sec['white_fraction']:.2f}"
+    print(f"time:      {total:.2f} s ({times})")
     print(f"table:     {args.out}")
     print(f"thumbnail: {thumb_path}")
-    return 0
 
 
 def _add_label(sub: argparse._SubParsersAction) -> None:
@@ -257,7 +256,7 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from ..label.core import ClassMap, label_tiles
+    from ..label import ClassMap, label_tiles
     from ..slide import open_slide
     from ..tile import build_grid, full_grid
 
@@ -286,10 +285,17 @@ def _cmd_label(args: argparse.Namespace) -> int:
             if len(grid) == 0:
                 raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
         table = label_tiles(
-            slide, annotation, grid, source=source, classes=cmap,
-            min_coverage=args.min_coverage, rule=args.rule, threshold=args.threshold,
-            colour_tol=args.colour_tol, n_threads=args.threads,
-        )  # fmt: skip
+            slide,
+            annotation,
+            grid,
+            source=source,
+            classes=cmap,
+            min_coverage=args.min_coverage,
+            rule=args.rule,
+            threshold=args.threshold,
+            colour_tol=args.colour_tol,
+            n_threads=args.threads,
+        )
     table.save(args.out, overwrite=args.overwrite)
     counts = ", ".join(f"{name} {n}" for name, n in table.counts().items())
     print(f"{len(table)} tiles of {slide.name}: {counts} -> {args.out}")
@@ -335,7 +341,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from ..dataset.build import WHITE_THRESHOLD, build_dataset
+    from ..dataset import WHITE_THRESHOLD, build_dataset
 
     split = {}
     if args.val_slides:

@@ -21,8 +21,12 @@ training set the 2018 study built by hand, packed so that ``mx.io.ImageRecordIte
    weights of the train split.
 5. **RecordIO** per split (``.rec`` + ``.idx`` + ``.lst``) and a side-car ``.csv`` mapping record
    id to slide and level-0 coordinates, tiles read straight from the slides by several threads
-   (see :mod:`prostate_fast._records`), then ``dataset.json`` (the contract training codes
-   against) and ``summary.json``.
+   (see :mod:`.records`), then ``dataset.json`` (the contract training codes against) and
+   ``summary.json``.
+
+In code the steps are three: **plan** (:func:`~.plan.make_plan`: steps 1-4, nothing read from the
+slides yet), **pack** (step 5's records, :func:`~.records.pack_split` per split) and **metadata**
+(``dataset.json`` and ``summary.json``, :class:`~.summary.DatasetSummary`).
 
 Everything is built in a hidden folder beside ``out_dir`` and renamed into place when complete, so
 an error leaves nothing behind. The same inputs and seed give byte-identical files, whatever the
@@ -36,14 +40,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._util import check_parent, disk_error_naming, resolve_threads
-from ..errors import DatasetError
+from .plan import BuildOptions, DatasetPlan, make_plan
+
+# The reading side is re-exported here too, for callers that import it from this module.
 from .reading import (
     FORMAT,
     VERSION,
@@ -53,20 +58,12 @@ from .reading import (
     count_records,
     load_dataset_info,
     load_side_car,
-    load_tables,
     read_records,
     record_iter,
 )
-from .records import PackedSlide, TileJob, epoch_batches, pack_split
-from .selection import (
-    SPLIT_NAMES,
-    assign_splits,
-    balance_indices,
-    check_build_args,
-    parse_balance,
-    read_patients,
-    white_keep_mask,
-)
+from .records import PackedSlide, epoch_batches, pack_split
+from .selection import check_build_args
+from .summary import DatasetSummary
 
 __all__ = [
     "WHITE_THRESHOLD",
@@ -87,252 +84,6 @@ WHITE_THRESHOLD = 0.5
 #: The white tiles the study kept so the network sees glass.
 WHITE_KEEP = 0.02
 _DEFAULT_COLOURS = ([0, 255, 0], [255, 0, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255])
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    """What :func:`build_dataset` wrote (``to_dict()`` is ``summary.json``; timings are not saved).
-
-    Attributes
-    ----------
-    path : pathlib.Path
-        The dataset folder.
-    classes : tuple of str
-    splits : dict
-        Split name → ``{"records", "per_class", "slides", "white_tiles", "white_kept",
-        "white_records"}``: white tiles of the split's slides, kept by the white cleaning, and
-        left among the records after balancing.
-    white : dict
-        ``{"threshold", "requested", "white_tiles", "kept", "share", "records"}`` over all
-        splits (``share`` = kept / white_tiles, what ``white_keep`` requests).
-    slides : dict
-        Slide name → ``{"split", "patient", "tiles", "white_tiles", "white_records", "records",
-        "per_class"}``.
-    class_weights : list of float or None
-    settings : dict
-    pack_seconds : float
-        Time spent reading, encoding and writing tiles.
-    """
-
-    path: Path
-    classes: tuple[str, ...]
-    splits: dict[str, dict[str, Any]]
-    white: dict[str, Any]
-    slides: dict[str, dict[str, Any]]
-    class_weights: list[float] | None
-    settings: dict[str, Any]
-    pack_seconds: float = field(default=0.0, compare=False)
-
-    @property
-    def records(self) -> int:
-        """Records in all splits."""
-        return sum(s["records"] for s in self.splits.values())
-
-    @property
-    def tiles_per_second(self) -> float:
-        """Packing throughput (tiles read, encoded and written per second)."""
-        return self.records / self.pack_seconds if self.pack_seconds > 0 else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-friendly summary saved as ``summary.json`` (no timings: files stay identical)."""
-        return {
-            "classes": list(self.classes),
-            "splits": self.splits,
-            "white": self.white,
-            "slides": self.slides,
-            "class_weights": self.class_weights,
-            "settings": self.settings,
-        }
-
-    def format(self) -> str:
-        """A plain-text table: tiles per class per split, white kept, per-slide counts."""
-        cls = list(self.classes)
-        w = max([8, *(len(c) + 1 for c in cls)])
-        head = f"{'split':<7}{'records':>9}" + "".join(f"{c:>{w}}" for c in cls)
-        lines = [
-            f"dataset {self.path}",
-            head + f"{'white kept':>14}{'in records':>12}{'slides':>8}",
-        ]
-        for name, s in self.splits.items():
-            white = f"{s['white_kept']}/{s['white_tiles']}"
-            lines.append(
-                f"{name:<7}{s['records']:>9}"
-                + "".join(f"{n:>{w}}" for n in s["per_class"])
-                + f"{white:>14}{s['white_records']:>12}{len(s['slides']):>8}"
-            )
-        wh = self.white
-        lines.append(
-            f"white tiles (white fraction > {wh['threshold']:g}): {wh['white_tiles']}, kept "
-            f"{wh['kept']} ({100 * wh['share']:.2f} %, requested {100 * wh['requested']:.2f} %), "
-            f"{wh['records']} in the records"
-        )
-        if self.class_weights is not None:
-            lines.append("class weights: " + ", ".join(f"{v:.4g}" for v in self.class_weights))
-        sw = max([6, *(len(s) + 1 for s in self.slides)])
-        lines.append(
-            f"{'slide':<{sw}}{'split':>6}{'tiles':>8}{'white':>7}{'in rec':>8}{'records':>9}"
-            + "".join(f"{c:>{w}}" for c in cls)
-        )
-        for name, s in self.slides.items():
-            lines.append(
-                f"{name:<{sw}}{s['split']:>6}{s['tiles']:>8}{s['white_tiles']:>7}"
-                f"{s['white_records']:>8}{s['records']:>9}"
-                + "".join(f"{n:>{w}}" for n in s["per_class"])
-            )
-        if self.pack_seconds > 0:
-            lines.append(
-                f"packed {self.records} tiles in {self.pack_seconds:.1f} s "
-                f"({self.tiles_per_second:.0f} tiles/s)"
-            )
-        return "\n".join(lines)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
-            return
-        raise FileExistsError(
-            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-
-
-def _origins(sources: Sequence[TableSource]) -> str:
-    """The label tables of ``sources``, for a message (the first three, then a count)."""
-    names = [s.origin for s in sources]
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return ", ".join(names[:3]) + more
-
-
-def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an old one is replaced only now, and only if asked."""
-    _check_out(out, overwrite)
-    if out.exists() and (out.is_file() or any(out.iterdir())):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "d")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def _colours(sources: Sequence[TableSource], classes: Sequence[str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for src in sources:
-        for name, rgb in src.colours.items():
-            if name in classes:
-                out.setdefault(name, [int(v) for v in rgb])
-    others = [c for c in classes[1:] if c not in out]
-    for c, rgb in zip(others, _DEFAULT_COLOURS, strict=False):
-        out[c] = list(rgb)
-    return {c: out[c] for c in classes if c in out}
-
-
-def _common(values: Sequence[float | None]) -> float | None:
-    """The shared value (within 2 %), or None when unknown or different across slides."""
-    if not values or any(v is None for v in values):
-        return None
-    first = float(values[0])  # type: ignore[arg-type]
-    ok = all(abs(float(v) - first) <= 0.02 * abs(first) for v in values)  # type: ignore[arg-type]
-    return round(first, 6) if ok else None
-
-
-def _name_lookup(names: Sequence[str]) -> dict[str, str]:
-    """Slide file name or unambiguous stem → slide file name."""
-    lookup: dict[str, str] = {}
-    for n in names:
-        lookup[n] = n
-        stem = Path(n).stem
-        lookup[stem] = n if stem not in lookup or lookup[stem] == n else ""
-    return {k: v for k, v in lookup.items() if v}
-
-
-def _patient_map(
-    patients: str | os.PathLike[str] | Mapping[str, str] | None,
-    names: Sequence[str],
-    lookup: Mapping[str, str],
-) -> dict[str, str]:
-    """Slide → patient; each slide is its own patient when no mapping is given."""
-    if patients is None:
-        return {n: n for n in names}
-    out = {lookup[k]: v for k, v in read_patients(patients).items() if k in lookup}
-    lacking = [n for n in names if n not in out]
-    if lacking:
-        raise DatasetError(f"{patients}: no patient for slide(s) {', '.join(lacking)}")
-    return out
-
-
-def _select_split(
-    name: str,
-    members: Sequence[TableSource],
-    classes: Sequence[str],
-    patient_of: Mapping[str, str],
-    *,
-    white_threshold: float,
-    white_keep: float,
-    shares: np.ndarray | None,
-    balance: object,
-    rng: np.random.Generator,
-    slides_info: dict[str, dict[str, Any]],
-) -> tuple[dict[str, Any], list[TileJob]]:
-    """White cleaning then (when ``shares``) balancing of one split; its summary and jobs."""
-    n_cls = len(classes)
-    wf = np.concatenate([s.white_fraction for s in members])
-    labels = np.concatenate([s.label for s in members])
-    starts = np.cumsum([0] + [len(s.label) for s in members])
-    white = wf > white_threshold
-    keep, kept_white = white_keep_mask(white, white_keep, rng)
-    pos = np.flatnonzero(keep)
-    if shares is not None:
-        counts = np.bincount(labels[pos], minlength=n_cls)
-        short = [classes[c] for c in range(n_cls) if shares[c] > 0 and counts[c] == 0]
-        if short:
-            raise DatasetError(
-                f"split {name!r} has no {', '.join(map(repr, short))} tile to balance "
-                f"{balance!r} (slides {', '.join(s.slide_name for s in members)})"
-            )
-        sub, _ = balance_indices(labels[pos], shares, rng)
-        pos = pos[sub]
-    if len(pos) == 0:
-        raise DatasetError(
-            f"{_origins(members)}: split {name!r} is empty after white cleaning and balancing"
-        )
-    info = {
-        "records": int(len(pos)),
-        "per_class": [int(v) for v in np.bincount(labels[pos], minlength=n_cls)],
-        "slides": [s.slide_name for s in members],
-        "white_tiles": int(white.sum()),
-        "white_kept": int(kept_white),
-        "white_records": int(white[pos].sum()),
-    }
-    jobs = []
-    for i, s in enumerate(members):
-        mine = pos[(pos >= starts[i]) & (pos < starts[i + 1])] - starts[i]
-        lab = s.label[mine]
-        jobs.append(
-            TileJob(
-                s.slide_path,
-                s.slide_name,
-                patient_of[s.slide_name],
-                s.tile_size,
-                s.level,
-                s.downsample,
-                s.choice,
-                s.l0_xy[mine],
-                lab,
-                s.white_fraction[mine],
-            )
-        )
-        sw = s.white_fraction > white_threshold
-        slides_info[s.slide_name] = {
-            "split": name,
-            "patient": patient_of[s.slide_name],
-            "tiles": int(len(s.label)),
-            "white_tiles": int(sw.sum()),
-            "white_records": int(sw[mine].sum()),
-            "records": int(len(mine)),
-            "per_class": [int(v) for v in np.bincount(lab, minlength=n_cls)],
-        }
-    return info, jobs
 
 
 def build_dataset(
@@ -430,143 +181,28 @@ def build_dataset(
     resolve_threads(n_threads)
     out = Path(out_dir)
     _check_out(out, overwrite)
-    sources, classes = load_tables(tables)
-    shares = parse_balance(balance, classes)
-    if sum(len(s.label) for s in sources) == 0:
-        raise DatasetError(f"{_origins(sources)}: empty selection: no labelled tile in the table")
-    missing = [str(s.slide_path) for s in sources if not s.slide_path.is_file()]
-    if missing:
-        raise DatasetError(f"slide file(s) not found: {', '.join(missing)}")
-    names = [s.slide_name for s in sources]
-    lookup = _name_lookup(names)
-    patient_of = _patient_map(patients, names, lookup)
-    rng = np.random.default_rng(seed)
-    assign = assign_splits(
-        names,
-        patient_of,
+    opts = BuildOptions(
+        white_threshold=white_threshold,
+        white_keep=white_keep,
+        balance=balance,
+        balance_splits=balance_splits,
+        class_weights=class_weights,
         split=split,
         fractions=fractions,
         folds=folds,
         fold=fold,
-        lookup=lookup,
-        rng=rng,
+        patients=patients,
+        encoding=encoding,
+        quality=quality,
+        png_compression=png_compression,
+        seed=seed,
     )
-    if folds is not None:
-        split_names = ["train", "val"] + (["test"] if split and "test" in split else [])
-    elif split:
-        split_names = [s for s in SPLIT_NAMES if s == "train" or s in split]
-    else:
-        split_names = list(SPLIT_NAMES[: len(fractions)])
-
-    slides_info: dict[str, dict[str, Any]] = {}
-    split_info: dict[str, dict[str, Any]] = {}
-    jobs: dict[str, list[TileJob]] = {}
-    for name in split_names:
-        members = [s for s in sources if assign[s.slide_name] == name]
-        if not members:
-            raise DatasetError(f"split {name!r} is empty: no slide is assigned to it")
-        split_info[name], jobs[name] = _select_split(
-            name,
-            members,
-            classes,
-            patient_of,
-            white_threshold=white_threshold,
-            white_keep=white_keep,
-            shares=shares if name in balance_splits else None,
-            balance=balance,
-            rng=rng,
-            slides_info=slides_info,
-        )
-    white_total = sum(v["white_tiles"] for v in split_info.values())
-    white_kept = sum(v["white_kept"] for v in split_info.values())
-    white_records = sum(v["white_records"] for v in split_info.values())
-    weights = None
-    if class_weights:
-        c = np.asarray(split_info["train"]["per_class"], np.float64)
-        present = c > 0
-        w = np.zeros(len(classes))
-        w[present] = c.sum() / (present.sum() * c[present])
-        weights = [round(float(v), 6) for v in w]
-    settings = {
-        "seed": int(seed),
-        "white_threshold": float(white_threshold),
-        "white_keep": float(white_keep),
-        "balance": balance
-        if isinstance(balance, str) or balance is None
-        else {c: float(v) for c, v in zip(classes, shares, strict=True)},  # type: ignore[arg-type]
-        "balance_splits": list(balance_splits),
-        "split": {
-            "mode": "folds" if folds is not None else ("lists" if split else "fractions"),
-            "fractions": [float(f) for f in fractions] if not split and folds is None else None,
-            "folds": folds,
-            "fold": fold,
-            "lists": {k: list(v) for k, v in split.items()} if split else None,
-        },
-        "patients": str(patients) if isinstance(patients, str | os.PathLike) else None,
-        "encoding": encoding,
-        "png_compression": int(png_compression) if encoding == "png" else None,
-        "tables": [s.origin for s in sources],
-    }
-    try:
-        check_parent(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
-    except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
-        raise OSError(exc.errno, exc.strerror, str(out)) from exc
+    plan = make_plan(tables, opts)
+    tmp = _workspace(out)
     try:
         os.chmod(tmp, 0o755)
-        packed: list[PackedSlide] = []
-        seconds = 0.0
-        for name in split_names:
-            done, dt = pack_split(
-                tmp / name,
-                jobs[name],
-                encoding=encoding,
-                quality=int(quality),
-                png_compression=int(png_compression),
-                n_threads=n_threads,
-            )
-            packed += done
-            seconds += dt
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "classes": list(classes),
-            "colours": _colours(sources, classes),
-            "tile_size": int(sources[0].tile_size),
-            "downsample": _common([p.choice.downsample for p in packed]),
-            "mpp": _common([p.choice.mpp for p in packed]),
-            "magnification": _common([p.choice.magnification for p in packed]),
-            "encoding": encoding,
-            "jpeg_quality": int(quality) if encoding == "jpeg" else None,
-            "channel_order": "RGB",
-            "normalisation": {"scale": 1.0 / 255.0},
-            "splits": {
-                k: {"records": v["records"], "per_class": v["per_class"], "slides": v["slides"]}
-                for k, v in split_info.items()
-            },
-            "class_weights": weights,
-            "settings": settings,
-        }
-        summary = DatasetSummary(
-            out,
-            tuple(classes),
-            split_info,
-            {
-                "threshold": float(white_threshold),
-                "requested": float(white_keep),
-                "white_tiles": white_total,
-                "kept": white_kept,
-                "share": white_kept / white_total if white_total else 0.0,
-                "records": white_records,
-            },
-            dict(sorted(slides_info.items())),
-            weights,
-            settings,
-            seconds,
-        )
-        for fname, obj in (("dataset.json", meta), ("summary.json", summary.to_dict())):
-            (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        packed, seconds = _pack(tmp, plan, opts, n_threads)
+        summary = _write_metadata(tmp, out, plan, packed, seconds, opts)
         _install(tmp, out, overwrite)
     except OSError as exc:  # a full disk: say which dataset could not be written
         named = disk_error_naming(exc, out, also=tmp)
@@ -577,3 +213,184 @@ def build_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        if out.is_dir() and not any(out.iterdir()):
+            return
+        raise FileExistsError(
+            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+
+
+def _workspace(out: Path) -> Path:
+    """A hidden folder beside ``out`` where the dataset is built."""
+    try:
+        check_parent(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+    except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
+
+
+def _install(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished folder into place; an old one is replaced only now, and only if asked."""
+    _check_out(out, overwrite)
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "d")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+# -- pack ---------------------------------------------------------------------------------------
+def _pack(
+    tmp: Path, plan: DatasetPlan, opts: BuildOptions, n_threads: int | None
+) -> tuple[list[PackedSlide], float]:
+    """Write every split's records into ``tmp``; the per-slide facts and the seconds spent."""
+    packed: list[PackedSlide] = []
+    seconds = 0.0
+    for name, jobs in plan.jobs.items():
+        done, dt = pack_split(
+            tmp / name,
+            jobs,
+            encoding=opts.encoding,
+            quality=int(opts.quality),
+            png_compression=int(opts.png_compression),
+            n_threads=n_threads,
+        )
+        packed += done
+        seconds += dt
+    return packed, seconds
+
+
+# -- metadata -----------------------------------------------------------------------------------
+def _write_metadata(
+    tmp: Path,
+    out: Path,
+    plan: DatasetPlan,
+    packed: Sequence[PackedSlide],
+    seconds: float,
+    opts: BuildOptions,
+) -> DatasetSummary:
+    """Write ``dataset.json`` and ``summary.json`` into ``tmp``; the summary of ``out``."""
+    weights = _class_weights(plan) if opts.class_weights else None
+    settings = _settings(plan, opts)
+    summary = DatasetSummary(
+        out,
+        tuple(plan.classes),
+        plan.splits,
+        _white_totals(plan, opts),
+        dict(sorted(plan.slides.items())),
+        weights,
+        settings,
+        seconds,
+    )
+    meta = _dataset_json(plan, packed, opts, weights, settings)
+    for fname, obj in (("dataset.json", meta), ("summary.json", summary.to_dict())):
+        (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _dataset_json(
+    plan: DatasetPlan,
+    packed: Sequence[PackedSlide],
+    opts: BuildOptions,
+    weights: list[float] | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The content of ``dataset.json`` (see :func:`~.reading.load_dataset_info`)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "classes": list(plan.classes),
+        "colours": _colours(plan.sources, plan.classes),
+        "tile_size": int(plan.sources[0].tile_size),
+        "downsample": _common([p.choice.downsample for p in packed]),
+        "mpp": _common([p.choice.mpp for p in packed]),
+        "magnification": _common([p.choice.magnification for p in packed]),
+        "encoding": opts.encoding,
+        "jpeg_quality": int(opts.quality) if opts.encoding == "jpeg" else None,
+        "channel_order": "RGB",
+        "normalisation": {"scale": 1.0 / 255.0},
+        "splits": {
+            k: {"records": v["records"], "per_class": v["per_class"], "slides": v["slides"]}
+            for k, v in plan.splits.items()
+        },
+        "class_weights": weights,
+        "settings": settings,
+    }
+
+
+def _white_totals(plan: DatasetPlan, opts: BuildOptions) -> dict[str, Any]:
+    """White tiles over all splits: found, kept by the cleaning, left in the records."""
+    total = sum(v["white_tiles"] for v in plan.splits.values())
+    kept = sum(v["white_kept"] for v in plan.splits.values())
+    return {
+        "threshold": float(opts.white_threshold),
+        "requested": float(opts.white_keep),
+        "white_tiles": total,
+        "kept": kept,
+        "share": kept / total if total else 0.0,
+        "records": sum(v["white_records"] for v in plan.splits.values()),
+    }
+
+
+def _class_weights(plan: DatasetPlan) -> list[float]:
+    """Inverse-frequency weights of the train split, ``n / (k * n_c)`` (0 for absent classes)."""
+    c = np.asarray(plan.splits["train"]["per_class"], np.float64)
+    present = c > 0
+    w = np.zeros(len(plan.classes))
+    w[present] = c.sum() / (present.sum() * c[present])
+    return [round(float(v), 6) for v in w]
+
+
+def _settings(plan: DatasetPlan, opts: BuildOptions) -> dict[str, Any]:
+    """The ``settings`` entry of both JSON files: every choice that made the dataset."""
+    split, folds, balance = opts.split, opts.folds, opts.balance
+    if not (isinstance(balance, str) or balance is None):
+        balance = {c: float(v) for c, v in zip(plan.classes, plan.shares, strict=True)}  # type: ignore[arg-type]
+    return {
+        "seed": int(opts.seed),
+        "white_threshold": float(opts.white_threshold),
+        "white_keep": float(opts.white_keep),
+        "balance": balance,
+        "balance_splits": list(opts.balance_splits),
+        "split": {
+            "mode": "folds" if folds is not None else ("lists" if split else "fractions"),
+            "fractions": [float(f) for f in opts.fractions]
+            if not split and folds is None
+            else None,
+            "folds": folds,
+            "fold": opts.fold,
+            "lists": {k: list(v) for k, v in split.items()} if split else None,
+        },
+        "patients": str(opts.patients) if isinstance(opts.patients, str | os.PathLike) else None,
+        "encoding": opts.encoding,
+        "png_compression": int(opts.png_compression) if opts.encoding == "png" else None,
+        "tables": [s.origin for s in plan.sources],
+    }
+
+
+def _colours(sources: Sequence[TableSource], classes: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for src in sources:
+        for name, rgb in src.colours.items():
+            if name in classes:
+                out.setdefault(name, [int(v) for v in rgb])
+    others = [c for c in classes[1:] if c not in out]
+    for c, rgb in zip(others, _DEFAULT_COLOURS, strict=False):
+        out[c] = list(rgb)
+    return {c: out[c] for c in classes if c in out}
+
+
+def _common(values: Sequence[float | None]) -> float | None:
+    """The shared value (within 2 %), or None when unknown or different across slides."""
+    if not values or any(v is None for v in values):
+        return None
+    first = float(values[0])  # type: ignore[arg-type]
+    ok = all(abs(float(v) - first) <= 0.02 * abs(first) for v in values)  # type: ignore[arg-type]
+    return round(first, 6) if ok else None

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..slide.core import LevelChoice
+from ..slide import LevelChoice
 from . import records as _records
 
 __all__ = [
@@ -135,7 +135,7 @@ def load_tables(tables: Sequence[Any]) -> tuple[list[TableSource], list[str]]:
             path = Path(t)
             if not path.is_file():
                 raise DatasetError(f"{path}: no such label table")
-            from ..label.core import load_label_table
+            from ..label.table import load_label_table
 
             try:
                 obj = load_label_table(path)

@@ -6,6 +6,8 @@ where the image is a PNG or JPEG of the tile in **BGR** byte order (OpenCV's, wh
 and turns back into RGB). Record ids run 0..n-1 in the order written; the ``.idx`` maps id to
 byte offset. Beside them, ``.lst`` holds ``id<TAB>label<TAB>slide:x:y`` (MXNet's list format) and
 ``.csv`` the side-car table ``record,slide,patient,l0_x,l0_y,level,downsample,label,white_fraction``.
+:class:`RecordWriter` is the one place that writes these four files (:func:`pack_split` and the
+test fixtures use it).
 
 Threads: tiles are read and encoded by a thread pool (OpenSlide reads and OpenCV encodes release
 the GIL); the main thread writes records strictly in order, so the files do not depend on the
@@ -37,6 +39,7 @@ from ..slide import LevelChoice, Slide, open_slide
 __all__ = [
     "SIDE_CAR_COLUMNS",
     "PackedSlide",
+    "RecordWriter",
     "TileJob",
     "epoch_batches",
     "make_encoder",
@@ -138,6 +141,76 @@ def _read_chunk(
     return [encode(slide.read_scaled((int(x), int(y)), (size, size), choice)) for x, y in xy]
 
 
+class RecordWriter:
+    """The one writer of the record format: ``prefix``.rec/.idx/.lst/.csv of one split, in order.
+
+    :meth:`add` appends an encoded tile (the bytes :func:`make_encoder` gives) with its record
+    id (0, 1, ... in the order added), its ``.lst`` line and its side-car row. A context manager:
+    leaving it closes the four files. ``mx`` is the imported MXNet module.
+    """
+
+    def __init__(self, prefix: Path, mx: Any) -> None:
+        self._mx = mx
+        self.count = 0
+        with contextlib.ExitStack() as stack:
+            rec = mx.recordio.MXIndexedRecordIO(
+                str(prefix.with_suffix(".idx")), str(prefix.with_suffix(".rec")), "w"
+            )
+            stack.callback(rec.close)
+            lst = stack.enter_context(
+                open(prefix.with_suffix(".lst"), "w", encoding="utf-8", newline="\n")
+            )
+            side = stack.enter_context(
+                open(prefix.with_suffix(".csv"), "w", encoding="utf-8", newline="")
+            )
+            self._rec, self._lst, self._side = rec, lst, csv.writer(side, lineterminator="\n")
+            self._side.writerow(SIDE_CAR_COLUMNS)
+            self._files = stack.pop_all()
+
+    def add(
+        self,
+        data: bytes,
+        label: int,
+        slide: str,
+        patient: str,
+        l0_xy: tuple[int, int],
+        level: int,
+        downsample: float,
+        white_fraction: float,
+    ) -> int:
+        """Append one record; return its id."""
+        rid = self.count
+        x, y = l0_xy
+        header = self._mx.recordio.IRHeader(0, float(label), rid, 0)
+        self._rec.write_idx(rid, self._mx.recordio.pack(header, data))
+        self._lst.write(f"{rid}\t{label}\t{slide}:{x}:{y}\n")
+        self._side.writerow(
+            (
+                rid,
+                slide,
+                patient,
+                x,
+                y,
+                level,
+                repr(float(downsample)),
+                label,
+                f"{float(white_fraction):.6g}",
+            )
+        )
+        self.count += 1
+        return rid
+
+    def close(self) -> None:
+        """Close the four files (side car, list, then the record file)."""
+        self._files.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def pack_split(
     prefix: Path,
     jobs: Sequence[TileJob],
@@ -156,68 +229,55 @@ def pack_split(
     mx = import_mxnet(n_threads)
     encode = make_encoder(encoding, quality, png_compression)
     threads = resolve_threads(n_threads)
-    window = 2 * threads
     packed: list[PackedSlide] = []
-    rid = 0
     start = time.perf_counter()
-    writer = mx.recordio.MXIndexedRecordIO(
-        str(prefix.with_suffix(".idx")), str(prefix.with_suffix(".rec")), "w"
-    )
+    writer = RecordWriter(prefix, mx)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="pf-pack") if threads > 1 else None
     try:
-        with (
-            open(prefix.with_suffix(".lst"), "w", encoding="utf-8", newline="\n") as lst,
-            open(prefix.with_suffix(".csv"), "w", encoding="utf-8", newline="") as side,
-        ):
-            table = csv.writer(side, lineterminator="\n")
-            table.writerow(SIDE_CAR_COLUMNS)
+        with writer:
             for job in jobs:
-                with open_slide(job.slide_path) as slide:
-                    choice = _choice_for(slide, job)
-                    chunks = [job.l0_xy[i : i + _CHUNK] for i in range(0, len(job.l0_xy), _CHUNK)]
-                    # closing(): on an error, reads in flight end before the slide is closed
-                    with contextlib.closing(
-                        _ordered(pool, chunks, window, slide, choice, job, encode)
-                    ) as encoded:
-                        k = 0
-                        for data in itertools.chain.from_iterable(encoded):
-                            label = int(job.label[k])
-                            x, y = (int(v) for v in job.l0_xy[k])
-                            header = mx.recordio.IRHeader(0, float(label), rid, 0)
-                            writer.write_idx(rid, mx.recordio.pack(header, data))
-                            lst.write(f"{rid}\t{label}\t{job.slide_name}:{x}:{y}\n")
-                            table.writerow(_side_row(rid, job, k, x, y, label, choice))
-                            rid += 1
-                            k += 1
-                packed.append(PackedSlide(job.slide_name, choice, k))
+                packed.append(_pack_job(writer, job, pool, 2 * threads, encode))
     except mx.base.MXNetError as exc:  # dmlc's FileStream: a short fwrite (full disk, I/O error)
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         why = lines[-1][:200] if lines else type(exc).__name__
-        raise OSError(
-            errno.EIO, f"cannot write the record file ({why}); is the disk full?",
-            str(prefix.with_suffix(".rec")),
-        ) from exc  # fmt: skip
+        msg = f"cannot write the record file ({why}); is the disk full?"
+        raise OSError(errno.EIO, msg, str(prefix.with_suffix(".rec"))) from exc
     finally:
-        writer.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return packed, time.perf_counter() - start
 
 
-def _side_row(
-    rid: int, job: TileJob, k: int, x: int, y: int, label: int, choice: LevelChoice
-) -> tuple[object, ...]:
-    return (
-        rid,
-        job.slide_name,
-        job.patient,
-        x,
-        y,
-        choice.level,
-        repr(float(choice.downsample)),
-        label,
-        f"{float(job.white_fraction[k]):.6g}",
-    )
+def _pack_job(
+    writer: RecordWriter,
+    job: TileJob,
+    pool: ThreadPoolExecutor | None,
+    window: int,
+    encode: Callable[[np.ndarray], bytes],
+) -> PackedSlide:
+    """Read, encode and write the tiles of one job (one slide), in order."""
+    with open_slide(job.slide_path) as slide:
+        choice = _choice_for(slide, job)
+        chunks = [job.l0_xy[i : i + _CHUNK] for i in range(0, len(job.l0_xy), _CHUNK)]
+        # closing(): on an error, reads in flight end before the slide is closed
+        with contextlib.closing(
+            _ordered(pool, chunks, window, slide, choice, job, encode)
+        ) as encoded:
+            k = 0
+            for data in itertools.chain.from_iterable(encoded):
+                x, y = (int(v) for v in job.l0_xy[k])
+                writer.add(
+                    data,
+                    int(job.label[k]),
+                    job.slide_name,
+                    job.patient,
+                    (x, y),
+                    choice.level,
+                    choice.downsample,
+                    job.white_fraction[k],
+                )
+                k += 1
+    return PackedSlide(job.slide_name, choice, k)
 
 
 def _ordered(

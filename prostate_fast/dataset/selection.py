@@ -235,19 +235,7 @@ def assign_splits(
     folds (fold ``fold`` is ``val``). Without lists, groups are shuffled and dealt by
     ``fractions`` (train, val[, test]), each split getting at least one group.
     """
-    fixed: dict[str, str] = {}
-    if split:
-        for name, listed in split.items():
-            if name not in SPLIT_NAMES:
-                raise ValueError(f"split names must be among {SPLIT_NAMES}, got {name!r}")
-            if folds is not None and name != "test":
-                raise ValueError("with folds, split may only list 'test' slides")
-            for slide in _resolve(list(listed), lookup, f"split {name!r}"):
-                if fixed.get(slide, name) != name:
-                    raise DatasetError(
-                        f"slide {slide!r} is listed in splits {fixed[slide]!r} and {name!r}"
-                    )
-                fixed[slide] = name
+    fixed = _listed(split, folds, lookup)
     free = [s for s in slides if s not in fixed]
     if split and folds is None:
         fixed.update({s: "train" for s in free})
@@ -266,29 +254,9 @@ def assign_splits(
     names = sorted(groups)
     if names:
         order = [names[i] for i in rng.permutation(len(names))]
-        if folds is not None:
-            if len(order) < folds:
-                raise DatasetError(
-                    f"{folds} folds need at least {folds} slides or patients, got {len(order)}"
-                )
-            parts = np.array_split(np.arange(len(order)), folds)
-            val = set(parts[int(fold or 0)].tolist())
-            for i, g in enumerate(order):
-                for s in groups[g]:
-                    assign[s] = "val" if i in val else "train"
-        else:
-            split_names = SPLIT_NAMES[: len(fractions)]
-            if len(order) < len(fractions):
-                raise DatasetError(
-                    f"{len(order)} slide(s) or patient(s) cannot fill {len(fractions)} splits "
-                    f"{list(split_names)}: a split would be empty"
-                )
-            start = 0
-            for name, count in zip(split_names, _counts_for(fractions, len(order)), strict=True):
-                for g in order[start : start + count]:
-                    for s in groups[g]:
-                        assign[s] = name
-                start += count
+        for g, name in _deal(order, folds, fold, fractions).items():
+            for s in groups[g]:
+                assign[s] = name
     by_patient: dict[str, set[str]] = {}
     for s, name in assign.items():
         by_patient.setdefault(patient_of[s], set()).add(name)
@@ -297,3 +265,49 @@ def assign_splits(
         p, where = next(iter(sorted(mixed.items())))
         raise DatasetError(f"patient {p!r} would have slides in splits {where}; split by patient")
     return assign
+
+
+def _listed(
+    split: Mapping[str, Sequence[str]] | None, folds: int | None, lookup: Mapping[str, str]
+) -> dict[str, str]:
+    """Slide → split name for the slides the explicit ``split`` lists name."""
+    fixed: dict[str, str] = {}
+    for name, listed in (split or {}).items():
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"split names must be among {SPLIT_NAMES}, got {name!r}")
+        if folds is not None and name != "test":
+            raise ValueError("with folds, split may only list 'test' slides")
+        for slide in _resolve(list(listed), lookup, f"split {name!r}"):
+            if fixed.get(slide, name) != name:
+                raise DatasetError(
+                    f"slide {slide!r} is listed in splits {fixed[slide]!r} and {name!r}"
+                )
+            fixed[slide] = name
+    return fixed
+
+
+def _deal(
+    order: Sequence[str], folds: int | None, fold: int | None, fractions: Sequence[float]
+) -> dict[str, str]:
+    """Group (patient or slide, in shuffled ``order``) → split: by folds, else by fractions."""
+    out: dict[str, str] = {}
+    if folds is not None:
+        if len(order) < folds:
+            raise DatasetError(
+                f"{folds} folds need at least {folds} slides or patients, got {len(order)}"
+            )
+        parts = np.array_split(np.arange(len(order)), folds)
+        val = set(parts[int(fold or 0)].tolist())
+        return {g: "val" if i in val else "train" for i, g in enumerate(order)}
+    split_names = SPLIT_NAMES[: len(fractions)]
+    if len(order) < len(fractions):
+        raise DatasetError(
+            f"{len(order)} slide(s) or patient(s) cannot fill {len(fractions)} splits "
+            f"{list(split_names)}: a split would be empty"
+        )
+    start = 0
+    for name, count in zip(split_names, _counts_for(fractions, len(order)), strict=True):
+        for g in order[start : start + count]:
+            out[g] = name
+        start += count
+    return out

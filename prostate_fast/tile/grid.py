@@ -1,64 +1,37 @@
-"""Tile grids: which square tiles of a slide are processed, at which magnification.
+"""Tile grids: which square tiles of a slide are processed, at which scale, and reading them.
 
-Coordinate frames (used by every module; names carry the frame):
-
-* ``l0_xy``: (x, y) of a pixel in **level-0** pixels of the slide, x to the right, y down, origin at
-  the top-left corner: the frame of OpenSlide's ``read_region`` and of QuPath/ASAP annotations.
-* ``tile_rc``: (row, column) of a tile in the grid; tile (r, c) has its top-left corner at
-  ``l0_xy = (round(c * stride * downsample), round(r * stride * downsample))``.
-* ``mask_rc``: (row, column) of a pixel of a low-resolution mask whose pixel covers
-  ``mask_downsample`` level-0 pixels per side.
-
-A tile is ``tile_size`` x ``tile_size`` pixels **at the target magnification**; it covers
-``tile_size * downsample`` level-0 pixels per side, where ``downsample`` is level-0 pixels per tile
-pixel (2.0 for 20x tiles from a 40x scan). Tiles are read straight from the slide, never written as
-files.
-
-:func:`build_grid` keeps the tiles of the full grid that a :class:`~prostate_fast.tissue.TissueMask`
-covers enough (``min_tissue``); :func:`save_tile_table` / :func:`load_tile_table` store a grid with
-each tile's white fraction as a ``.csv`` or ``.npz`` table; :func:`render_grid_thumbnail` draws the
-mask outline and the kept tiles on a thumbnail.
+:class:`TileGrid` is the stage's artefact (coordinate frames: see :mod:`prostate_fast.tile`).
+:func:`full_grid` cuts every whole tile at a :class:`~prostate_fast.slide.LevelChoice`'s scale;
+:func:`build_grid` keeps those a :class:`~prostate_fast.tissue.TissueMask` covers enough
+(``min_tissue``), with each tile's tissue fraction and region from exact summed-area tables.
+:func:`read_tiles` reads tiles (neighbours grouped into one region read at level 0) and
+:func:`tile_white_fraction` measures their white share batch by batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._util import atomic_path, write_npz
-from .errors import DatasetError
-from .slide.core import LevelChoice, Slide
+from ..slide import LevelChoice, Slide
 
 if TYPE_CHECKING:
-    from .tissue import TissueMask
+    from ..tissue import TissueMask
 
 __all__ = [
     "MIN_TISSUE",
-    "TABLE_COLUMNS",
     "TileGrid",
     "build_grid",
     "full_grid",
-    "load_tile_table",
     "read_tiles",
-    "render_grid_thumbnail",
-    "save_tile_table",
     "tile_white_fraction",
 ]
 
-#: Default share of a tile the tissue mask must cover for :func:`build_grid` to keep it.
 MIN_TISSUE = 0.25
-#: Columns of a tile table, in order.
-TABLE_COLUMNS = tuple(
-    "l0_x l0_y level downsample tile_size row col tissue_fraction white_fraction region".split()
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,7 +211,7 @@ def tile_white_fraction(
     :func:`prostate_fast.tissue.white_fraction` (``white``: its ``min_brightness`` and
     ``max_saturation``); memory is ``batch`` tiles.
     """
-    from .tissue import white_fraction
+    from ..tissue import white_fraction
 
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch <= 0:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
@@ -367,7 +340,7 @@ def build_grid(
     choice = slide.choose_level(magnification=magnification, mpp=mpp, level=level)
     full = full_grid(slide, choice, tile_size, stride)
     if tissue is None:
-        from .tissue import detect_tissue
+        from ..tissue import detect_tissue
 
         tissue = detect_tissue(slide)
     rows, cols = tissue.shape
@@ -393,201 +366,3 @@ def build_grid(
     if regions is not None:
         keep &= np.isin(region, wanted)
     return dataclasses.replace(full, tissue_fraction=frac, region=region).subset(keep)
-
-
-# -- tile tables ----------------------------------------------------------------------------------
-def _meta(grid: TileGrid) -> dict:
-    return {
-        "format": "prostate-fast tile table",
-        "version": 1,
-        "slide_name": grid.slide_name,
-        "tile_size": grid.tile_size,
-        "stride": grid.stride,
-        "grid_shape": list(grid.grid_shape),
-        **dataclasses.asdict(grid.choice),
-    }
-
-
-def _table_kind(path: Path) -> str:
-    kind = path.suffix.lower()
-    if kind not in (".csv", ".npz"):
-        raise ValueError(f"a tile table must end in .csv or .npz, got {path}")
-    return kind
-
-
-def save_tile_table(
-    grid: TileGrid,
-    white_fraction: np.ndarray | None,
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """Write a grid and the tiles' white fractions as a ``.csv`` or ``.npz`` tile table.
-
-    Parameters
-    ----------
-    grid : TileGrid
-    white_fraction : numpy.ndarray or None
-        (n,) white fraction of each tile (:func:`prostate_fast.tissue.white_fraction`); None
-        writes NaN.
-    path : str or PathLike
-        Ending in ``.csv`` (text: two ``#`` lines, the second the grid's JSON metadata, then a
-        header line with :data:`TABLE_COLUMNS` and one line per tile) or ``.npz`` (one array per
-        column plus ``meta``, the JSON metadata).
-    overwrite : bool
-        Replace an existing file (refused otherwise).
-
-    Returns
-    -------
-    pathlib.Path
-        The path, written atomically (complete or absent).
-
-    Raises
-    ------
-    ValueError
-        A suffix other than .csv/.npz, or a white fraction of the wrong length.
-    FileExistsError
-        ``path`` exists and ``overwrite`` is false.
-    """
-    path = Path(path)
-    kind = _table_kind(path)
-    n = len(grid)
-    if white_fraction is None:
-        white = np.full(n, np.nan, np.float32)
-    else:
-        white = np.asarray(white_fraction, dtype=np.float32)
-        if white.shape != (n,):
-            raise ValueError(f"white_fraction must have shape ({n},), got {white.shape}")
-    c = grid.choice
-    cols = {
-        "l0_x": grid.l0_xy[:, 0].astype(np.int64),
-        "l0_y": grid.l0_xy[:, 1].astype(np.int64),
-        "level": np.full(n, c.level, np.int32),
-        "downsample": np.full(n, c.downsample, np.float64),
-        "tile_size": np.full(n, grid.tile_size, np.int32),
-        "row": grid.tile_rc[:, 0].astype(np.int32),
-        "col": grid.tile_rc[:, 1].astype(np.int32),
-        "tissue_fraction": grid.tissue_fraction.astype(np.float32),
-        "white_fraction": white,
-        "region": grid.region.astype(np.int32),
-    }
-    meta = json.dumps(_meta(grid))
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        if kind == ".npz":
-            write_npz(tmp, meta=np.array(meta), **cols)
-        else:
-            lines = [f"# prostate-fast tile table: {grid.slide_name}", f"# {meta}"]
-            lines.append(",".join(TABLE_COLUMNS))
-            fmt = f"{{}},{{}},{c.level},{float(c.downsample)!r},{grid.tile_size},{{}},{{}},"
-            fmt += "{:.9g},{:.9g},{}"  # float32 fractions round-trip exactly with 9 digits
-            names = ("l0_x", "l0_y", "row", "col", "tissue_fraction", "white_fraction", "region")
-            rows = zip(*(cols[k].tolist() for k in names), strict=True)
-            lines += [fmt.format(*row) for row in rows]
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def _read_table(path: Path, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
-    if kind == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"])), {k: z[k] for k in TABLE_COLUMNS}
-    with open(path, encoding="utf-8") as fh:
-        first, second, header = fh.readline(), fh.readline(), fh.readline()
-    if not first.startswith("#") or not second.startswith("#"):
-        raise ValueError("no metadata lines")
-    names = header.strip().split(",")
-    if tuple(names) != TABLE_COLUMNS:
-        raise ValueError(f"columns {names} are not {list(TABLE_COLUMNS)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # an empty table
-        data = np.loadtxt(path, delimiter=",", skiprows=3, ndmin=2, dtype=np.float64)
-    data = data.reshape(-1, len(TABLE_COLUMNS))
-    return json.loads(second[1:]), {k: data[:, i] for i, k in enumerate(TABLE_COLUMNS)}
-
-
-def load_tile_table(path: str | os.PathLike[str]) -> tuple[TileGrid, np.ndarray]:
-    """Read a table written by :func:`save_tile_table`.
-
-    Returns
-    -------
-    grid : TileGrid
-        The grid (slide name, level choice, tile size, stride, tiles, fractions, regions).
-    white_fraction : numpy.ndarray
-        (n,) float32 white fraction per tile (NaN where none was stored).
-
-    Raises
-    ------
-    ValueError
-        A suffix other than .csv/.npz.
-    DatasetError
-        The file is missing, unreadable, or not a tile table (the message names it).
-    """
-    path = Path(path)
-    kind = _table_kind(path)
-    try:
-        meta, cols = _read_table(path, kind)
-        choice = LevelChoice(**{k: meta[k] for k in LevelChoice.__dataclass_fields__})
-        grid = TileGrid(
-            str(meta["slide_name"]),
-            choice,
-            int(meta["tile_size"]),
-            int(meta["stride"]),
-            (int(meta["grid_shape"][0]), int(meta["grid_shape"][1])),
-            np.stack([cols["row"], cols["col"]], axis=1).astype(np.int32),
-            np.stack([cols["l0_x"], cols["l0_y"]], axis=1).astype(np.int64),
-            cols["tissue_fraction"].astype(np.float32),
-            cols["region"].astype(np.int32),
-        )
-        for name, want in (("level", choice.level), ("tile_size", grid.tile_size)):
-            if len(grid) and np.any(cols[name] != want):
-                raise ValueError(f"column {name} disagrees with the metadata ({want})")
-    except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable tile table ({exc})") from exc
-    return grid, cols["white_fraction"].astype(np.float32)
-
-
-# -- picture --------------------------------------------------------------------------------------
-def render_grid_thumbnail(
-    slide: Slide, grid: TileGrid, tissue: TissueMask | None = None, *, max_size: int = 1600
-) -> np.ndarray:
-    """A thumbnail with the tissue mask outlined, the kept tiles tinted and outlined, region ids.
-
-    Tissue outline: green; kept tiles: orange tint and outline of their union (and of every tile
-    when tiles are at least 6 thumbnail pixels wide); region ids: black numbers at each region's
-    top-left corner. Returns RGB uint8 no larger than ``max_size`` on either side.
-    """
-    import cv2
-
-    thumb = slide.get_thumbnail((max_size, max_size)).copy()
-    th, tw = thumb.shape[:2]
-    w0, h0 = slide.dimensions
-    fx, fy = tw / w0, th / h0
-    kept = np.zeros((th, tw), np.uint8)
-    side = grid.l0_tile_size
-    boxes = np.empty((len(grid), 4), np.int64)
-    boxes[:, 0] = np.floor(grid.l0_xy[:, 0] * fx)
-    boxes[:, 1] = np.floor(grid.l0_xy[:, 1] * fy)
-    boxes[:, 2] = np.ceil((grid.l0_xy[:, 0] + side) * fx) - 1
-    boxes[:, 3] = np.ceil((grid.l0_xy[:, 1] + side) * fy) - 1
-    for x0, y0, x1, y1 in boxes.tolist():
-        kept[y0 : y1 + 1, x0 : x1 + 1] = 1
-    tint = np.array((255, 140, 0), np.float32)
-    on = kept.astype(bool)
-    thumb[on] = (0.7 * thumb[on] + 0.3 * tint).astype(np.uint8)
-    if side * fx >= 6:
-        for x0, y0, x1, y1 in boxes.tolist():
-            cv2.rectangle(thumb, (x0, y0), (x1, y1), (230, 120, 0), 1)
-    contours, _ = cv2.findContours(kept, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(thumb, contours, -1, (255, 120, 0), 2)
-    if tissue is not None:
-        m = cv2.resize(tissue.mask.view(np.uint8), None, fx=tissue.downsample * fx,
-                       fy=tissue.downsample * fy, interpolation=cv2.INTER_NEAREST)  # fmt: skip
-        contours, _ = cv2.findContours(m[:th, :tw].copy(), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(thumb, contours, -1, (0, 190, 0), 2)
-        scale = max(0.5, min(tw, th) / 600)
-        for reg in tissue.regions:
-            org = (int(reg.bbox_l0[0] * fx) + 2, int(reg.bbox_l0[1] * fy) + int(22 * scale))
-            for colour, width in (((255, 255, 255), 4), ((0, 0, 0), 2)):
-                cv2.putText(thumb, str(reg.id), org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
-                            width, cv2.LINE_AA)  # fmt: skip
-    return thumb
