@@ -52,12 +52,15 @@ class PyramidInfo:
     captured: np.ndarray | None
 
 
-def level_dimensions(width: int, height: int, top: int = 512) -> list[tuple[int, int]]:
-    """Pyramid level sizes: halve (floor) until the longer side is at most ``top`` pixels."""
+def level_dimensions(
+    width: int, height: int, top: int = 512, *, factor: int = 2, min_side: int = 2
+) -> list[tuple[int, int]]:
+    """Pyramid level sizes: divide by ``factor`` (floor) until the longer side is at most ``top``
+    pixels, or the shorter side is below ``min_side``."""
     dims = [(int(width), int(height))]
-    while max(dims[-1]) > top and min(dims[-1]) >= 2:
+    while max(dims[-1]) > top and min(dims[-1]) >= min_side:
         w, h = dims[-1]
-        dims.append((w // 2, h // 2))
+        dims.append((w // factor, h // factor))
     return dims
 
 
@@ -75,8 +78,9 @@ def _tiles(
     sink: object,
     next_dims: tuple[int, int] | None,
     capture: list[np.ndarray] | None,
+    factor: int = 2,
 ) -> Iterator[np.ndarray]:
-    """Yield the tiles of ``strips`` in TIFF order; halve each strip into ``sink`` on the way."""
+    """Yield the tiles of ``strips`` in TIFF order; reduce each strip into ``sink`` on the way."""
     import cv2
 
     y = 0
@@ -92,9 +96,10 @@ def _tiles(
             capture.append(strip.copy())
         if next_dims is not None:
             nw = next_dims[0]
-            nh = min(h // 2, next_dims[1] - y // 2)
+            nh = min(h // factor, next_dims[1] - y // factor)
             if nh > 0 and nw > 0:
-                half = cv2.resize(strip[: 2 * nh, : 2 * nw], (nw, nh), interpolation=cv2.INTER_AREA)
+                part = strip[: factor * nh, : factor * nw]
+                half = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA)
                 sink.write(np.ascontiguousarray(half).data)  # type: ignore[attr-defined]
         for r in range(0, h, tile):
             band = strip[r : r + tile]
@@ -135,6 +140,8 @@ def write_pyramid(
     strip_pixels: int = STRIP_PIXELS,
     capture_level: int | None = None,
     n_threads: int = 1,
+    factor: int = 2,
+    min_side: int = 2,
 ) -> PyramidInfo:
     """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
 
@@ -164,6 +171,11 @@ def write_pyramid(
         Keep that level in memory and return it (for a thumbnail; choose a small level).
     n_threads : int
         Threads encoding tiles.
+    factor : int
+        Downsample from one level to the next (2 x 2 box average by default; 4 gives 4 x 4). Every
+        strip's height but the last must be a multiple of it (a multiple of ``tile`` is).
+    min_side : int
+        No further level once the shorter side is below ``min_side``.
 
     Returns
     -------
@@ -172,12 +184,13 @@ def write_pyramid(
     import tifffile
 
     path = Path(path)
-    dims = level_dimensions(width, height, top)
+    dims = level_dimensions(width, height, top, factor=factor, min_side=min_side)
     codec, argname = _COMPRESSION[compression]
     cargs = None
     if argname is not None:
         cargs = {argname: 6 if compression == "deflate" else quality}
-    bigtiff = width * height * 3 * 4 // 3 > 2**32 - 2**28
+    ff = factor * factor  # uncompressed bytes of every level together: level 0 * ff / (ff - 1)
+    bigtiff = width * height * 3 * ff // (ff - 1) > 2**32 - 2**28
     captured: list[np.ndarray] | None = None
     raws: list[Path] = []
     try:
@@ -197,9 +210,9 @@ def write_pyramid(
                         )
                         raws.append(Path(name))
                         sink = stack.enter_context(os.fdopen(fd, "wb"))
-                    ds = 2**lvl
+                    ds = factor**lvl
                     tif.write(
-                        _tiles(source, w, h, tile, sink, nxt, cap),
+                        _tiles(source, w, h, tile, sink, nxt, cap, factor),
                         shape=(h, w, 3),
                         dtype=np.uint8,
                         tile=(tile, tile),
