@@ -291,11 +291,11 @@ def test_render_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
 def test_painted_writer_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
     real = writer._write_pyramid
 
-    def failing(path, chunks, params, opts):
+    def failing(path, strips, params, opts):
         if "painted" in path.name:
-            next(iter(chunks))
+            next(iter(strips))
             raise OSError("disk full")
-        real(path, chunks, params, opts)
+        real(path, strips, params, opts)
 
     monkeypatch.setattr(writer, "_write_pyramid", failing)
     with pytest.raises(OSError, match="disk full"):
