@@ -3,6 +3,13 @@
 ``prostate-fast demo`` is the README's main job. It writes everything into one folder (default
 ``demo-out``), which it creates; a folder left by an earlier demo (it holds a ``.prostate-fast-demo``
 marker) is replaced, any other existing folder is refused, so nothing of the user's is overwritten.
+
+:func:`run_demo` is a list of five named steps, each a small function that calls one stage's public
+API and returns its product with a one-line summary: :func:`_make_slides` (synthetic),
+:func:`_label_slides` (tissue, tile, label), :func:`_build_dataset` (dataset),
+:func:`_train_model` (train) and :func:`_screen_unseen` (synthetic, screen).
+:meth:`_Demo.step` times and logs each one; the stages are imported inside their step, so
+``import prostate_fast.demo`` stays light.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 __all__ = ["DemoResult", "run_demo"]
 
 MARKER = ".prostate-fast-demo"
+_T = TypeVar("_T")
 
 #: Tile side of the demo's model. The study (and every command's default) uses 128 px tiles; the
 #: demo trains on 32 px tiles at the same 20x so that training takes about a minute on a laptop
@@ -100,110 +109,145 @@ def run_demo(
     FileExistsError
         ``out_dir`` exists and was not made by the demo.
     """
-    from .dataset.build import build_dataset
-    from .label.core import label_tiles
-    from .screen import ScreeningOptions, screen_slides
-    from .slide import open_slide
-    from .synthetic import make_synthetic
-    from .tile import build_grid
-    from .tissue import detect_tissue
-    from .train.loop import train
-
     if n_train < 1 or epochs < 1:
         raise ValueError(f"n_train and epochs must be >= 1, got {n_train}, {epochs}")
     out = _prepare(Path(out_dir))
-    result = DemoResult(out)
-
-    t0 = time.perf_counter()
+    demo = _Demo(out, DemoResult(out), seed, width, height, tile_size, n_threads, log)
     names = [f"train-{i + 1}" for i in range(n_train)] + ["val-1"]
+    slides = demo.step("slides", _make_slides, names)
+    tables = demo.step("labels", _label_slides, slides)
+    demo.step("dataset", _build_dataset, tables, names)
+    model_dir = demo.step("train", _train_model, epochs)
+    rows = demo.step("screen", _screen_unseen, model_dir)
+    _report_worklist(demo, rows)
+    return demo.result
+
+
+@dataclass(frozen=True)
+class _Demo:
+    """One demo run: its folder, the options every step shares, and what it produced so far."""
+
+    out: Path
+    result: DemoResult
+    seed: int
+    width: int
+    height: int
+    tile_size: int
+    n_threads: int | None
+    log: Callable[[str], None]
+
+    def step(self, name: str, fn: Callable[..., tuple[_T, str]], *args: Any) -> _T:
+        """Run ``fn(self, *args)``, which returns its product and its summary line; log and time it."""
+        t0 = time.perf_counter()
+        value, text = fn(self, *args)
+        _stage(self.result, name, t0, self.log, text)
+        return value
+
+
+def _make_slides(demo: _Demo, names: list[str]) -> tuple[list[Any], str]:
+    """[1] The training and validation slides, each with its painted copy."""
+    from .synthetic import make_synthetic
+
     slides = [
-        make_synthetic(out / "slides", name=n, width=width, height=height, seed=seed + i)
+        make_synthetic(
+            demo.out / "slides", name=n, width=demo.width, height=demo.height, seed=demo.seed + i
+        )
         for i, n in enumerate(names)
     ]
-    _stage(result, "slides", t0, log, f"[1] {len(slides)} synthetic slides with painted copies")
+    return slides, f"[1] {len(slides)} synthetic slides with painted copies"
 
-    t0 = time.perf_counter()
+
+def _label_slides(demo: _Demo, slides: list[Any]) -> tuple[list[Path], str]:
+    """[2] Tissue, the tile grid and the painted-copy labels of every slide; the label tables."""
+    from .label import label_tiles
+    from .slide import open_slide
+    from .tile import build_grid
+    from .tissue import detect_tissue
+
     tables = []
     for s in slides:
-        with open_slide(s.slide, n_threads=n_threads) as slide:
-            tissue = detect_tissue(slide, n_threads=n_threads)
-            grid = build_grid(slide, tissue, tile_size=tile_size)
-            table = label_tiles(slide, s.painted, grid, n_threads=n_threads)
-        tables.append(table.save(out / "labels" / f"{s.slide.stem}.npz"))
+        with open_slide(s.slide, n_threads=demo.n_threads) as slide:
+            tissue = detect_tissue(slide, n_threads=demo.n_threads)
+            grid = build_grid(slide, tissue, tile_size=demo.tile_size)
+            table = label_tiles(slide, s.painted, grid, n_threads=demo.n_threads)
+        tables.append(table.save(demo.out / "labels" / f"{s.slide.stem}.npz"))
         counts = ", ".join(f"{(table.label == k).sum()} {c}" for k, c in enumerate(table.classes))
-        log(f"    {s.slide.name}: {len(grid)} tissue tiles ({counts})")
-    _stage(result, "labels", t0, log, f"[2] tissue, {tile_size} px tiles at 20x, painted labels")
+        demo.log(f"    {s.slide.name}: {len(grid)} tissue tiles ({counts})")
+    return tables, f"[2] tissue, {demo.tile_size} px tiles at 20x, painted labels"
 
-    t0 = time.perf_counter()
+
+def _build_dataset(demo: _Demo, tables: list[Path], names: list[str]) -> tuple[None, str]:
+    """[3] The balanced RecordIO dataset, split by slide (the last slide validates)."""
+    from .dataset import build_dataset
+
     summary = build_dataset(
         tables,
-        out / "dataset",
+        demo.out / "dataset",
         split={"train": names[:-1], "val": names[-1:]},
         balance="50:50",
-        seed=seed,
-        n_threads=n_threads,
+        seed=demo.seed,
+        n_threads=demo.n_threads,
     )
-    result.artefacts["dataset"] = out / "dataset"
-    _stage(result, "dataset", t0, log, f"[3] dataset: {summary.records} records, 50:50 train split")
+    demo.result.artefacts["dataset"] = demo.out / "dataset"
+    return None, f"[3] dataset: {summary.records} records, 50:50 train split"
 
-    t0 = time.perf_counter()
+
+def _train_model(demo: _Demo, epochs: int) -> tuple[Path, str]:
+    """[4] The study's CNN, trained; its cancer threshold chosen on the validation slide."""
+    from .train import train
+
     trained = train(
-        out / "dataset",
-        out / "model",
+        demo.out / "dataset",
+        demo.out / "model",
         epochs=epochs,
         lr=0.05,
         batch_size=16,
         lr_steps=[epochs - 1] if epochs > 1 else None,
-        seed=seed,
-        n_threads=n_threads,
+        seed=demo.seed,
+        n_threads=demo.n_threads,
         progress=False,
         log=lambda line: None,
     )
     best = trained.best
-    result.artefacts["model"] = trained.model_dir
-    _stage(
-        result,
-        "train",
-        t0,
-        log,
+    demo.result.artefacts["model"] = trained.model_dir
+    return trained.model_dir, (
         f"[4] study CNN, {epochs} epochs: best epoch {trained.best_epoch}, validation accuracy "
-        f"{best.get('val_accuracy', float('nan')):.3f}, cancer threshold {trained.threshold:.3f}",
+        f"{best.get('val_accuracy', float('nan')):.3f}, cancer threshold {trained.threshold:.3f}"
     )
 
-    t0 = time.perf_counter()
+
+def _screen_unseen(demo: _Demo, model_dir: Path) -> tuple[list[Any], str]:
+    """[5] Two unseen slides, one with cancer and one benign, screened into a worklist."""
+    from .screen import ScreeningOptions, screen_slides
+    from .synthetic import make_synthetic
+
+    size = {"width": demo.width, "height": demo.height}
     tests = [
         make_synthetic(
-            out / "slides",
-            name="unseen-cancer",
-            width=width,
-            height=height,
-            seed=seed + 100,
-            n_cancer=2,
+            demo.out / "slides", name="unseen-cancer", seed=demo.seed + 100, n_cancer=2, **size
         ),
         make_synthetic(
-            out / "slides",
-            name="unseen-benign",
-            width=width,
-            height=height,
-            seed=seed + 101,
-            n_cancer=0,
+            demo.out / "slides", name="unseen-benign", seed=demo.seed + 101, n_cancer=0, **size
         ),
     ]
-    worklist = out / "worklist.csv"
+    worklist = demo.out / "worklist.csv"
     rows = screen_slides(
-        trained.model_dir,
+        model_dir,
         [t.slide for t in reversed(tests)],
-        out / "screen",
-        ScreeningOptions(n_threads=n_threads),
+        demo.out / "screen",
+        ScreeningOptions(n_threads=demo.n_threads),
         worklist=worklist,
     )
-    result.artefacts["worklist"] = worklist
-    _stage(result, "screen", t0, log, "[5] screening of two unseen slides")
+    demo.result.artefacts["worklist"] = worklist
+    return rows, "[5] screening of two unseen slides"
+
+
+def _report_worklist(demo: _Demo, rows: list[Any]) -> None:
+    """Log the worklist, one line per screened slide in rank order; record the overlays."""
     for row in rows:
-        log(
+        demo.log(
             f"    #{row.rank} {row.slide}: {row.n_positive}/{row.n_tiles} tiles over threshold, "
             f"top p={row.top_probability:.3f}  overlay {row.overlay}"
         )
-        result.artefacts[f"overlay:{row.slide}"] = Path(row.overlay)
-    log(f"    worklist: {worklist}")
-    return result
+        demo.result.artefacts[f"overlay:{row.slide}"] = Path(row.overlay)
+    demo.log(f"    worklist: {demo.result.artefacts['worklist']}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from prostate_fast import synthetic
+from prostate_fast.slide.pyramid import level_dimensions
 from prostate_fast.synthetic import (
     CODES,
     SyntheticSlide,
@@ -20,6 +20,7 @@ from prostate_fast.synthetic import (
     render_region,
     synthetic_params,
     truth_mask,
+    writer,
 )
 
 W, H, SEED = 2048, 1024, 3
@@ -69,8 +70,15 @@ def test_tiff_tags(made) -> None:
     with tifffile.TiffFile(made.slide) as tif:
         assert len(tif.pages) == 2
         meta = json.loads(tif.pages[0].description)["prostate_fast"]
-        assert meta == {"generator": "prostate_fast.synthetic", "version": 1, "seed": SEED,
-                        "mpp": 0.5, "objective_power": 20.0, "width": W, "height": H}  # fmt: skip
+        assert meta == {
+            "generator": "prostate_fast.synthetic",
+            "version": 1,
+            "seed": SEED,
+            "mpp": 0.5,
+            "objective_power": 20.0,
+            "width": W,
+            "height": H,
+        }
         for lvl, page in enumerate(tif.pages):
             assert page.is_tiled and page.tilewidth == page.tilelength == 256
             assert page.compression == tifffile.COMPRESSION.JPEG
@@ -203,9 +211,9 @@ def test_pen_marks_only_on_glass() -> None:
 
 
 def test_default_mask_downsample_grows_with_size() -> None:
-    assert synthetic._default_mask_downsample(8192, 4096) == 8
-    assert synthetic._default_mask_downsample(100_000, 50_000) == 32
-    assert synthetic._level_dims(100_000, 50_000)[-1] == (390, 195)
+    assert writer._default_mask_downsample(8192, 4096) == 8
+    assert writer._default_mask_downsample(100_000, 50_000) == 32
+    assert level_dimensions(100_000, 50_000, **writer._PYRAMID)[-1] == (390, 195)
 
 
 @pytest.mark.parametrize(
@@ -266,7 +274,7 @@ def test_no_temporary_files_left(made) -> None:
 
 
 def test_render_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
-    real, calls = synthetic._render, []
+    real, calls = writer._render, []
 
     def failing(*args):
         calls.append(1)
@@ -274,22 +282,22 @@ def test_render_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
             raise RuntimeError("render exploded")
         return real(*args)
 
-    monkeypatch.setattr(synthetic, "_render", failing)
+    monkeypatch.setattr(writer, "_render", failing)
     with pytest.raises(RuntimeError, match="render exploded"):
         make_synthetic(tmp_path, **KW)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_painted_writer_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
-    real = synthetic._write_pyramid
+    real = writer._write_pyramid
 
-    def failing(path, chunks, params, opts):
+    def failing(path, strips, params, opts):
         if "painted" in path.name:
-            next(iter(chunks))
+            next(iter(strips))
             raise OSError("disk full")
-        real(path, chunks, params, opts)
+        real(path, strips, params, opts)
 
-    monkeypatch.setattr(synthetic, "_write_pyramid", failing)
+    monkeypatch.setattr(writer, "_write_pyramid", failing)
     with pytest.raises(OSError, match="disk full"):
         make_synthetic(tmp_path, **KW)
     assert list(tmp_path.iterdir()) == []

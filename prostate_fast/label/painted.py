@@ -23,8 +23,7 @@ import numpy as np
 
 from .._util import resolve_threads
 from ..errors import AnnotationError, SlideError
-from ..slide import LevelChoice, Slide, open_slide
-from ..slide import LEVEL_TOLERANCE
+from ..slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
 from ..tile import TileGrid, read_tiles
 from .classes import ClassMap
 from .table import TileCoverage

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError
-from ..slide import Slide
-from ..slide import LEVEL_TOLERANCE
+from ..slide import LEVEL_TOLERANCE, Slide
 from ..tile import TileGrid
 from .classes import ClassMap
 from .shapes import Annotation, Polygon

@@ -53,12 +53,15 @@ class PyramidInfo:
     captured: np.ndarray | None
 
 
-def level_dimensions(width: int, height: int, top: int = 512) -> list[tuple[int, int]]:
-    """Pyramid level sizes: halve (floor) until the longer side is at most ``top`` pixels."""
+def level_dimensions(
+    width: int, height: int, top: int = 512, *, factor: int = 2, min_side: int = 2
+) -> list[tuple[int, int]]:
+    """Pyramid level sizes: divide by ``factor`` (floor) until the longer side is at most ``top``
+    pixels, or the shorter side is below ``min_side``."""
     dims = [(int(width), int(height))]
-    while max(dims[-1]) > top and min(dims[-1]) >= 2:
+    while max(dims[-1]) > top and min(dims[-1]) >= min_side:
         w, h = dims[-1]
-        dims.append((w // 2, h // 2))
+        dims.append((w // factor, h // factor))
     return dims
 
 
@@ -76,8 +79,9 @@ def _tiles(
     sink: BinaryIO | None,
     next_dims: tuple[int, int] | None,
     capture: list[np.ndarray] | None,
+    factor: int = 2,
 ) -> Iterator[np.ndarray]:
-    """Yield the tiles of ``strips`` in TIFF order; halve each strip into ``sink`` on the way."""
+    """Yield the tiles of ``strips`` in TIFF order; reduce each strip into ``sink`` on the way."""
     import cv2
 
     y = 0
@@ -93,9 +97,10 @@ def _tiles(
             capture.append(strip.copy())
         if next_dims is not None:
             nw = next_dims[0]
-            nh = min(h // 2, next_dims[1] - y // 2)
+            nh = min(h // factor, next_dims[1] - y // factor)
             if nh > 0 and nw > 0:
-                half = cv2.resize(strip[: 2 * nh, : 2 * nw], (nw, nh), interpolation=cv2.INTER_AREA)
+                part = strip[: factor * nh, : factor * nw]
+                half = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA)
                 sink.write(np.ascontiguousarray(half).data)
         for r in range(0, h, tile):
             band = strip[r : r + tile]
@@ -143,11 +148,12 @@ def _write_level(
     level: int,
     size: tuple[int, int],
     mpp: float | None,
+    downsample: int,
     description: str | None,
     options: dict[str, Any],
 ) -> None:
     """Write one level's tiles as an IFD: level 0 full-resolution, the others reduced."""
-    res = 1e4 / (mpp * 2**level) if mpp else None
+    res = 1e4 / (mpp * downsample) if mpp else None
     tif.write(
         tiles,
         shape=(size[1], size[0], 3),
@@ -178,6 +184,8 @@ def write_pyramid(
     strip_pixels: int = STRIP_PIXELS,
     capture_level: int | None = None,
     n_threads: int = 1,
+    factor: int = 2,
+    min_side: int = 2,
 ) -> PyramidInfo:
     """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
 
@@ -200,13 +208,17 @@ def write_pyramid(
     description : str, optional
         ImageDescription of level 0.
     top : int
-        Levels are halved until the longer side is at most ``top``.
+        Levels are reduced until the longer side is at most ``top``.
     strip_pixels : int
         Pixels per strip when reading back the lower levels.
     capture_level : int, optional
         Keep that level in memory and return it (for a thumbnail; choose a small level).
     n_threads : int
         Threads encoding tiles.
+    factor : int
+        Each level is the previous one divided by ``factor`` (2: halved).
+    min_side : int
+        No further level once the shorter side is below ``min_side``.
 
     Returns
     -------
@@ -215,7 +227,7 @@ def write_pyramid(
     import tifffile
 
     path = Path(path)
-    dims = level_dimensions(width, height, top)
+    dims = level_dimensions(width, height, top, factor=factor, min_side=min_side)
     codec, argname = _COMPRESSION[compression]
     options = {
         "tile": (tile, tile),
@@ -226,7 +238,8 @@ def write_pyramid(
         "maxworkers": max(1, n_threads),
         "buffersize": max(1, n_threads) * 8 * tile * tile * 3,
     }
-    bigtiff = width * height * 3 * 4 // 3 > 2**32 - 2**28
+    ff = factor * factor  # uncompressed bytes of every level together: level 0 * ff / (ff - 1)
+    bigtiff = width * height * 3 * ff // (ff - 1) > 2**32 - 2**28
     raws: list[Path] = []
     try:
         with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
@@ -239,8 +252,8 @@ def write_pyramid(
                 nxt = dims[lvl + 1] if lvl + 1 < len(dims) else None
                 cap: list[np.ndarray] | None = [] if capture_level == lvl else None
                 with _next_level_sink(path, lvl + 1, nxt, raws) as sink:
-                    tiles = _tiles(source, w, h, tile, sink, nxt, cap)
-                    _write_level(tif, tiles, lvl, (w, h), mpp, description, options)
+                    tiles = _tiles(source, w, h, tile, sink, nxt, cap, factor)
+                    _write_level(tif, tiles, lvl, (w, h), mpp, factor**lvl, description, options)
                 if lvl > 0:
                     raws[lvl - 1].unlink(missing_ok=True)
                 captured = cap if cap is not None else captured
