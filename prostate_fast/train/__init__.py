@@ -1,4 +1,16 @@
-"""TODO docstring."""
+"""Train stage: fit a network on a packed dataset, select an epoch on val, export the model.
+
+* :mod:`.loop`: :func:`train` (the training loop, resume, export) and :class:`TrainResult`;
+* :mod:`.config`: what a training is asked and where it writes (settings, class weights, the
+  working folder and the resume rules);
+* :mod:`.io`: the reading side (dataset checks, record batches, :func:`predict_split`,
+  :func:`load_exported`), also used by evaluation;
+* :mod:`.distributed`: MXNet's parameter-server roles and the local ``dist_sync`` launcher;
+* :mod:`.check`: ``prostate-fast check``, the study's MLP sanity check and MXNet's build.
+
+Epoch selection and the stored threshold come from :mod:`prostate_fast.metrics`, shared with
+evaluation; this package never imports a later stage. MXNet is imported inside the functions.
+"""
 
 from __future__ import annotations
 
