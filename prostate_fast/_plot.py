@@ -47,8 +47,13 @@ def line_chart_png(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = ["-", "-", "--", ":", "-."]
     for i, (name, ys) in enumerate(series.items()):
-        ax.plot(list(x), list(ys), styles[i % len(styles)], marker="." if len(x) < 40 else None,
-                label=name)  # fmt: skip
+        ax.plot(
+            list(x),
+            list(ys),
+            styles[i % len(styles)],
+            marker="." if len(x) < 40 else None,
+            label=name,
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ylim is not None:

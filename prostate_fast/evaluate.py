@@ -15,10 +15,12 @@ p(cancer) for today's two classes and stays meaningful when more cancer types ar
 negative is far worse than a false positive, so the threshold is chosen on the validation split to
 reach a target sensitivity (default 0.99), not left at 0.5.
 
-The metric functions are pure numpy (no MXNet, no scikit-learn): the ROC AUC is the Mann-Whitney
-rank statistic with ties averaged, which equals the trapezoid area under the ROC curve.
-:func:`evaluate_model` runs an exported model (``prostate_fast.train``) on a dataset split and
-writes the report; MXNet is imported only there.
+This module is the evaluation stage; the metrics themselves (confusion counts and rates, ROC curve,
+AUC, the threshold for a target sensitivity) belong to :mod:`prostate_fast.metrics`, shared with
+training, and are re-exported here. :func:`evaluate_predictions` turns predictions into an
+:class:`Evaluation` (pooled and per slide, as tables and JSON); :func:`evaluate_model` runs an
+exported model (``prostate_fast.train``) on a dataset split, chooses the threshold on val and writes
+the report folder atomically. MXNet is imported only there.
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import DatasetError
+from .metrics import (
+    Confusion,
+    confusion,
+    roc_auc,
+    roc_curve,
+    screening_labels,
+    screening_score,
+    sensitivity_at_specificity,
+    threshold_for_sensitivity,
+)
+
+if TYPE_CHECKING:
+    from .model import ModelInfo
 
 __all__ = [
     "Confusion",
@@ -47,208 +63,6 @@ __all__ = [
     "sensitivity_at_specificity",
     "threshold_for_sensitivity",
 ]
-
-
-def _ratio(a: int, b: int) -> float:
-    return a / b if b else math.nan
-
-
-@dataclass(frozen=True)
-class Confusion:
-    """Counts of a screening test against the true diagnosis, with the derived rates (NaN if 0/0)."""
-
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @property
-    def n(self) -> int:
-        """Number of tiles."""
-        return self.tp + self.fp + self.fn + self.tn
-
-    @property
-    def accuracy(self) -> float:
-        """(TP + TN) / n."""
-        return _ratio(self.tp + self.tn, self.n)
-
-    @property
-    def sensitivity(self) -> float:
-        """TP / (TP + FN): the share of cancer tiles the test finds."""
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def specificity(self) -> float:
-        """TN / (TN + FP): the share of benign tiles the test clears."""
-        return _ratio(self.tn, self.tn + self.fp)
-
-    @property
-    def ppv(self) -> float:
-        """TP / (TP + FP): positive predictive value."""
-        return _ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def npv(self) -> float:
-        """TN / (TN + FN): negative predictive value."""
-        return _ratio(self.tn, self.tn + self.fn)
-
-    def matrix(self) -> np.ndarray:
-        """The study's 3 x 3 layout: rows test +/-/total, columns cancer/benign/total (int64)."""
-        m = np.array([[self.tp, self.fp], [self.fn, self.tn]], dtype=np.int64)
-        m = np.vstack([m, m.sum(axis=0)])
-        return np.hstack([m, m.sum(axis=1, keepdims=True)])
-
-    def metrics(self) -> dict[str, float | int]:
-        """Counts and rates as a flat dictionary."""
-        names = (
-            "n",
-            "tp",
-            "fp",
-            "fn",
-            "tn",
-            "accuracy",
-            "sensitivity",
-            "specificity",
-            "ppv",
-            "npv",
-        )
-        return {k: getattr(self, k) for k in names}
-
-    def table(self, positive: str = "cancer", negative: str = "benign") -> str:
-        """The confusion matrix as text, laid out as in the study (see the module docstring)."""
-        m = self.matrix()
-        heads = [positive, negative, "total"]
-        w = max(8, *(len(h) for h in heads)) + 2
-        lines = [" " * 16 + "true diagnosis", " " * 16 + "".join(h.rjust(w) for h in heads)]
-        for name, row in zip(("test positive", "test negative", "total"), m, strict=True):
-            lines.append(name.ljust(16) + "".join(str(v).rjust(w) for v in row))
-        return "\n".join(lines)
-
-
-def _positive_mask(classes: Sequence[str], positive: Sequence[str] | str | None) -> np.ndarray:
-    classes = list(classes)
-    if positive is None:
-        neg = classes.index("benign") if "benign" in classes else 0
-        return np.arange(len(classes)) != neg
-    names = [positive] if isinstance(positive, str) else list(positive)
-    unknown = [c for c in names if c not in classes]
-    if unknown or not names:
-        raise ValueError(f"positive must name classes among {classes}, got {positive!r}")
-    mask = np.isin(np.array(classes), names)
-    if mask.all():
-        raise ValueError(f"positive must leave at least one negative class, got {positive!r}")
-    return mask
-
-
-def screening_score(
-    prob: np.ndarray,
-    classes: Sequence[str] | None = None,
-    positive: Sequence[str] | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return (score, positive-class mask) from (n, C) class probabilities or an (n,) score.
-
-    The score is the summed probability of the ``positive`` classes (default: every class except
-    ``"benign"``, or except the first class when there is no ``"benign"``). An (n,) input is taken
-    as the score already (two classes, or ``classes`` when given).
-
-    Raises
-    ------
-    ValueError
-        Bad shape, or a ``positive`` name that is not in ``classes``.
-    """
-    p = np.asarray(prob, dtype=np.float64)
-    if p.ndim == 1:
-        names = list(classes) if classes is not None else ["benign", "cancer"]
-        return p, _positive_mask(names, positive)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"prob must have shape (n,) or (n, C >= 2), got {p.shape}")
-    names = list(classes) if classes is not None else [str(i) for i in range(p.shape[1])]
-    if len(names) != p.shape[1]:
-        raise ValueError(f"classes has {len(names)} names but prob has {p.shape[1]} columns")
-    mask = _positive_mask(names, positive)
-    return p[:, mask].sum(axis=1), mask
-
-
-def _check_binary(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).astype(bool).ravel()
-    s = np.asarray(score, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite")
-    return y, s
-
-
-def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points for "positive when score >= t", t over every distinct score, descending.
-
-    Returns
-    -------
-    fpr, tpr, thresholds : ndarray
-        Starting at (0, 0) with threshold +inf and ending at (1, 1). NaN rates when a class is
-        absent.
-    """
-    y, s = _check_binary(y, score)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.array([], int)
-    tps = np.cumsum(y)[last] if s.size else np.array([], int)
-    fps = (last + 1) - tps
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    tpr = np.r_[0, tps] / n_pos if n_pos else np.full(last.size + 1, math.nan)
-    fpr = np.r_[0, fps] / n_neg if n_neg else np.full(last.size + 1, math.nan)
-    return fpr.astype(float), tpr.astype(float), np.r_[np.inf, s[last]]
-
-
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U / (P N), ties count one half); NaN if a class is absent."""
-    y, s = _check_binary(y, score)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size)
-    sorted_s = s[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], s.size]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def threshold_for_sensitivity(y: np.ndarray, score: np.ndarray, target: float = 0.99) -> float:
-    """The largest threshold t such that "positive when score >= t" reaches ``target`` sensitivity.
-
-    Raises
-    ------
-    ValueError
-        ``target`` outside (0, 1], or no positive sample.
-    """
-    if not 0 < target <= 1:
-        raise ValueError(f"target sensitivity must be in (0, 1], got {target!r}")
-    y, s = _check_binary(y, score)
-    pos = np.sort(s[y])[::-1]
-    if pos.size == 0:
-        raise ValueError("no positive sample: cannot choose a threshold for a target sensitivity")
-    k = max(1, math.ceil(target * pos.size - 1e-9))
-    return float(pos[k - 1])
-
-
-def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, floor: float = 0.5) -> float:
-    """The best sensitivity over thresholds whose specificity is at least ``floor`` (NaN if undefined)."""
-    fpr, tpr, _ = roc_curve(y, score)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
-        return math.nan
-    ok = fpr <= 1.0 - floor + 1e-12
-    return float(tpr[ok].max())
-
-
-def _confusion(y: np.ndarray, test: np.ndarray) -> Confusion:
-    return Confusion(
-        tp=int(np.sum(y & test)),
-        fp=int(np.sum(~y & test)),
-        fn=int(np.sum(y & ~test)),
-        tn=int(np.sum(~y & ~test)),
-    )
 
 
 @dataclass(frozen=True)
@@ -374,12 +188,12 @@ def evaluate_predictions(
     per_auc: dict[str, float] = {}
     for s in sorted(set(slide_arr.tolist()), key=str):
         sel = slide_arr == s
-        per_slide[str(s)] = _confusion(y[sel], test[sel])
+        per_slide[str(s)] = confusion(y[sel], test[sel])
         per_auc[str(s)] = roc_auc(y[sel], score[sel])
     fpr, tpr, _ = roc_curve(y, score)
     t_target = threshold_for_sensitivity(y, score, target_sensitivity) if y.any() else math.nan
     return Evaluation(
-        pooled=_confusion(y, test),
+        pooled=confusion(y, test),
         per_slide=per_slide,
         auc=roc_auc(y, score),
         per_slide_auc=per_auc,
@@ -460,9 +274,7 @@ def evaluate_model(
     -----
     Cost: one forward pass over the split (and over ``val`` when the threshold is derived).
     """
-    from ._plot import confusion_png, roc_png
-    from ._util import write_json as _write_json
-    from .model import read_model_info, write_model_json
+    from .model import read_model_info
     from .train.io import load_exported, predict_split
 
     model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
@@ -472,82 +284,149 @@ def evaluate_model(
         raise FileExistsError(f"{out}: already exists; refusing to overwrite it")
     classes = list(info.classes)
     net, mx_ctx = load_exported(model_dir, info, ctx=ctx)
-
-    def run(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return predict_split(
-            net, dataset_dir, name, ctx=mx_ctx, batch_size=batch_size, classes=classes,
-            tile_size=info.tile_size, scale=info.scale,
-            n_threads=n_threads, softmax=False,
-        )  # fmt: skip
-
+    run = partial(
+        predict_split,
+        net,
+        dataset_dir,
+        ctx=mx_ctx,
+        batch_size=batch_size,
+        classes=classes,
+        tile_size=info.tile_size,
+        scale=info.scale,
+        n_threads=n_threads,
+        softmax=False,
+    )
     labels, prob = run(split)
     source = "given"
     if threshold is None:
-        vl, vp = (labels, prob) if split == "val" else run("val")
-        vy = screening_score(vp, classes)[1][vl]
-        if not vy.any():
-            raise DatasetError(
-                f"{dataset_dir}: the val split has no positive tile; give --threshold"
-            )
-        threshold = threshold_for_sensitivity(
-            vy, screening_score(vp, classes)[0], target_sensitivity
-        )
+        val = (labels, prob) if split == "val" else run("val")
+        threshold = _val_threshold(*val, classes, dataset_dir, target_sensitivity)
         source = f"sensitivity {target_sensitivity:g} on val"
     slides = _split_slides(dataset_dir, split, labels.size)
     ev = evaluate_predictions(
-        labels, prob, slides, classes=classes, threshold=threshold,
+        labels,
+        prob,
+        slides,
+        classes=classes,
+        threshold=threshold,
         target_sensitivity=target_sensitivity,
-    )  # fmt: skip
+    )
+    head = {"model": str(model_dir), "dataset": str(dataset_dir), "split": split}
+    head.update(epoch=info.epoch, threshold_source=source)
+    _write_report(out, ev, head, (labels, prob, slides, classes))
+    if write_threshold:
+        _store_threshold(model_dir, info, ev, target_sensitivity, source)
+    return ev
+
+
+def _val_threshold(
+    labels: np.ndarray,
+    prob: np.ndarray,
+    classes: Sequence[str],
+    dataset_dir: Path,
+    target_sensitivity: float,
+) -> float:
+    """The threshold reaching ``target_sensitivity`` on the val split's predictions."""
+    y, score = screening_labels(labels, prob, classes)
+    if not y.any():
+        raise DatasetError(f"{dataset_dir}: the val split has no positive tile; give --threshold")
+    return threshold_for_sensitivity(y, score, target_sensitivity)
+
+
+def _write_report(
+    out: Path,
+    ev: Evaluation,
+    head: dict[str, Any],
+    predictions: tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[str]],
+) -> None:
+    """Write the report folder ``out`` atomically (built as ``.OUT.part``, then renamed).
+
+    ``head`` opens report.json (model, dataset, split, epoch, threshold_source); ``predictions``
+    (labels, probabilities, slide names, classes) fill predictions.csv.
+    """
+    from ._util import write_json as _write_json
+
+    split, source = head["split"], head["threshold_source"]
     tmp = out.with_name(f".{out.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        report = {
-            "model": str(model_dir), "dataset": str(dataset_dir), "split": split,
-            "epoch": info.epoch, "threshold_source": source, **ev.to_dict(),
-        }  # fmt: skip
-        _write_json(tmp / "report.json", report)
+        _write_json(tmp / "report.json", {**head, **ev.to_dict()})
         (tmp / "report.txt").write_text(f"{split} split, threshold from {source}\n{ev.report()}")
-        with (tmp / "slides.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            keys = list(ev.pooled.metrics())
-            w.writerow(["slide", *keys, "auc"])
-            for s, c in [*ev.per_slide.items(), ("all", ev.pooled)]:
-                auc = ev.auc if s == "all" and c is ev.pooled else ev.per_slide_auc[s]
-                w.writerow([s, *(c.metrics()[k] for k in keys), auc])
-        score = screening_score(prob, classes)[0]
-        with (tmp / "predictions.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["record", "slide", "label", "score", "test_positive", *classes])
-            for i in range(labels.size):
-                row = [
-                    i,
-                    slides[i],
-                    classes[labels[i]],
-                    f"{score[i]:.6f}",
-                    int(score[i] >= threshold),
-                ]
-                w.writerow(row + [f"{p:.6f}" for p in prob[i]])
-        pos, neg = "+".join(ev.positive), "+".join(ev.negative)
-        confusion_png(
-            tmp / "confusion.png", ev.pooled.matrix(), ["test positive", "test negative", "total"],
-            [pos, neg, "total"], title=f"{split}: screening test vs true diagnosis",
-        )  # fmt: skip
-        c = ev.pooled
-        point = (1 - c.specificity, c.sensitivity) if c.tp + c.fn and c.tn + c.fp else None
-        if not math.isnan(ev.auc):
-            roc_png(tmp / "roc.png", ev.fpr, ev.tpr, auc=ev.auc, point=point,
-                    point_label=f"threshold {threshold:.3g}", title=f"ROC, {split} split")  # fmt: skip
+        _write_slides_csv(tmp / "slides.csv", ev)
+        _write_predictions(tmp / "predictions.csv", *predictions, ev.threshold)
+        _write_plots(tmp, ev, split)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if write_threshold:
-        new_threshold = {
-            pos: float(threshold),
-            "target_sensitivity": target_sensitivity,
-            "source": source,
-        }
-        write_model_json(model_dir, {**info.meta, "threshold": new_threshold})
-    return ev
+
+
+def _write_plots(folder: Path, ev: Evaluation, split: str) -> None:
+    """``confusion.png`` (pooled matrix) and, when the AUC is defined, ``roc.png``."""
+    from ._plot import confusion_png, roc_png
+
+    pos, neg = "+".join(ev.positive), "+".join(ev.negative)
+    confusion_png(
+        folder / "confusion.png",
+        ev.pooled.matrix(),
+        ["test positive", "test negative", "total"],
+        [pos, neg, "total"],
+        title=f"{split}: screening test vs true diagnosis",
+    )
+    c = ev.pooled
+    point = (1 - c.specificity, c.sensitivity) if c.tp + c.fn and c.tn + c.fp else None
+    if not math.isnan(ev.auc):
+        roc_png(
+            folder / "roc.png",
+            ev.fpr,
+            ev.tpr,
+            auc=ev.auc,
+            point=point,
+            point_label=f"threshold {ev.threshold:.3g}",
+            title=f"ROC, {split} split",
+        )
+
+
+def _write_slides_csv(path: Path, ev: Evaluation) -> None:
+    """One row of counts, rates and AUC per slide, then the pooled row "all"."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        keys = list(ev.pooled.metrics())
+        w.writerow(["slide", *keys, "auc"])
+        for s, c in [*ev.per_slide.items(), ("all", ev.pooled)]:
+            auc = ev.auc if s == "all" and c is ev.pooled else ev.per_slide_auc[s]
+            w.writerow([s, *(c.metrics()[k] for k in keys), auc])
+
+
+def _write_predictions(
+    path: Path,
+    labels: np.ndarray,
+    prob: np.ndarray,
+    slides: np.ndarray,
+    classes: Sequence[str],
+    threshold: float,
+) -> None:
+    """One row per tile: record, slide, true class, score, test result, class probabilities."""
+    score = screening_score(prob, classes)[0]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record", "slide", "label", "score", "test_positive", *classes])
+        for i in range(labels.size):
+            row = [i, slides[i], classes[labels[i]], f"{score[i]:.6f}", int(score[i] >= threshold)]
+            w.writerow(row + [f"{p:.6f}" for p in prob[i]])
+
+
+def _store_threshold(
+    model_dir: Path, info: ModelInfo, ev: Evaluation, target: float, source: str
+) -> None:
+    """Write the evaluation's threshold into ``MODEL_DIR/model.json`` (read by prediction)."""
+    from .model import write_model_json
+
+    new_threshold = {
+        "+".join(ev.positive): float(ev.threshold),
+        "target_sensitivity": target,
+        "source": source,
+    }
+    write_model_json(model_dir, {**info.meta, "threshold": new_threshold})

@@ -42,8 +42,9 @@ def _tiny(tmp_path_factory: pytest.TempPathFactory, name: str, slides: int, per_
     from _tiny_dataset import make_tiny_dataset
 
     root = tmp_path_factory.mktemp(name) / "ds"
-    return make_tiny_dataset(root, size=16, train_slides=slides, per_slide=per_slide,
-                             val_per_slide=16)  # fmt: skip
+    return make_tiny_dataset(
+        root, size=16, train_slides=slides, per_slide=per_slide, val_per_slide=16
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,15 @@ def test_dmlc_env_per_role() -> None:
     worker = dmlc_env("worker", base=base, **common)
     assert "PORT" not in worker and "DMLC_USE_KUBERNETES" not in worker
     assert worker["PATH"] == "/bin" and base["PORT"] == "8080"  # the base is not modified
-    expected = {"DMLC_ROLE": "worker", "DMLC_PS_ROOT_URI": LOOPBACK, "DMLC_PS_ROOT_PORT": "9091",
-                "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": "2", "DMLC_NODE_HOST": LOOPBACK,
-                "MXNET_ENGINE_TYPE": "NaiveEngine"}  # fmt: skip
+    expected = {
+        "DMLC_ROLE": "worker",
+        "DMLC_PS_ROOT_URI": LOOPBACK,
+        "DMLC_PS_ROOT_PORT": "9091",
+        "DMLC_NUM_SERVER": "1",
+        "DMLC_NUM_WORKER": "2",
+        "DMLC_NODE_HOST": LOOPBACK,
+        "MXNET_ENGINE_TYPE": "NaiveEngine",
+    }
     assert {k: worker[k] for k in expected} == expected
     for role in ("scheduler", "server"):
         env = dmlc_env(role, base=base, **common)
@@ -86,8 +93,14 @@ def test_dmlc_env_per_role() -> None:
     ],
 )
 def test_dmlc_env_refuses_bad_arguments(kwargs: dict, match: str) -> None:
-    args = {"role": "worker", "root_uri": LOOPBACK, "root_port": 9091, "n_workers": 2,
-            "node_host": LOOPBACK, **kwargs}  # fmt: skip
+    args = {
+        "role": "worker",
+        "root_uri": LOOPBACK,
+        "root_port": 9091,
+        "n_workers": 2,
+        "node_host": LOOPBACK,
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=match):
         dmlc_env(args.pop("role"), **args)
 
@@ -126,8 +139,12 @@ def test_failing_workers_stop_scheduler_and_server(loopback: str, tmp_path: Path
     """Workers fail before they reach the scheduler: the waiting scheduler and server are killed."""
     t0 = time.monotonic()
     lines: list[str] = []
-    codes = launch_local(["train", str(tmp_path / "missing"), "-o", str(tmp_path / "m")],
-                         timeout=60, log_dir=tmp_path / "logs", log=lines.append)  # fmt: skip
+    codes = launch_local(
+        ["train", str(tmp_path / "missing"), "-o", str(tmp_path / "m")],
+        timeout=60,
+        log_dir=tmp_path / "logs",
+        log=lines.append,
+    )
     # 2: the CLI's status for a missing dataset; the slower worker may be stopped first
     assert 2 in codes and all(c == 2 or c < 0 for c in codes), codes
     assert time.monotonic() - t0 < 45
@@ -142,8 +159,12 @@ def test_failing_workers_stop_scheduler_and_server(loopback: str, tmp_path: Path
 def test_timeout_stops_every_process(loopback: str, dataset: Path, tmp_path: Path) -> None:
     t0 = time.monotonic()
     lines: list[str] = []
-    codes = launch_local(["train", str(dataset), "-o", str(tmp_path / "m"), "--epochs", "1000",
-                          *TINY_NET], timeout=1.5, log_dir=tmp_path / "logs", log=lines.append)  # fmt: skip
+    codes = launch_local(
+        ["train", str(dataset), "-o", str(tmp_path / "m"), "--epochs", "1000", *TINY_NET],
+        timeout=1.5,
+        log_dir=tmp_path / "logs",
+        log=lines.append,
+    )
     assert len(codes) == 2 and all(c < 0 for c in codes), codes  # stopped by a signal
     assert any("timed out" in line for line in lines), lines
     assert time.monotonic() - t0 < 30
@@ -165,10 +186,33 @@ def _train_two_workers(dataset: Path, tmp_path: Path, batch_size: int) -> Path:
     """`prostate-fast launch`: scheduler + 1 server + 2 workers, 2 epochs; return rank 0's model."""
     model = tmp_path / "model"
     t0 = time.monotonic()
-    status = cli.main(["launch", "--workers", "2", "--servers", "1", "--timeout", "80",
-                       "--log-dir", str(tmp_path / "logs"), "--",
-                       "train", str(dataset), "-o", str(model), "--epochs", "2",
-                       "--batch-size", str(batch_size), "--lr", "0.05", "--seed", "3", *TINY_NET])  # fmt: skip
+    status = cli.main(
+        [
+            "launch",
+            "--workers",
+            "2",
+            "--servers",
+            "1",
+            "--timeout",
+            "80",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--",
+            "train",
+            str(dataset),
+            "-o",
+            str(model),
+            "--epochs",
+            "2",
+            "--batch-size",
+            str(batch_size),
+            "--lr",
+            "0.05",
+            "--seed",
+            "3",
+            *TINY_NET,
+        ]
+    )
     logs = "\n".join(f"== {p.name}\n{p.read_text()[-1500:]}" for p in (tmp_path / "logs").iterdir())
     assert status == 0, logs
     assert time.monotonic() - t0 < 90

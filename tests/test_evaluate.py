@@ -1,9 +1,11 @@
-"""Evaluate stage: screening metrics against brute-force references, reports of a model folder."""
+"""Evaluate stage: predictions as a screening test (pooled, per slide), reports of a model folder.
+
+The metrics themselves are tested in test_metrics.py.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +15,7 @@ from _tiny_model import make_model
 
 from prostate_fast.cli.main import main
 from prostate_fast.errors import DatasetError, ModelError
-from prostate_fast.evaluate import (
-    Confusion,
-    evaluate_model,
-    evaluate_predictions,
-    roc_auc,
-    roc_curve,
-    screening_score,
-    sensitivity_at_specificity,
-    threshold_for_sensitivity,
-)
+from prostate_fast.evaluate import evaluate_model, evaluate_predictions
 
 
 def _auc_pairs(y: np.ndarray, s: np.ndarray) -> float:
@@ -31,79 +24,7 @@ def _auc_pairs(y: np.ndarray, s: np.ndarray) -> float:
     return float(((diff > 0) + 0.5 * (diff == 0)).mean())
 
 
-# -- metrics ------------------------------------------------------------------------------------
-def test_confusion_layout_and_rates() -> None:
-    c = Confusion(tp=8, fp=3, fn=2, tn=7)
-    assert c.matrix().tolist() == [[8, 3, 11], [2, 7, 9], [10, 10, 20]]
-    assert c.accuracy == 0.75 and c.sensitivity == 0.8 and c.specificity == 0.7
-    assert c.ppv == 8 / 11 and c.npv == 7 / 9
-    lines = c.table().splitlines()
-    assert "true diagnosis" in lines[0] and lines[1].split() == ["cancer", "benign", "total"]
-    assert lines[2].split() == ["test", "positive", "8", "3", "11"]
-    assert lines[4].split() == ["total", "10", "10", "20"]
-    empty = Confusion(0, 0, 0, 5)
-    assert math.isnan(empty.sensitivity) and empty.specificity == 1.0
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_roc_auc_matches_pairwise_count_and_trapezoid(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    y = rng.random(300) < 0.4
-    s = np.round(rng.random(300) + 0.3 * y, 1)  # many ties
-    auc = roc_auc(y, s)
-    assert auc == pytest.approx(_auc_pairs(y, s), abs=1e-12)
-    fpr, tpr, thr = roc_curve(y, s)
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and thr[0] == np.inf
-    assert np.all(np.diff(thr) < 0)
-    trapezoid = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    assert trapezoid == pytest.approx(auc, abs=1e-12)
-
-
-def test_roc_auc_undefined_with_one_class() -> None:
-    assert math.isnan(roc_auc(np.zeros(5, bool), np.arange(5.0)))
-    assert roc_auc(np.array([0, 1], bool), np.array([0.2, 0.9])) == 1.0
-
-
-@pytest.mark.parametrize("target", [0.5, 0.9, 0.99, 1.0])
-def test_threshold_for_sensitivity_is_the_largest_that_reaches_target(target: float) -> None:
-    rng = np.random.default_rng(5)
-    y = rng.random(400) < 0.5
-    s = rng.random(400) * 0.6 + 0.4 * y
-    t = threshold_for_sensitivity(y, s, target)
-    sens = (s[y] >= t).mean()
-    assert sens >= target
-    above = np.min(s[s > t]) if (s > t).any() else np.inf
-    assert (s[y] >= above).mean() < target  # any larger threshold misses the target
-
-
-def test_threshold_errors() -> None:
-    with pytest.raises(ValueError, match="target sensitivity"):
-        threshold_for_sensitivity(np.array([1], bool), np.array([0.5]), 0.0)
-    with pytest.raises(ValueError, match="no positive"):
-        threshold_for_sensitivity(np.zeros(3, bool), np.zeros(3), 0.9)
-
-
-def test_sensitivity_at_specificity_floor() -> None:
-    y = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
-    s = np.array([0.9, 0.8, 0.3, 0.2, 0.7, 0.4, 0.1, 0.05])
-    assert sensitivity_at_specificity(y, s, 1.0) == 0.5  # no false positive allowed
-    assert sensitivity_at_specificity(y, s, 0.75) == 0.5
-    assert sensitivity_at_specificity(y, s, 0.5) == 1.0  # threshold 0.2: 2 of 4 benign above
-    assert sensitivity_at_specificity(y, s, 0.25) == 1.0
-
-
-def test_screening_score_positive_classes() -> None:
-    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    score, mask = screening_score(p, ["benign", "gleason3", "gleason4"])
-    assert mask.tolist() == [False, True, True] and np.allclose(score, [0.3, 0.9])
-    score, _ = screening_score(p, ["benign", "gleason3", "gleason4"], positive="gleason4")
-    assert np.allclose(score, [0.1, 0.6])
-    with pytest.raises(ValueError, match="positive"):
-        screening_score(p, ["benign", "a", "b"], positive="nope")
-    with pytest.raises(ValueError, match="columns"):
-        screening_score(p, ["benign", "cancer"])
-
-
+# -- predictions ------------------------------------------------------------------------------
 def test_evaluate_predictions_per_slide_and_pooled() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 200)
@@ -152,8 +73,8 @@ def test_evaluate_model_writes_report(folders, tmp_path: Path) -> None:
     assert ev.pooled.n == 40 and list(ev.per_slide) == ["v0"]
     assert ev.pooled.sensitivity >= 0.9  # threshold chosen on val for sensitivity 0.9
     names = {p.name for p in out.iterdir()}
-    assert names == {"report.json", "report.txt", "slides.csv", "predictions.csv", "roc.png",
-                     "confusion.png"}  # fmt: skip
+    want = {"report.json", "report.txt", "slides.csv", "predictions.csv", "roc.png"}
+    assert names == want | {"confusion.png"}
     report = json.loads((out / "report.json").read_text())
     assert report["pooled"]["threshold"] == ev.threshold and report["split"] == "val"
     assert (out / "predictions.csv").read_text().count("\n") == 41
@@ -200,3 +121,17 @@ def test_cli_evaluate(folders, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["evaluate", str(model), str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0]
+
+
+def test_public_metric_names_still_import_from_evaluate() -> None:
+    from prostate_fast import evaluate, metrics
+
+    for name in (
+        "Confusion",
+        "roc_auc",
+        "roc_curve",
+        "screening_score",
+        "threshold_for_sensitivity",
+    ):
+        assert getattr(evaluate, name) is getattr(metrics, name)
+    assert evaluate.sensitivity_at_specificity is metrics.sensitivity_at_specificity

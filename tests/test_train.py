@@ -79,8 +79,16 @@ def test_outputs_and_logs(trained) -> None:
     out, result, lines = trained
     names = {p.name for p in out.iterdir()}
     best = result.best_epoch
-    assert {"model-symbol.json", f"model-{best:04d}.params", "model.json", "log.csv",
-            "train.log", "accuracy.png", "state.json", "checkpoints"} <= names  # fmt: skip
+    assert {
+        "model-symbol.json",
+        f"model-{best:04d}.params",
+        "model.json",
+        "log.csv",
+        "train.log",
+        "accuracy.png",
+        "state.json",
+        "checkpoints",
+    } <= names
     assert not out.with_name("m.partial").exists()
     info = json.loads((out / "model.json").read_text())
     assert info["format"] == "prostate-fast-model" and info["classes"] == ["benign", "cancer"]
@@ -94,8 +102,9 @@ def test_outputs_and_logs(trained) -> None:
     csv_lines = (out / "log.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
     assert len(csv_lines) == 4
-    assert any(line.startswith("Epoch[0] Batch [2]\tSpeed: ") and "accuracy=" in line
-               for line in lines)  # fmt: skip
+    assert any(
+        line.startswith("Epoch[0] Batch [2]\tSpeed: ") and "accuracy=" in line for line in lines
+    )
     for key in ("Train-accuracy=", "Time cost=", "Validation-accuracy=", "Validation-sensitivity="):
         assert any(line.startswith(f"Epoch[2] {key}") for line in lines), key
     assert (out / "train.log").read_text().splitlines() == lines
@@ -128,14 +137,21 @@ def test_export_loads_in_symbolblock_and_module(trained) -> None:
 def test_same_seed_same_weights(ds, trained, tmp_path: Path) -> None:
     out, result, _ = trained
     again = train(ds, tmp_path / "again", epochs=3, **FAST)
-    assert _same(out / "checkpoints" / "epoch-0003.params",
-                 again.model_dir / "checkpoints" / "epoch-0003.params")  # fmt: skip
-    strip = [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")}
-             for r in (result.history, again.history) for r in r]  # fmt: skip
+    assert _same(
+        out / "checkpoints" / "epoch-0003.params",
+        again.model_dir / "checkpoints" / "epoch-0003.params",
+    )
+    strip = [
+        {k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")}
+        for r in (result.history, again.history)
+        for r in r
+    ]
     assert strip[:3] == strip[3:]
     other = train(ds, tmp_path / "other", epochs=3, **{**FAST, "seed": 1})
-    assert not _same(other.model_dir / "checkpoints" / "epoch-0003.params",
-                     again.model_dir / "checkpoints" / "epoch-0003.params")  # fmt: skip
+    assert not _same(
+        other.model_dir / "checkpoints" / "epoch-0003.params",
+        again.model_dir / "checkpoints" / "epoch-0003.params",
+    )
 
 
 def test_resume_finished_run_equals_uninterrupted(ds, trained, tmp_path: Path) -> None:
@@ -147,8 +163,9 @@ def test_resume_finished_run_equals_uninterrupted(ds, trained, tmp_path: Path) -
     resumed = train(ds, m, epochs=3, resume=True, **FAST)
     assert _same(m / "checkpoints" / "epoch-0003.params", out / "checkpoints" / "epoch-0003.params")
     assert resumed.best_epoch == result.best_epoch
-    assert _same(m / f"model-{resumed.best_epoch:04d}.params",
-                 out / f"model-{result.best_epoch:04d}.params")  # fmt: skip
+    assert _same(
+        m / f"model-{resumed.best_epoch:04d}.params", out / f"model-{result.best_epoch:04d}.params"
+    )
     assert len((m / "log.csv").read_text().splitlines()) == 4
     with pytest.raises(ModelError, match="already trained"):
         train(ds, m, epochs=3, resume=True, **FAST)
@@ -177,8 +194,17 @@ def test_resume_interrupted_run(ds, trained, tmp_path: Path) -> None:
 def test_overwrite_and_options(ds, tmp_path: Path) -> None:
     m = tmp_path / "m"
     train(ds, m, epochs=1, **FAST)
-    r = train(ds, m, epochs=2, overwrite=True, class_weights="dataset", lr_steps=[2],
-              select="accuracy", augment=True, **FAST)  # fmt: skip
+    r = train(
+        ds,
+        m,
+        epochs=2,
+        overwrite=True,
+        class_weights="dataset",
+        lr_steps=[2],
+        select="accuracy",
+        augment=True,
+        **FAST,
+    )
     assert [row["lr"] for row in r.history] == pytest.approx([0.05, 0.005])
     info = json.loads((m / "model.json").read_text())
     assert info["training"]["augment"] and info["training"]["select"] == "accuracy"
@@ -247,8 +273,13 @@ def test_record_label_outside_classes(tmp_path: Path) -> None:
 
 def test_resume_with_other_classes(ds, trained, tmp_path: Path) -> None:
     out, _, _ = trained
-    three = make_tiny_dataset(tmp_path / "ds3", per_slide=4, val_per_slide=4, train_slides=1,
-                              classes=["benign", "cancer", "other"])  # fmt: skip
+    three = make_tiny_dataset(
+        tmp_path / "ds3",
+        per_slide=4,
+        val_per_slide=4,
+        train_slides=1,
+        classes=["benign", "cancer", "other"],
+    )
     m = tmp_path / "m"
     shutil.copytree(out, m)
     with pytest.raises(ModelError, match="classes"):
@@ -291,8 +322,21 @@ def test_corrupt_image_inside_valid_record(tmp_path: Path) -> None:
 
 def test_cli_train_and_errors(ds, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    argv = ["train", str(ds), "-o", str(out), "--epochs", "1", "--lr", "0.05", "--threads", "2",
-            "--dense-units", "32,16,8", "--quiet"]  # fmt: skip
+    argv = [
+        "train",
+        str(ds),
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--lr",
+        "0.05",
+        "--threads",
+        "2",
+        "--dense-units",
+        "32,16,8",
+        "--quiet",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "model:" in text and "threshold:" in text
@@ -325,15 +369,23 @@ def test_accuracy_on_synthetic_slides(tmp_path: Path) -> None:
 
     tables = []
     for i in range(5):
-        made = make_synthetic(tmp_path / "slides", name=f"s{i}", width=2048, height=1024,
-                              seed=20 + i, n_cancer=3, n_cores=3)  # fmt: skip
+        made = make_synthetic(
+            tmp_path / "slides",
+            name=f"s{i}",
+            width=2048,
+            height=1024,
+            seed=20 + i,
+            n_cancer=3,
+            n_cores=3,
+        )
         with open_slide(made.slide) as slide:
             grid = full_grid(slide, slide.choose_level(magnification=20.0), 32)
             tables.append(label_tiles(slide, made.mask, grid, n_threads=2))
     ds = tmp_path / "ds"
     build_dataset(tables, ds, split={"val": ["s4"]}, seed=0, n_threads=2)
-    result = train(ds, tmp_path / "m", epochs=8, batch_size=16, lr_steps=[7], select="accuracy",
-                   **FAST)  # fmt: skip
+    result = train(
+        ds, tmp_path / "m", epochs=8, batch_size=16, lr_steps=[7], select="accuracy", **FAST
+    )
     accuracy = [round(r["val_accuracy"], 3) for r in result.history]
     assert result.best["val_accuracy"] >= 0.90, accuracy
     assert result.best["val_auc"] >= 0.95, accuracy

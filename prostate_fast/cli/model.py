@@ -23,43 +23,91 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", type=Path, help="dataset folder written by `dataset`")
     p.add_argument("-o", "--out", type=Path, required=True, help="model folder to create")
-    p.add_argument("--network", default="study", choices=("study", "resnet10", "resnet18"),
-                   help="architecture (default: the study's CNN)")  # fmt: skip
-    p.add_argument("--conv-filters", type=_int_list, default=None, metavar="N,N",
-                   help="filters of the study CNN's convolutions (default 32,64)")  # fmt: skip
-    p.add_argument("--dense-units", type=_int_list, default=None, metavar="N,N,N",
-                   help="units of the study CNN's sigmoid dense layers (default 256,128,64)")  # fmt: skip
+    p.add_argument(
+        "--network",
+        default="study",
+        choices=("study", "resnet10", "resnet18"),
+        help="architecture (default: the study's CNN)",
+    )
+    p.add_argument(
+        "--conv-filters",
+        type=_int_list,
+        default=None,
+        metavar="N,N",
+        help="filters of the study CNN's convolutions (default 32,64)",
+    )
+    p.add_argument(
+        "--dense-units",
+        type=_int_list,
+        default=None,
+        metavar="N,N,N",
+        help="units of the study CNN's sigmoid dense layers (default 256,128,64)",
+    )
+    _add_train_optimiser(p)
+    _add_train_run(p)
+    p.set_defaults(handler=_cmd_train)
+
+
+def _add_train_optimiser(p: argparse.ArgumentParser) -> None:
+    """``train``'s optimisation options: epochs, batch, SGD, learning-rate steps, weights, seed."""
     p.add_argument("--epochs", type=_positive_int, default=100, help="epochs (100)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (32)")
     p.add_argument("--lr", type=_positive_float, default=0.001, help="SGD learning rate (0.001)")
     p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum (0.8)")
     p.add_argument("--wd", type=float, default=0.0, help="weight decay (0)")
-    p.add_argument("--lr-steps", type=_int_list, default=None, metavar="E,E",
-                   help="epochs at whose start the learning rate is multiplied by --lr-factor")  # fmt: skip
+    p.add_argument(
+        "--lr-steps",
+        type=_int_list,
+        default=None,
+        metavar="E,E",
+        help="epochs at whose start the learning rate is multiplied by --lr-factor",
+    )
     p.add_argument("--lr-factor", type=_positive_float, default=0.1, help="(default 0.1)")
-    p.add_argument("--class-weights", type=_class_weights_arg, default=None,
-                   metavar="dataset|W,W", help="loss weight per class: 'dataset' or numbers")  # fmt: skip
+    p.add_argument(
+        "--class-weights",
+        type=_class_weights_arg,
+        default=None,
+        metavar="dataset|W,W",
+        help="loss weight per class: 'dataset' or numbers",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+
+def _add_train_run(p: argparse.ArgumentParser) -> None:
+    """``train``'s run options: devices, kvstore, epoch selection, threads, logs, resume."""
     p.add_argument("--ctx", default="cpu", help="cpu (default), gpu(0) or gpu(0),gpu(1)")
-    p.add_argument("--kvstore", default="local",
-                   choices=("local", "device", "dist_sync", "dist_device_sync", "dist_async"),
-                   help="gluon.Trainer kvstore (default local)")  # fmt: skip
-    p.add_argument("--select", default="sensitivity@specificity>=0.5",
-                   help="validation metric that picks the exported epoch: "
-                   "sensitivity@specificity>=F (default F=0.5), accuracy, auc or loss")  # fmt: skip
-    p.add_argument("--target-sensitivity", type=_positive_float, default=0.99,
-                   help="the stored threshold reaches this sensitivity on val (0.99)")  # fmt: skip
+    p.add_argument(
+        "--kvstore",
+        default="local",
+        choices=("local", "device", "dist_sync", "dist_device_sync", "dist_async"),
+        help="gluon.Trainer kvstore (default local)",
+    )
+    p.add_argument(
+        "--select",
+        default="sensitivity@specificity>=0.5",
+        help="validation metric that picks the exported epoch: "
+        "sensitivity@specificity>=F (default F=0.5), accuracy, auc or loss",
+    )
+    p.add_argument(
+        "--target-sensitivity",
+        type=_positive_float,
+        default=0.99,
+        help="the stored threshold reaches this sensitivity on val (0.99)",
+    )
     p.add_argument("--augment", action="store_true", help="random mirror and 90-degree turns")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all)")
-    p.add_argument("--log-interval", type=_positive_int, default=50,
-                   help="batches between Speed lines (50)")  # fmt: skip
+    p.add_argument(
+        "--log-interval", type=_positive_int, default=50, help="batches between Speed lines (50)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--quiet", action="store_true", help="no log lines on stdout")
     resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true",
-                        help="continue an interrupted (OUT.partial) or finished model")  # fmt: skip
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted (OUT.partial) or finished model",
+    )
     resume.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -98,10 +146,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     b = result.best
     print(f"model:     {result.model_dir} (epoch {result.best_epoch} by {result.select})")
-    print(f"val:       accuracy {b['val_accuracy']:.4f}, sensitivity {b['val_sensitivity']:.4f}, "
-          f"specificity {b['val_specificity']:.4f}, AUC {b['val_auc']:.4f}")  # fmt: skip
-    print(f"threshold: {result.threshold:.4g} ({len(result.history)} epochs, "
-          f"{result.seconds:.1f} s)")  # fmt: skip
+    print(
+        f"val:       accuracy {b['val_accuracy']:.4f}, sensitivity {b['val_sensitivity']:.4f}, "
+        f"specificity {b['val_specificity']:.4f}, AUC {b['val_auc']:.4f}"
+    )
+    print(
+        f"threshold: {result.threshold:.4g} ({len(result.history)} epochs, {result.seconds:.1f} s)"
+    )
     return 0
 
 
@@ -116,14 +167,30 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=_positive_int, default=2, help="worker processes (2)")
     p.add_argument("--servers", type=_positive_int, default=1, help="server processes (1)")
-    p.add_argument("--port", type=_positive_int, default=None,
-                   help="scheduler port on 127.0.0.1 (default: a free one)")  # fmt: skip
-    p.add_argument("--timeout", type=_positive_float, default=24 * 3600.0,
-                   help="seconds before every process is stopped (one day)")  # fmt: skip
-    p.add_argument("--log-dir", type=Path, default=None,
-                   help="folder of scheduler.log, server-N.log, worker-N.log (default: temporary)")  # fmt: skip
-    p.add_argument("train_args", nargs=argparse.REMAINDER, metavar="-- train DATASET -o MODEL ...",
-                   help="the `train` command line of every worker")  # fmt: skip
+    p.add_argument(
+        "--port",
+        type=_positive_int,
+        default=None,
+        help="scheduler port on 127.0.0.1 (default: a free one)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=24 * 3600.0,
+        help="seconds before every process is stopped (one day)",
+    )
+    p.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="folder of scheduler.log, server-N.log, worker-N.log (default: temporary)",
+    )
+    p.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- train DATASET -o MODEL ...",
+        help="the `train` command line of every worker",
+    )
     p.set_defaults(handler=_cmd_launch)
 
 
@@ -132,10 +199,18 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     if not train_args or train_args[0] != "train":
-        raise ValueError("launch needs a train command line after --, e.g. "
-                         "`launch --workers 2 -- train DATASET -o MODEL`")  # fmt: skip
-    codes = launch_local(train_args, n_workers=args.workers, n_servers=args.servers,
-                         port=args.port, timeout=args.timeout, log_dir=args.log_dir)  # fmt: skip
+        raise ValueError(
+            "launch needs a train command line after --, e.g. "
+            "`launch --workers 2 -- train DATASET -o MODEL`"
+        )
+    codes = launch_local(
+        train_args,
+        n_workers=args.workers,
+        n_servers=args.servers,
+        port=args.port,
+        timeout=args.timeout,
+        log_dir=args.log_dir,
+    )
     failed = [c for c in codes if c != 0]  # a worker's own status, else 1 (stopped by a signal)
     return 0 if not failed else failed[0] if failed[0] > 0 else 1
 
@@ -151,14 +226,30 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="model folder written by `train`")
     p.add_argument("dataset", type=Path, help="dataset folder written by `dataset`")
     p.add_argument("--split", default="val", help="split to evaluate: val (default) or test")
-    p.add_argument("-o", "--out", type=Path, default=None,
-                   help="report folder (default MODEL_DIR/evaluation-SPLIT)")  # fmt: skip
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold (default: reach --target-sensitivity on val)")  # fmt: skip
-    p.add_argument("--target-sensitivity", type=_positive_float, default=0.99,
-                   help="sensitivity the threshold reaches on the val split (0.99)")  # fmt: skip
-    p.add_argument("--write-threshold", action="store_true",
-                   help="store the threshold in model.json (read by predict)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default MODEL_DIR/evaluation-SPLIT)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold (default: reach --target-sensitivity on val)",
+    )
+    p.add_argument(
+        "--target-sensitivity",
+        type=_positive_float,
+        default=0.99,
+        help="sensitivity the threshold reaches on the val split (0.99)",
+    )
+    p.add_argument(
+        "--write-threshold",
+        action="store_true",
+        help="store the threshold in model.json (read by predict)",
+    )
     p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all)")
@@ -196,8 +287,13 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
         "epochs, batch 64, 20 epochs) on MNIST IDX files in MNIST_DIR, or on scikit-learn's "
         "8x8 digits; print accuracy, samples/s, MXNet's version, build features and GPUs.",
     )
-    p.add_argument("mnist", type=Path, nargs="?", default=None,
-                   help="folder of MNIST IDX files (default: scikit-learn's digits)")  # fmt: skip
+    p.add_argument(
+        "mnist",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="folder of MNIST IDX files (default: scikit-learn's digits)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=20, help="epochs (20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")

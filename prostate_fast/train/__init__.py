@@ -1,11 +1,16 @@
-"""Train a network on a packed dataset and export it as a model folder.
+"""Train stage: fit a network on a packed dataset, select an epoch on val, export the model.
 
-* :mod:`~prostate_fast.train.loop`: :func:`train` (epochs, checkpoints, resume, epoch selection
-  on the validation split, the export through :func:`prostate_fast.model.write_model`);
-* :mod:`~prostate_fast.train.io`: the reading side, :func:`predict_split` (a network over one
-  split in record order, used by training and evaluation) and :func:`load_exported`;
-* :mod:`~prostate_fast.train.distributed`: ``--kvstore dist_sync`` roles and launcher;
-* :mod:`~prostate_fast.train.check`: ``prostate-fast check``, the study's MNIST sanity check.
+* :mod:`.loop`: :func:`train` (the training loop, resume, epoch selection, the export through
+  :func:`prostate_fast.model.write_model`) and :class:`TrainResult`;
+* :mod:`.config`: what a training is asked and where it writes (settings, class weights, the
+  working folder and the resume rules);
+* :mod:`.io`: the reading side (dataset checks, record batches, :func:`predict_split`,
+  :func:`load_exported`), also used by evaluation;
+* :mod:`.distributed`: MXNet's parameter-server roles and the local ``dist_sync`` launcher;
+* :mod:`.check`: ``prostate-fast check``, the study's MLP sanity check and MXNet's build.
+
+Epoch selection and the stored threshold come from :mod:`prostate_fast.metrics`, shared with
+evaluation; this package never imports a later stage. MXNet is imported inside the functions.
 """
 
 from __future__ import annotations

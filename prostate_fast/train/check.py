@@ -259,12 +259,7 @@ def run_check(
     mx = import_mxnet(n_threads)
     device = parse_context(ctx)[0]
     mx.random.seed(seed)
-    net = mx.gluon.nn.HybridSequential(prefix="mlp_")
-    with net.name_scope():
-        net.add(mx.gluon.nn.Dense(128, activation="relu"), mx.gluon.nn.Dense(64, activation="relu"))
-        net.add(mx.gluon.nn.Dense(10))
-    net.initialize(mx.init.Xavier(), ctx=device)
-    net.hybridize(static_alloc=True, static_shape=True)
+    net = _study_mlp(mx, device)
     trainer = mx.gluon.Trainer(
         net.collect_params(), "sgd", {"learning_rate": lr, "momentum": momentum}
     )
@@ -302,6 +297,17 @@ def run_check(
         seconds=seconds,
         build=mxnet_build_info(),
     )
+
+
+def _study_mlp(mx: Any, device: Any) -> Any:
+    """The study's MLP (inputs-128-64-10, ReLU), Xavier-initialised on ``device``, hybridized."""
+    net = mx.gluon.nn.HybridSequential(prefix="mlp_")
+    with net.name_scope():
+        net.add(mx.gluon.nn.Dense(128, activation="relu"), mx.gluon.nn.Dense(64, activation="relu"))
+        net.add(mx.gluon.nn.Dense(10))
+    net.initialize(mx.init.Xavier(), ctx=device)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
 
 
 def _accuracy(mx: Any, net: Any, x: np.ndarray, y: np.ndarray, device: Any) -> float:

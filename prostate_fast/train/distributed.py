@@ -158,6 +158,67 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
             time.sleep(0.05)
 
 
+def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start one role in its own session and process group, stdout and stderr to ``log_path``."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    with log_path.open("wb") as fh:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            cmd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+
+
+def _watch(
+    procs: Sequence[subprocess.Popen],
+    names: Sequence[str],
+    n_servers: int,
+    deadline: float,
+    timeout: float,
+    logs: Path,
+    log: Callable[[str], None],
+) -> None:
+    """Wait until every worker succeeded, one failed, the servers left early, or the deadline."""
+    workers, ps = procs[1 + n_servers :], procs[: 1 + n_servers]
+    ps_gone = math.inf  # when a scheduler or server left while workers ran
+    while True:
+        codes = [w.poll() for w in workers]
+        failed = [names[1 + n_servers + i] for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            log(
+                f"launch: {', '.join(failed)} failed; stopping the others "
+                f"(see {logs / (failed[0] + '.log')})"
+            )
+            return
+        if all(c == 0 for c in codes):
+            # scheduler and servers leave once the workers have finalised the kvstore
+            end = min(deadline, time.monotonic() + _PS_EXIT_S)
+            while any(p.poll() is None for p in ps) and time.monotonic() < end:
+                time.sleep(_POLL_S)
+            return
+        if any(p.poll() is not None for p in ps):
+            # they leave when the workers finalise; workers that do not exit soon after
+            # would wait forever for them
+            ps_gone = min(ps_gone, time.monotonic())
+            if time.monotonic() - ps_gone > _PS_EXIT_S:
+                gone = [
+                    n for n, p in zip(names[: len(ps)], ps, strict=True) if p.poll() is not None
+                ]
+                log(
+                    f"launch: {', '.join(gone)} ended before the workers; stopping them "
+                    f"(see {logs / (gone[0] + '.log')})"
+                )
+                return
+        if time.monotonic() > deadline:
+            log(f"launch: timed out after {timeout:g} s; stopping every process")
+            return
+        time.sleep(_POLL_S)
+
+
 def launch_local(
     train_args: Sequence[str],
     *,
@@ -219,59 +280,37 @@ def launch_local(
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     args = _worker_args(train_args)
     port = free_port() if port is None else port
-    common = {"root_uri": LOOPBACK, "root_port": port, "n_workers": n_workers,
-              "n_servers": n_servers, "node_host": LOOPBACK, "base": env}  # fmt: skip
+    common = {
+        "root_uri": LOOPBACK,
+        "root_port": port,
+        "n_workers": n_workers,
+        "n_servers": n_servers,
+        "node_host": LOOPBACK,
+        "base": env,
+    }
     envs = {r: dmlc_env(r, **common) for r in _ROLES}  # validates the counts and the port
     logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="pf-launch-"))
     logs.mkdir(parents=True, exist_ok=True)
-    log(f"launch: scheduler on {LOOPBACK}:{port}, {n_servers} server(s), {n_workers} worker(s); "
-        f"logs in {logs}")  # fmt: skip
+    log(
+        f"launch: scheduler on {LOOPBACK}:{port}, {n_servers} server(s), {n_workers} worker(s); "
+        f"logs in {logs}"
+    )
     ps_cmd = [sys.executable, "-c", "import mxnet"]
     plan = [("scheduler", "scheduler", ps_cmd)]
     plan += [("server", f"server-{i}", ps_cmd) for i in range(n_servers)]
     worker_cmd = [sys.executable, "-m", "prostate_fast.cli.worker", *args]
     plan += [("worker", f"worker-{i}", worker_cmd) for i in range(n_workers)]
     procs: list[subprocess.Popen] = []
-    names: list[str] = []
+    names = [name for _, name, _ in plan]
     deadline = time.monotonic() + float(timeout)
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
     try:
         for role, name, cmd in plan:
-            with (logs / f"{name}.log").open("wb") as fh:
-                procs.append(subprocess.Popen(cmd, env=envs[role], stdout=fh,  # noqa: S603
-                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                              start_new_session=True, preexec_fn=preexec))  # fmt: skip
-            names.append(name)
-        workers, ps = procs[1 + n_servers :], procs[: 1 + n_servers]
-        ps_gone = math.inf  # when a scheduler or server left while workers ran
-        while True:
-            codes = [w.poll() for w in workers]
-            failed = [names[1 + n_servers + i] for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                log(f"launch: {', '.join(failed)} failed; stopping the others "
-                    f"(see {logs / (failed[0] + '.log')})")  # fmt: skip
-                break
-            if all(c == 0 for c in codes):
-                # scheduler and servers leave once the workers have finalised the kvstore
-                end = min(deadline, time.monotonic() + _PS_EXIT_S)
-                while any(p.poll() is None for p in ps) and time.monotonic() < end:
-                    time.sleep(_POLL_S)
-                break
-            if any(p.poll() is not None for p in ps):
-                # they leave when the workers finalise; workers that do not exit soon after
-                # would wait forever for them
-                ps_gone = min(ps_gone, time.monotonic())
-                if time.monotonic() - ps_gone > _PS_EXIT_S:
-                    gone = [n for n, p in zip(names, ps, strict=True) if p.poll() is not None]
-                    log(f"launch: {', '.join(gone)} ended before the workers; stopping them "
-                        f"(see {logs / (gone[0] + '.log')})")  # fmt: skip
-                    break
-            if time.monotonic() > deadline:
-                log(f"launch: timed out after {timeout:g} s; stopping every process")
-                break
-            time.sleep(_POLL_S)
+            procs.append(_spawn(cmd, envs[role], logs / f"{name}.log"))
+        _watch(procs, names, n_servers, deadline, timeout, logs, log)
     finally:
         _stop(procs)
-    log("launch: exit statuses: "
-        + ", ".join(f"{n} {p.returncode}" for n, p in zip(names, procs, strict=True)))  # fmt: skip
+    log(
+        "launch: exit statuses: "
+        + ", ".join(f"{n} {p.returncode}" for n, p in zip(names, procs, strict=True))
+    )
     return [int(p.returncode) for p in procs[1 + n_servers :]]

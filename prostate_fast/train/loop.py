@@ -28,12 +28,18 @@ like MXNet, ``Epoch[k]`` counts from 0 in log lines and file names count from 1
 Determinism: on CPU the same seed gives bit-identical weights, and ``resume`` from epoch k gives the
 same weights as an uninterrupted run (the Xavier draw, every epoch's shuffle and augmentation are
 seeded from ``seed``, the trainer's momentum is checkpointed).
+
+Shape: :func:`train` validates its arguments into one ``_Config``, prepares the folder, builds the
+network and trainer (``_build``, ``_restore``), then per epoch trains (``_train_epoch``), validates
+(:func:`prostate_fast.metrics.validation_metrics`), keeps the best epoch by
+:func:`prostate_fast.metrics.selection_key` and checkpoints (``_checkpoint``); ``_export`` writes
+the best epoch and ``model.json`` with the threshold of
+:func:`prostate_fast.metrics.threshold_for_sensitivity` on val.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import random
@@ -43,15 +49,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from .._mx import import_mxnet, parse_context
 from .._util import write_json as _write_json
-from ..errors import DatasetError, ModelError
+from ..errors import DatasetError
+from ..metrics import (
+    SELECT_DEFAULT,
+    screening_score,
+    selection_key,
+    threshold_for_sensitivity,
+    validation_metrics,
+)
 from ..model import write_model
 from ..model.networks import StudyConfig, build_network, network_spec
+from .config import _class_weights, _Config, _finish_dir, _prepare_dir, _settings
 from .io import (
     _batches,
     _count,
@@ -63,15 +77,6 @@ from .io import (
 )
 
 __all__ = ["SELECT_DEFAULT", "TrainResult", "load_exported", "predict_split", "train"]
-
-SELECT_DEFAULT = "sensitivity@specificity>=0.5"
-_SELECT_RE = re.compile(r"sensitivity@specificity>=(0(?:\.\d+)?|1(?:\.0*)?)$")
-_KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
-# settings that must not change when resuming (epochs, ctx, kvstore, threads may)
-_RESUME_KEYS = (
-    "architecture", "batch_size", "lr", "momentum", "wd", "lr_steps", "lr_factor",
-    "class_weights", "seed", "select", "augment", "classes",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,115 +97,48 @@ class TrainResult:
         return self.history[self.best_epoch - 1]
 
 
+# -- one training's shared state -----------------------------------------------------------------
+@dataclass
+class _Run:
+    """What the helpers of one training share: settings, dataset, devices, worker part, folder."""
+
+    cfg: _Config
+    info: Any
+    ctxs: list[Any]
+    weights: list[float]
+    steps: list[int]
+    parts: int
+    rank: int
+    work: Path
+    say: Callable[[str], None]
+    n_train: int
+    ran: int = 0  # epochs finished by this call
+
+    def predict_val(self, net: Any) -> tuple[np.ndarray, np.ndarray]:
+        return predict_split(
+            net,
+            self.info.path,
+            "val",
+            ctx=self.ctxs,
+            batch_size=self.cfg.batch_size,
+            classes=self.info.classes,
+            tile_size=self.info.tile_size,
+            scale=self.info.scale,
+            n_threads=self.cfg.n_threads,
+        )
+
+
 # -- helpers --------------------------------------------------------------------------------------
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
 
 
-def _select_key(select: str, row: dict[str, Any]) -> float:
-    """The value to maximise for ``select`` (NaN/None, e.g. AUC of a one-class split: -inf)."""
-    key = {"accuracy": "val_accuracy", "auc": "val_auc", "loss": "val_loss"}.get(
-        select, "val_select"
-    )
-    value = row.get(key)
-    if value is None or math.isnan(value):
-        return -math.inf
-    return -float(value) if key == "val_loss" else float(value)
-
-
-def _class_weights(spec: Any, info: Any) -> list[float]:
-    n_classes = len(info.classes)
-    if spec is None:
-        return [1.0] * n_classes
-    if isinstance(spec, str):
-        if spec != "dataset":
-            raise ValueError(f"class_weights must be None, 'dataset' or numbers, got {spec!r}")
-        if info.class_weights:
-            return [float(w) for w in info.class_weights]
-        counts = np.maximum(np.asarray(info.split("train").per_class, float), 1)
-        return [float(w) for w in counts.sum() / (n_classes * counts)]
-    weights = [float(w) for w in spec]
-    if len(weights) != n_classes or any(not w > 0 for w in weights):
-        raise ValueError(f"class_weights must be {n_classes} positive numbers, got {spec!r}")
-    return weights
-
-
-def _validate(
-    epochs: int, batch_size: int, lr: float, momentum: float, wd: float, select: str, kv: str,
-    lr_factor: float, target: float, log_interval: int,
-) -> None:  # fmt: skip
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not wd >= 0:
-        raise ValueError(f"wd must be >= 0, got {wd!r}")
-    if select not in ("accuracy", "auc", "loss") and not _SELECT_RE.fullmatch(select):
-        raise ValueError(
-            "select must be accuracy, auc, loss or sensitivity@specificity>=F, got " + repr(select)
-        )
-    for name, v, lo in (("lr_factor", lr_factor, 0.0), ("target_sensitivity", target, 0.0)):
-        if not (lo < v <= (1.0 if name == "target_sensitivity" else math.inf)):
-            raise ValueError(f"{name} out of range, got {v!r}")
-    if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval <= 0:
-        raise ValueError(f"log_interval must be a positive integer, got {log_interval!r}")
-    if kv not in _KVSTORES:
-        raise ValueError(f"kvstore must be one of {', '.join(_KVSTORES)}, got {kv!r}")
-
-
-def _prepare_dir(
-    final: Path, resume: bool, overwrite: bool, settings: dict[str, Any], epochs: int
-) -> tuple[Path, dict[str, Any] | None, bool]:
-    """Return the working folder ``final.partial``, the saved state (resume) and whether the
-    folder was made by this call (so that a failure before the first epoch can remove it)."""
-    part = final.with_name(final.name + ".partial")
-    if resume:
-        source = next((d for d in (part, final) if (d / "state.json").is_file()), None)
-        if source is None:
-            if part.is_dir():
-                return part, None, False  # interrupted before the first checkpoint
-            raise ModelError(f"{final}: nothing to resume (no {part.name} and no finished model)")
-        try:
-            state = json.loads((source / "state.json").read_text())
-            saved, done = state["settings"], len(state["history"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(
-                f"{source / 'state.json'}: unreadable training state ({exc})"
-            ) from None
-        now = json.loads(json.dumps(settings, default=str))  # tuples -> lists, as saved
-        changed = [k for k in _RESUME_KEYS if saved.get(k) != now[k]]
-        if changed:
-            raise ModelError(
-                f"{source / 'state.json'}: cannot resume with different {', '.join(changed)} "
-                f"(saved {[saved.get(k) for k in changed]})"
-            )
-        if done >= epochs:
-            raise ModelError(f"{source}: already trained for {done} epochs; ask for more")
-        if source == final:
-            shutil.copytree(final, part)  # continue a finished run for more epochs
-        return part, state, source == final
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists; use --overwrite or --resume")
-    if part.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{part}: an interrupted training is there; use --resume or --overwrite"
-            )
-        shutil.rmtree(part)
-    part.mkdir(parents=True)
-    return part, None, True
-
-
-def _finish_dir(part: Path, final: Path) -> None:
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(part, final)
-    shutil.rmtree(old, ignore_errors=True)
+def _kvstore(mx: Any, kvstore: str) -> tuple[Any, int, int]:
+    """The ``gluon.Trainer`` kvstore, the number of data parts and this worker's part (rank)."""
+    if not kvstore.startswith("dist"):
+        return kvstore, 1, 0
+    kv = mx.kv.create(kvstore)
+    return kv, kv.num_workers, kv.rank
 
 
 def train(
@@ -239,8 +177,8 @@ def train(
     model_dir : path
         Output folder (module docstring); must not exist unless ``overwrite`` or ``resume``.
     network : {"study", "resnet10", "resnet18"}
-        Architecture (:func:`prostate_fast.networks.build_network`); output size = the dataset's
-        class count.
+        Architecture (:func:`prostate_fast.model.networks.build_network`); output size = the
+        dataset's class count.
     study : StudyConfig, optional
         Filter and unit counts of the study's CNN (defaults: 32, 64 filters 5x5; 256-128-64).
     epochs, batch_size, lr, momentum : optional
@@ -303,155 +241,207 @@ def train(
     about 800 tiles/s on 32 px tiles.
     """
     t_start = time.time()
-    _validate(epochs, batch_size, lr, momentum, wd, select, kvstore, lr_factor,
-              target_sensitivity, log_interval)  # fmt: skip
+    cfg = _Config(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        wd=wd,
+        lr_factor=lr_factor,
+        seed=seed,
+        kvstore=kvstore,
+        select=select,
+        target_sensitivity=target_sensitivity,
+        augment=augment,
+        n_threads=n_threads,
+        progress=progress,
+        log_interval=log_interval,
+    )
     final = Path(model_dir)
     info = _dataset(Path(dataset_dir))
-    classes, tile = list(info.classes), info.tile_size
-    arch = network_spec(network, len(classes), tile, study)
+    arch = network_spec(network, len(info.classes), info.tile_size, study)
     weights = _class_weights(class_weights, info)
     steps = sorted(int(s) for s in (lr_steps or []))
     n_train = _count(info, "train")
     _count(info, "val")
     mx = import_mxnet(n_threads)
     ctxs = parse_context(ctx)
-    kv: Any = kvstore
-    parts, rank = 1, 0
-    if kvstore.startswith("dist"):
-        kv = mx.kv.create(kvstore)
-        parts, rank = kv.num_workers, kv.rank
-        final = final.with_name(f"{final.name}.rank{rank}") if rank else final
-    settings = {
-        "dataset": str(info.path.resolve()), "architecture": arch, "classes": classes,
-        "batch_size": batch_size, "lr": lr, "momentum": momentum, "wd": wd, "lr_steps": steps,
-        "lr_factor": lr_factor, "class_weights": weights, "seed": seed, "select": select,
-        "augment": augment, "optimizer": "sgd", "initializer": "xavier", "epochs": epochs,
-        "ctx": [str(c) for c in ctxs], "kvstore": kvstore, "mxnet": mx.__version__,
-        "target_sensitivity": target_sensitivity,
-    }  # fmt: skip
+    kv, parts, rank = _kvstore(mx, kvstore)
+    final = final.with_name(f"{final.name}.rank{rank}") if rank else final
+    settings = _settings(cfg, info, arch, weights, steps, ctxs, mx.__version__)
     work, state, created = _prepare_dir(final, resume, overwrite, settings, epochs)
-    ran = 0
-    ckpt = work / "checkpoints"
-    ckpt.mkdir(exist_ok=True)
+    (work / "checkpoints").mkdir(exist_ok=True)
     logfile = (work / "train.log").open("a")
+    run = _Run(cfg, info, ctxs, weights, steps, parts, rank, work, _tee(logfile, log), n_train)
+    try:
+        history, best, threshold = _fit(run, network, study, kv, state, settings, arch)
+    except BaseException:
+        logfile.close()
+        if created and run.ran == 0:  # nothing worth resuming: leave no partial output
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    logfile.close()
+    _finish_dir(work, final)
+    best_score = selection_key(select, history[best - 1])
+    seconds = time.time() - t_start
+    return TrainResult(final, best, select, best_score, threshold, history, seconds)
+
+
+def _tee(logfile: IO[str], log: Callable[[str], None]) -> Callable[[str], None]:
+    """A log function that appends each line to ``logfile`` (flushed) and passes it to ``log``."""
 
     def say(line: str) -> None:
         logfile.write(line + "\n")
         logfile.flush()
         log(line)
 
-    run = _Run(info, ctxs, batch_size, n_threads, select, say)
-    try:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds libraries that use the global RNG
-        mx.random.seed(seed)
-        net = build_network(network, len(classes), tile_size=tile, config=study)
-        net.initialize(mx.init.Xavier(), ctx=ctxs)
-        opt = {"learning_rate": lr, "momentum": momentum, "wd": wd}
-        # dist_sync: workers aggregate gradients on the servers and update locally, so that every
-        # worker holds the optimizer state and can checkpoint it (dist_async must update there)
-        local = {"update_on_kvstore": False} if kvstore in ("dist_sync", "dist_device_sync") else {}
-        trainer = mx.gluon.Trainer(net.collect_params(), "sgd", opt, kvstore=kv, **local)
-        history: list[dict[str, float]] = []
-        best, last_plot = 0, time.time()
-        if state is not None:
-            history, best = state["history"], state["best_epoch"]
-            net.load_parameters(str(ckpt / f"epoch-{len(history):04d}.params"), ctx=ctxs)
-            if kvstore != "dist_async":
-                trainer.load_states(str(ckpt / f"epoch-{len(history):04d}.states"))
-            say(f"Resuming from epoch {len(history)} (best so far: epoch {best})")
-        net.hybridize(static_alloc=True, static_shape=True)
-        for epoch in range(len(history) + 1, epochs + 1):
-            rate = lr * lr_factor ** sum(1 for s in steps if s <= epoch)
-            trainer.set_learning_rate(rate)
-            eseed = _epoch_seed(seed, epoch)
-            mx.random.seed(eseed)
-            it = _train_iter(info, batch_size, augment, eseed, n_threads, parts, rank)
-            # ImageRecordIter's parts hold ceil(n / parts) records and the last one the rest:
-            # every worker reads as many as the smallest part, so all take the same steps
-            n_epoch = n_train - (parts - 1) * math.ceil(n_train / parts)
-            if n_epoch < 1:
-                raise DatasetError(f"{info.split('train').rec}: {n_train} records cannot be "
-                                   f"shared by {parts} workers")  # fmt: skip
-            bar = _Progress(progress, n_epoch, f"epoch {epoch}/{epochs}")
-            row = _train_epoch(run, net, trainer, it, n_epoch, weights, epoch, log_interval, bar)
-            row["lr"] = rate
-            t0 = time.time()
-            row.update(_val_metrics(run, net))
-            row["time_s"] += time.time() - t0
-            for k in ("accuracy", "sensitivity", "specificity", "auc", "loss"):
-                say(f"Epoch[{epoch - 1}] Validation-{k}={row['val_' + k]:f}")
-            history.append(row)
-            if best == 0 or _select_key(select, row) > _select_key(select, history[best - 1]):
-                best = epoch
-            net.save_parameters(str(ckpt / f"epoch-{epoch:04d}.params"))
-            if kvstore != "dist_async":  # its optimizer state lives on the servers
-                trainer.save_states(str(ckpt / f"epoch-{epoch:04d}.states"))
-            state = {"settings": settings, "history": history, "best_epoch": best}
-            _write_json(work / "state.json", state)
-            for old in ckpt.iterdir():  # keep only the last and the best epoch
-                if int(re.sub(r"\D", "", old.stem) or 0) not in (epoch, best):
-                    old.unlink()
-            last_plot = _write_log_timed(work, history, epoch == epochs, last_plot)
-            ran += 1
-        threshold = _export(run, net, work, best, target_sensitivity, settings, arch)
-        b = {k: _fmt(v) for k, v in history[best - 1].items()}
-        say(f"Best epoch {best} by {select}: validation accuracy {b['val_accuracy']}, "
-            f"sensitivity {b['val_sensitivity']}, specificity {b['val_specificity']}, "
-            f"AUC {b['val_auc']}; threshold for sensitivity {target_sensitivity:g}: "
-            f"{threshold:.4g}")  # fmt: skip
-    except BaseException:
-        logfile.close()
-        if created and ran == 0:  # nothing worth resuming: leave no partial output
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    logfile.close()
-    _finish_dir(work, final)
-    return TrainResult(final, best, select, _select_key(select, history[best - 1]), threshold,
-                       history, time.time() - t_start)  # fmt: skip
+    return say
 
 
-@dataclass
-class _Run:
-    """What the per-epoch helpers share."""
+def _fit(
+    run: _Run,
+    network: str,
+    study: StudyConfig | None,
+    kv: Any,
+    state: dict[str, Any] | None,
+    settings: dict[str, Any],
+    arch: dict[str, Any],
+) -> tuple[list[dict[str, float]], int, float]:
+    """Train up to ``epochs`` (continuing a resumed ``state``) and export the best epoch.
 
-    info: Any
-    ctxs: list[Any]
-    batch_size: int
-    n_threads: int | None
-    select: str
-    say: Callable[[str], None]
+    Returns the history (one log row per epoch), the best epoch and the stored threshold.
+    """
+    cfg = run.cfg
+    net, trainer = _build(run, network, study, kv)
+    history, best = _restore(run, net, trainer, state)
+    last_plot = time.time()
+    net.hybridize(static_alloc=True, static_shape=True)
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        row = _run_epoch(run, net, trainer, epoch)
+        history.append(row)
+        key = selection_key(cfg.select, row)
+        if best == 0 or key > selection_key(cfg.select, history[best - 1]):
+            best = epoch
+        state = {"settings": settings, "history": history, "best_epoch": best}
+        _checkpoint(run, net, trainer, epoch, state)
+        last_plot = _write_log_timed(run.work, history, epoch == cfg.epochs, last_plot)
+        run.ran += 1
+    threshold = _export(run, net, run.work, best, cfg.target_sensitivity, settings, arch)
+    run.say(_best_line(cfg.select, best, history[best - 1], cfg.target_sensitivity, threshold))
+    return history, best, threshold
 
-    def predict_val(self, net: Any) -> tuple[np.ndarray, np.ndarray]:
-        return predict_split(net, self.info.path, "val", ctx=self.ctxs, batch_size=self.batch_size,
-                             classes=self.info.classes, tile_size=self.info.tile_size,
-                             scale=self.info.scale, n_threads=self.n_threads)  # fmt: skip
+
+def _build(run: _Run, network: str, study: StudyConfig | None, kv: Any) -> tuple[Any, Any]:
+    """Seed every generator, build and initialise the network, and make its trainer."""
+    cfg = run.cfg
+    mx = import_mxnet()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - seeds libraries that use the global RNG
+    mx.random.seed(cfg.seed)
+    n_classes, tile = len(run.info.classes), run.info.tile_size
+    net = build_network(network, n_classes, tile_size=tile, config=study)
+    net.initialize(mx.init.Xavier(), ctx=run.ctxs)
+    opt = {"learning_rate": cfg.lr, "momentum": cfg.momentum, "wd": cfg.wd}
+    # dist_sync: workers aggregate gradients on the servers and update locally, so that every
+    # worker holds the optimizer state and can checkpoint it (dist_async must update there)
+    sync = cfg.kvstore in ("dist_sync", "dist_device_sync")
+    local = {"update_on_kvstore": False} if sync else {}
+    trainer = mx.gluon.Trainer(net.collect_params(), "sgd", opt, kvstore=kv, **local)
+    return net, trainer
 
 
-def _train_iter(
-    info: Any, batch_size: int, augment: bool, seed: int, n_threads: int | None, parts: int,
-    rank: int,
-) -> Any:  # fmt: skip
-    return _open_records(info, "train", batch_size=batch_size, shuffle=True, augment=augment,
-                         seed=seed, n_threads=n_threads, num_parts=parts, part_index=rank)  # fmt: skip
+def _restore(
+    run: _Run, net: Any, trainer: Any, state: dict[str, Any] | None
+) -> tuple[list[dict[str, float]], int]:
+    """Load the last checkpoint of a resumed run; return its history and best epoch (0: none)."""
+    if state is None:
+        return [], 0
+    history, best = state["history"], state["best_epoch"]
+    ckpt = run.work / "checkpoints"
+    net.load_parameters(str(ckpt / f"epoch-{len(history):04d}.params"), ctx=run.ctxs)
+    if run.cfg.kvstore != "dist_async":
+        trainer.load_states(str(ckpt / f"epoch-{len(history):04d}.states"))
+    run.say(f"Resuming from epoch {len(history)} (best so far: epoch {best})")
+    return history, best
+
+
+def _run_epoch(run: _Run, net: Any, trainer: Any, epoch: int) -> dict[str, float]:
+    """Train one epoch (learning rate, shuffle and augmentation of ``epoch``), then validate."""
+    cfg = run.cfg
+    mx = import_mxnet()
+    rate = cfg.lr * cfg.lr_factor ** sum(1 for s in run.steps if s <= epoch)
+    trainer.set_learning_rate(rate)
+    eseed = _epoch_seed(cfg.seed, epoch)
+    mx.random.seed(eseed)
+    it = _open_records(
+        run.info,
+        "train",
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        augment=cfg.augment,
+        seed=eseed,
+        n_threads=cfg.n_threads,
+        num_parts=run.parts,
+        part_index=run.rank,
+    )
+    # ImageRecordIter's parts hold ceil(n / parts) records and the last one the rest:
+    # every worker reads as many as the smallest part, so all take the same steps
+    n_train = run.n_train
+    n_epoch = n_train - (run.parts - 1) * math.ceil(n_train / run.parts)
+    if n_epoch < 1:
+        rec = run.info.split("train").rec
+        raise DatasetError(f"{rec}: {n_train} records cannot be shared by {run.parts} workers")
+    bar = _Progress(cfg.progress, n_epoch, f"epoch {epoch}/{cfg.epochs}")
+    row = _train_epoch(run, net, trainer, it, n_epoch, epoch, bar)
+    row["lr"] = rate
+    t0 = time.time()
+    labels, prob = run.predict_val(net)
+    row.update(validation_metrics(labels, prob, run.info.classes, cfg.select))
+    row["time_s"] += time.time() - t0
+    for k in ("accuracy", "sensitivity", "specificity", "auc", "loss"):
+        run.say(f"Epoch[{epoch - 1}] Validation-{k}={row['val_' + k]:f}")
+    return row
+
+
+def _checkpoint(run: _Run, net: Any, trainer: Any, epoch: int, state: dict[str, Any]) -> None:
+    """Save ``epoch``'s weights (and optimizer state), state.json; keep only last and best."""
+    ckpt = run.work / "checkpoints"
+    net.save_parameters(str(ckpt / f"epoch-{epoch:04d}.params"))
+    if run.cfg.kvstore != "dist_async":  # its optimizer state lives on the servers
+        trainer.save_states(str(ckpt / f"epoch-{epoch:04d}.states"))
+    _write_json(run.work / "state.json", state)
+    for old in ckpt.iterdir():  # keep only the last and the best epoch
+        if int(re.sub(r"\D", "", old.stem) or 0) not in (epoch, state["best_epoch"]):
+            old.unlink()
+
+
+def _best_line(
+    select: str, best: int, row: dict[str, float], target: float, threshold: float
+) -> str:
+    """The log line that closes a training: the chosen epoch, its validation rates, threshold."""
+    b = {k: _fmt(v) for k, v in row.items()}
+    return (
+        f"Best epoch {best} by {select}: validation accuracy {b['val_accuracy']}, "
+        f"sensitivity {b['val_sensitivity']}, specificity {b['val_specificity']}, "
+        f"AUC {b['val_auc']}; threshold for sensitivity {target:g}: {threshold:.4g}"
+    )
 
 
 def _train_epoch(
-    run: _Run, net: Any, trainer: Any, it: Any, n: int, weights: list[float], epoch: int,
-    log_interval: int, bar: _Progress,
-) -> dict[str, float]:  # fmt: skip
+    run: _Run, net: Any, trainer: Any, it: Any, n: int, epoch: int, bar: _Progress
+) -> dict[str, float]:
     """One pass over the training split; return the epoch's training log row."""
     mx = import_mxnet()
     loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
-    w_nd, ctxs, e0 = mx.nd.array(weights), run.ctxs, epoch - 1
+    w_nd, ctxs, e0 = mx.nd.array(run.weights), run.ctxs, epoch - 1
     t0 = tic = time.time()
     seen = correct = 0
     loss_sum = 0.0
     rec = run.info.split("train").rec
     for b, (data, label, valid) in enumerate(_batches(it, n, rec, len(run.info.classes)), 1):
         sw = w_nd.take(label) * (mx.nd.arange(data.shape[0]) < valid)
-        xs, ys, ws = (mx.gluon.utils.split_and_load(a, ctxs, even_split=False)
-                      for a in (data, label, sw))  # fmt: skip
+        split = mx.gluon.utils.split_and_load
+        xs, ys, ws = (split(a, ctxs, even_split=False) for a in (data, label, sw))
         with mx.autograd.record():
             outs = [net(x) for x in xs]
             losses = [
@@ -464,45 +454,43 @@ def _train_epoch(
             loss_sum += float(lo.sum().asscalar())
         seen += valid
         bar.update(seen, f"accuracy {correct / seen:.3f}")
-        if b % log_interval == 0:
+        if b % run.cfg.log_interval == 0:
             bar.close()
-            speed = log_interval * run.batch_size / max(time.time() - tic, 1e-9)
-            run.say(f"Epoch[{e0}] Batch [{b}]\tSpeed: {speed:.2f} samples/sec\t"
-                    f"accuracy={correct / seen:f}")  # fmt: skip
+            speed = run.cfg.log_interval * run.cfg.batch_size / max(time.time() - tic, 1e-9)
+            accuracy = correct / seen
+            run.say(
+                f"Epoch[{e0}] Batch [{b}]\tSpeed: {speed:.2f} samples/sec\taccuracy={accuracy:f}"
+            )
             tic = time.time()
     bar.close()
     cost = time.time() - t0
-    row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-           "time_s": cost, "samples_per_s": seen / cost}  # fmt: skip
+    row = {
+        "epoch": epoch,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "time_s": cost,
+        "samples_per_s": seen / cost,
+    }
     run.say(f"Epoch[{e0}] Train-accuracy={row['train_accuracy']:f}")
     run.say(f"Epoch[{e0}] Train-loss={row['train_loss']:f}")
     run.say(f"Epoch[{e0}] Time cost={cost:.3f}")
     return row
 
 
-def _val_metrics(run: _Run, net: Any) -> dict[str, float]:
-    from ..evaluate import evaluate_predictions, screening_score, sensitivity_at_specificity
-
-    labels, prob = run.predict_val(net)
-    ev = evaluate_predictions(labels, prob, classes=run.info.classes)
-    score, pos = screening_score(prob, run.info.classes)
-    m = _SELECT_RE.fullmatch(run.select)
-    floor = float(m.group(1)) if m else 0.5
-    loss = -np.log(np.clip(prob[np.arange(labels.size), labels], 1e-12, None)).mean()
-    return {
-        "val_loss": float(loss),
-        "val_accuracy": float((prob.argmax(axis=1) == labels).mean()),
-        "val_sensitivity": ev.pooled.sensitivity,
-        "val_specificity": ev.pooled.specificity,
-        "val_auc": ev.auc,
-        "val_select": sensitivity_at_specificity(pos[labels], score, floor),
-    }
-
-
 _LOG_COLUMNS = (
-    "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_sensitivity",
-    "val_specificity", "val_auc", "val_select", "time_s", "samples_per_s",
-)  # fmt: skip
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "val_auc",
+    "val_select",
+    "time_s",
+    "samples_per_s",
+)
 
 
 def _write_log_timed(work: Path, history: list[dict[str, float]], last: bool, t: float) -> float:
@@ -536,12 +524,15 @@ def _fmt(v: float | None) -> str:
 
 
 def _export(
-    run: _Run, net: Any, work: Path, best: int, target: float, settings: dict[str, Any],
+    run: _Run,
+    net: Any,
+    work: Path,
+    best: int,
+    target: float,
+    settings: dict[str, Any],
     arch: dict[str, Any],
-) -> float:  # fmt: skip
+) -> float:
     """Export the best epoch (softmax output) and write model.json; return the threshold."""
-    from ..evaluate import screening_score, threshold_for_sensitivity
-
     info, classes = run.info, list(run.info.classes)
     net.load_parameters(str(work / "checkpoints" / f"epoch-{best:04d}.params"), ctx=run.ctxs)
     labels, prob = run.predict_val(net)

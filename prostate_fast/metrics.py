@@ -1,0 +1,363 @@
+"""Screening metrics shared by training (epoch selection) and evaluation (reports): the one owner.
+
+A tile is *positive* when its true class is one of the positive classes (every class except
+``"benign"`` unless told otherwise) and *test positive* when its screening score, the summed
+probability of those classes (:func:`screening_score`), reaches a threshold. Everything here works
+on that binary view:
+
+* :class:`Confusion` and :func:`confusion`: the screening test against the true diagnosis
+  (scikit-learn's ``confusion_matrix``), with accuracy, sensitivity, specificity, PPV and NPV;
+* :func:`roc_curve` (scikit-learn's, keeping every distinct score as a threshold) and
+  :func:`roc_auc`, the exact area under it;
+* :func:`threshold_for_sensitivity`: the largest threshold that reaches a target sensitivity,
+  read off the ROC curve (the threshold stored in ``model.json``);
+* :func:`sensitivity_at_specificity` and the model-selection criterion of training
+  (:data:`SELECT_DEFAULT`, :func:`check_select`, :func:`validation_metrics`,
+  :func:`selection_key`).
+
+Rates of an empty denominator are NaN, never an error. Only numpy is imported at module level;
+scikit-learn loads inside the functions that use it, so ``import prostate_fast`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SELECT_DEFAULT",
+    "Confusion",
+    "check_select",
+    "confusion",
+    "roc_auc",
+    "roc_curve",
+    "screening_labels",
+    "screening_score",
+    "selection_key",
+    "sensitivity_at_specificity",
+    "threshold_for_sensitivity",
+    "validation_metrics",
+]
+
+#: The validation metric that picks training's exported epoch unless told otherwise.
+SELECT_DEFAULT = "sensitivity@specificity>=0.5"
+_SELECT_RE = re.compile(r"sensitivity@specificity>=(0(?:\.\d+)?|1(?:\.0*)?)$")
+# select name -> the validation_metrics key it maximises (sensitivity@... -> "val_select")
+_SELECT_KEYS = {"accuracy": "val_accuracy", "auc": "val_auc", "loss": "val_loss"}
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else math.nan
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of a screening test against the true diagnosis, with derived rates (NaN if 0/0)."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def n(self) -> int:
+        """Number of tiles."""
+        return self.tp + self.fp + self.fn + self.tn
+
+    @property
+    def accuracy(self) -> float:
+        """(TP + TN) / n."""
+        return _ratio(self.tp + self.tn, self.n)
+
+    @property
+    def sensitivity(self) -> float:
+        """TP / (TP + FN): the share of cancer tiles the test finds."""
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def specificity(self) -> float:
+        """TN / (TN + FP): the share of benign tiles the test clears."""
+        return _ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def ppv(self) -> float:
+        """TP / (TP + FP): positive predictive value."""
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def npv(self) -> float:
+        """TN / (TN + FN): negative predictive value."""
+        return _ratio(self.tn, self.tn + self.fn)
+
+    def matrix(self) -> np.ndarray:
+        """The study's 3 x 3 layout: rows test +/-/total, columns cancer/benign/total (int64)."""
+        m = np.array([[self.tp, self.fp], [self.fn, self.tn]], dtype=np.int64)
+        m = np.vstack([m, m.sum(axis=0)])
+        return np.hstack([m, m.sum(axis=1, keepdims=True)])
+
+    def metrics(self) -> dict[str, float | int]:
+        """Counts and rates as a flat dictionary."""
+        names = (
+            "n",
+            "tp",
+            "fp",
+            "fn",
+            "tn",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "ppv",
+            "npv",
+        )
+        return {k: getattr(self, k) for k in names}
+
+    def table(self, positive: str = "cancer", negative: str = "benign") -> str:
+        """The matrix as text: columns true diagnosis, rows test positive, negative, total."""
+        m = self.matrix()
+        heads = [positive, negative, "total"]
+        w = max(8, *(len(h) for h in heads)) + 2
+        lines = [" " * 16 + "true diagnosis", " " * 16 + "".join(h.rjust(w) for h in heads)]
+        for name, row in zip(("test positive", "test negative", "total"), m, strict=True):
+            lines.append(name.ljust(16) + "".join(str(v).rjust(w) for v in row))
+        return "\n".join(lines)
+
+
+def _positive_mask(classes: Sequence[str], positive: Sequence[str] | str | None) -> np.ndarray:
+    classes = list(classes)
+    if positive is None:
+        neg = classes.index("benign") if "benign" in classes else 0
+        return np.arange(len(classes)) != neg
+    names = [positive] if isinstance(positive, str) else list(positive)
+    unknown = [c for c in names if c not in classes]
+    if unknown or not names:
+        raise ValueError(f"positive must name classes among {classes}, got {positive!r}")
+    mask = np.isin(np.array(classes), names)
+    if mask.all():
+        raise ValueError(f"positive must leave at least one negative class, got {positive!r}")
+    return mask
+
+
+def screening_score(
+    prob: np.ndarray,
+    classes: Sequence[str] | None = None,
+    positive: Sequence[str] | str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (score, positive-class mask) from (n, C) class probabilities or an (n,) score.
+
+    The score is the summed probability of the ``positive`` classes (default: every class except
+    ``"benign"``, or except the first class when there is no ``"benign"``). An (n,) input is taken
+    as the score already (two classes, or ``classes`` when given).
+
+    Raises
+    ------
+    ValueError
+        Bad shape, or a ``positive`` name that is not in ``classes``.
+    """
+    p = np.asarray(prob, dtype=np.float64)
+    if p.ndim == 1:
+        names = list(classes) if classes is not None else ["benign", "cancer"]
+        return p, _positive_mask(names, positive)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"prob must have shape (n,) or (n, C >= 2), got {p.shape}")
+    names = list(classes) if classes is not None else [str(i) for i in range(p.shape[1])]
+    if len(names) != p.shape[1]:
+        raise ValueError(f"classes has {len(names)} names but prob has {p.shape[1]} columns")
+    mask = _positive_mask(names, positive)
+    return p[:, mask].sum(axis=1), mask
+
+
+def screening_labels(
+    labels: np.ndarray, prob: np.ndarray, classes: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (positive truth (n,) bool, screening score (n,)) of class-index ``labels``.
+
+    The default positive classes of :func:`screening_score`; ``labels`` index ``classes``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`screening_score`.
+    """
+    score, mask = screening_score(prob, classes)
+    return mask[np.asarray(labels)], score
+
+
+def _check_binary(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    return y, s
+
+
+def confusion(y: np.ndarray, test: np.ndarray) -> Confusion:
+    """The :class:`Confusion` of a binary ``test`` against the binary truth ``y`` (same length).
+
+    Raises
+    ------
+    ValueError
+        ``y`` and ``test`` differ in length.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    y, t = np.asarray(y).astype(bool).ravel(), np.asarray(test).astype(bool).ravel()
+    if y.shape != t.shape:
+        raise ValueError(f"labels and test results differ in length: {y.size} vs {t.size}")
+    (tn, fp), (fn, tp) = confusion_matrix(y, t, labels=[False, True]).tolist()
+    return Confusion(tp=tp, fp=fp, fn=fn, tn=tn)
+
+
+def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points for "positive when score >= t", t over every distinct score, descending.
+
+    scikit-learn's ``roc_curve`` with ``drop_intermediate=False`` (every distinct score stays a
+    threshold, so that :func:`threshold_for_sensitivity` can read any of them).
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        Starting at (0, 0) with threshold +inf and ending at (1, 1). NaN rates when a class is
+        absent.
+
+    Raises
+    ------
+    ValueError
+        ``y`` and ``score`` differ in length, or a score is not finite.
+    """
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    y, s = _check_binary(y, score)
+    if s.size == 0:
+        return np.full(1, math.nan), np.full(1, math.nan), np.array([np.inf])
+    with warnings.catch_warnings():  # "No positive samples in y_true": NaN rates, as documented
+        warnings.simplefilter("ignore")
+        fpr, tpr, thresholds = sk_roc_curve(y, s, drop_intermediate=False)
+    return fpr.astype(float), tpr.astype(float), thresholds.astype(float)
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half); NaN if a class is absent.
+
+    Raises
+    ------
+    ValueError
+        ``y`` and ``score`` differ in length, or a score is not finite.
+
+    Notes
+    -----
+    The trapezoid area under :func:`roc_curve`, summed in exact integer counts and divided once:
+    the Mann-Whitney U / (P N), correctly rounded. (scikit-learn's ``roc_auc_score`` sums float
+    rates and differs in the last bits for about a third of inputs, which would change the
+    stored training history and evaluation reports.)
+    """
+    y, s = _check_binary(y, score)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    fpr, tpr, _ = roc_curve(y, s)
+    tps, fps = np.rint(tpr * n_pos).astype(np.int64), np.rint(fpr * n_neg).astype(np.int64)
+    twice_u = int(np.sum(np.diff(fps) * (tps[1:] + tps[:-1])))
+    return float((twice_u / 2) / (n_pos * n_neg))
+
+
+def threshold_for_sensitivity(y: np.ndarray, score: np.ndarray, target: float = 0.99) -> float:
+    """The largest threshold t such that "positive when score >= t" reaches ``target`` sensitivity.
+
+    Read off :func:`roc_curve`: the first threshold (from the top) whose true-positive count
+    reaches ``ceil(target * P)`` (at least 1); that is always a positive tile's score.
+
+    Raises
+    ------
+    ValueError
+        ``target`` outside (0, 1], or no positive sample.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target!r}")
+    y, s = _check_binary(y, score)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError("no positive sample: cannot choose a threshold for a target sensitivity")
+    need = max(1, math.ceil(target * n_pos - 1e-9))
+    _, tpr, thresholds = roc_curve(y, s)
+    tps = np.rint(tpr * n_pos)
+    return float(thresholds[int(np.searchsorted(tps, need))])
+
+
+def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, floor: float = 0.5) -> float:
+    """The best sensitivity over thresholds keeping specificity >= ``floor`` (NaN if undefined).
+
+    Raises
+    ------
+    ValueError
+        ``y`` and ``score`` differ in length, or a score is not finite.
+    """
+    fpr, tpr, _ = roc_curve(y, score)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
+        return math.nan
+    ok = fpr <= 1.0 - floor + 1e-12
+    return float(tpr[ok].max())
+
+
+# -- the model-selection criterion of training ----------------------------------------------------
+def check_select(select: str) -> None:
+    """Check a selection criterion: ``"accuracy"``, ``"auc"``, ``"loss"`` or
+    ``"sensitivity@specificity>=F"`` (F in [0, 1]).
+
+    Raises
+    ------
+    ValueError
+        Any other string.
+    """
+    if select not in _SELECT_KEYS and not _SELECT_RE.fullmatch(select):
+        raise ValueError(
+            "select must be accuracy, auc, loss or sensitivity@specificity>=F, got " + repr(select)
+        )
+
+
+def validation_metrics(
+    labels: np.ndarray, prob: np.ndarray, classes: Sequence[str], select: str = SELECT_DEFAULT
+) -> dict[str, float]:
+    """The validation columns of training's log for class-index ``labels`` and ``prob`` (n, C).
+
+    Returns
+    -------
+    dict
+        ``val_loss`` (mean cross-entropy), ``val_accuracy`` (arg-max class), ``val_sensitivity``
+        and ``val_specificity`` (screening test at threshold 0.5), ``val_auc`` and
+        ``val_select`` (the best sensitivity at specificity >= F of ``select``, F = 0.5 when
+        ``select`` names another criterion). NaN where a class is absent.
+    """
+    y, score = screening_labels(labels, prob, classes)
+    pooled = confusion(y, score >= 0.5)
+    m = _SELECT_RE.fullmatch(select)
+    floor = float(m.group(1)) if m else 0.5
+    loss = -np.log(np.clip(prob[np.arange(labels.size), labels], 1e-12, None)).mean()
+    return {
+        "val_loss": float(loss),
+        "val_accuracy": float((prob.argmax(axis=1) == labels).mean()),
+        "val_sensitivity": pooled.sensitivity,
+        "val_specificity": pooled.specificity,
+        "val_auc": roc_auc(y, score),
+        "val_select": sensitivity_at_specificity(y, score, floor),
+    }
+
+
+def selection_key(select: str, row: Mapping[str, Any]) -> float:
+    """The value to maximise for ``select`` in a :func:`validation_metrics` row.
+
+    Loss is negated; NaN or None (e.g. the AUC of a one-class split) is -inf, so any defined
+    value wins over it.
+    """
+    key = _SELECT_KEYS.get(select, "val_select")
+    value = row.get(key)
+    if value is None or math.isnan(value):
+        return -math.inf
+    return -float(value) if key == "val_loss" else float(value)
