@@ -13,6 +13,7 @@
 #include "common.hpp"
 #include "predict.hpp"
 #include "label.hpp"
+#include "tissue.hpp"
 
 namespace py = pybind11;
 
@@ -20,6 +21,16 @@ namespace {
 
 using u8_in = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 using i64_out = py::array_t<int64_t, py::array::c_style>;
+
+// tissue: white pixels per tile (see csrc/tissue.hpp); wrapper: prostate_fast.tissue.
+void count_white(const u8_in& tiles, int lo, int spread, i64_out& out, int n_threads) {
+    const uint8_t* t = tiles.data();
+    const std::ptrdiff_t n = tiles.shape(0), pixels = tiles.shape(1) / 3;
+    int64_t* o = out.mutable_data();
+    py::gil_scoped_release release;
+    pf::count_white(t, n, pixels, static_cast<uint8_t>(lo), static_cast<uint8_t>(spread), o,
+                    n_threads);
+}
 
 // label: painted-copy statistics per tile (see csrc/label.hpp).
 void painted_tile_stats(const u8_in& original, const u8_in& painted, const u8_in& colours,
@@ -160,6 +171,9 @@ PYBIND11_MODULE(_native, m) {
           "True when this module was compiled with OpenMP.");
     m.def("resolve_threads", &pf::resolve_threads, py::arg("n_threads"),
           "Thread count the kernels use for n_threads (<= 0 means all cores).");
+    m.def("count_white", &count_white, py::arg("tiles"), py::arg("lo"), py::arg("spread"),
+          py::arg("out").noconvert(), py::arg("n_threads"),
+          "White pixels of each tile of (n, pixels * 3) uint8 into int64 out (GIL released).");
     m.def("painted_tile_stats", &painted_tile_stats, py::arg("original"), py::arg("painted"),
           py::arg("colours"), py::arg("threshold"), py::arg("colour_tol"), py::arg("counts"),
           py::arg("sums"), py::arg("n_threads"),
