@@ -76,7 +76,7 @@ std::unique_ptr<pf::MxPredictor> make_mx_predictor(const std::string& lib_path,
                                              dev_type, dev_id, input_name);
 }
 
-// x: (n, C, H, W) with the predictor's C, H, W (checked by Predictor.run in predict/engines.py).
+// x: (n, C, H, W) with the predictor's C, H, W: checked by Predictor.run (predict.engines).
 py::array_t<float> mx_predict(pf::MxPredictor& self, const f32_in& x) {
     const auto n = static_cast<std::size_t>(x.shape(0));
     py::array_t<float> out({static_cast<py::ssize_t>(n),
