@@ -1,15 +1,23 @@
 """Build prostate-fast's native parts.
 
-Two kinds of extension, both compiled with OpenMP when the compiler supports it:
+Cython or C++? One rule places every kernel:
 
-* every ``prostate_fast/**/_<stage>_cy.pyx`` becomes a Cython extension of the same dotted name
-  (``prostate_fast/slide/_slide_cy.pyx`` -> ``prostate_fast.slide._slide_cy``);
-* every ``csrc/*.cpp`` is linked into the single pybind11 module ``prostate_fast._native``.
+* **Cython** for plain loops over typed memoryviews (``nogil``, ``prange``), which the compiler
+  vectorises at the baseline ISA without help: each ``prostate_fast/**/_<stage>_cy.pyx`` becomes
+  an extension of the same dotted name (``prostate_fast/slide/_slide_cy.pyx`` ->
+  ``prostate_fast.slide._slide_cy``). No C in verbatim blocks beyond the OpenMP probe.
+* **C++** (``csrc/``, namespace ``pf``, every ``csrc/*.cpp`` linked into the single pybind11 module
+  ``prostate_fast._native``) for intrinsics or per-ISA code (SSE2 in ``label.cpp``, GCC
+  ``target_clones`` in ``tissue.cpp``), classes (the MXNet predictor), or C APIs loaded at run
+  time (MXNet's C predict API through ``dlopen``).
 
-OpenMP is probed by compiling a tiny program with ``-fopenmp``; a build without it still works but
-``built_with_openmp()`` returns False and the test suite fails loudly. ``-march=native`` is never
-used: wheels must run on any x86-64 (or aarch64) machine. Set ``PROSTATE_FAST_NO_OPENMP=1`` to build
-without OpenMP on purpose.
+Either way the kernel is private and checks nothing: its Python wrapper validates the arrays,
+resolves ``n_threads`` and allocates the outputs (``csrc/common.hpp`` states the conventions).
+
+Both kinds are compiled with OpenMP when the compiler supports it. OpenMP is probed by compiling a
+tiny program with ``-fopenmp``; a build without it still works but ``built_with_openmp()`` returns
+False and the test suite fails loudly. ``-march=native`` is never used: wheels must run on any
+x86-64 (or aarch64) machine. Set ``PROSTATE_FAST_NO_OPENMP=1`` to build without OpenMP on purpose.
 """
 
 from __future__ import annotations

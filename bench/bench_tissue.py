@@ -7,7 +7,7 @@ Group ``tissue-white-fraction``. Input: the 2048 tiles (128 px at 20x) of a synt
 slide, read once into memory (100 MB). Every contender computes the white fraction of each tile
 (white: min(R, G, B) >= 200 and max - min <= 18):
 
-* ``native``: :func:`prostate_fast.tissue.white_fraction` (Cython, OpenMP, vectorised), all cores
+* ``native``: :func:`prostate_fast.tissue.white_fraction` (C++, OpenMP, vectorised), all cores
   and one thread;
 * ``numpy``: channel planes as strided views, ``np.minimum``/``np.maximum`` and one count per tile,
   batch by batch: the best plain-NumPy form we found (reductions over the length-3 axis are 20x

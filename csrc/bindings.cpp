@@ -1,5 +1,9 @@
 // The only pybind11 file: module prostate_fast._native. Each kernel family lives in its own
 // csrc/<stage>.hpp/.cpp pair; this file converts arrays, releases the GIL and calls them.
+//
+// Nothing is validated here: every function is private, called only by its Python wrapper, which
+// checked shapes, dtypes and ranges and resolved n_threads (>= 1) before the call (see
+// common.hpp). Output arrays are bound with noconvert(): a converted copy would lose the writes.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -11,8 +15,9 @@
 
 #include "blend.hpp"
 #include "common.hpp"
-#include "predict.hpp"
 #include "label.hpp"
+#include "predict.hpp"
+#include "tissue.hpp"
 
 namespace py = pybind11;
 
@@ -21,22 +26,20 @@ namespace {
 using u8_in = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 using i64_out = py::array_t<int64_t, py::array::c_style>;
 
-// label: painted-copy statistics per tile (see csrc/label.hpp).
+// tissue: white pixels per tile (see csrc/tissue.hpp); wrapper: prostate_fast.tissue.
+void count_white(const u8_in& tiles, int lo, int spread, i64_out& out, int n_threads) {
+    const uint8_t* t = tiles.data();
+    const std::ptrdiff_t n = tiles.shape(0), pixels = tiles.shape(1) / 3;
+    int64_t* o = out.mutable_data();
+    py::gil_scoped_release release;
+    pf::count_white(t, n, pixels, static_cast<uint8_t>(lo), static_cast<uint8_t>(spread), o,
+                    n_threads);
+}
+
+// label: painted-copy statistics per tile (see csrc/label.hpp); wrapper: prostate_fast.label.
 void painted_tile_stats(const u8_in& original, const u8_in& painted, const u8_in& colours,
                         int threshold, int colour_tol, i64_out& counts, i64_out& sums,
                         int n_threads) {
-    if (original.ndim() != 4 || original.shape(3) != 3)
-        throw py::value_error("original must have shape (n, h, w, 3)");
-    for (py::ssize_t d = 0; d < 4; ++d)
-        if (painted.ndim() != 4 || painted.shape(d) != original.shape(d))
-            throw py::value_error("painted must have the shape of original");
-    if (colours.ndim() != 2 || colours.shape(1) != 3 || colours.shape(0) > 16)
-        throw py::value_error("colours must have shape (k, 3) with k <= 16");
-    const py::ssize_t n = original.shape(0);
-    if (counts.ndim() != 1 || counts.shape(0) != n)
-        throw py::value_error("counts must have shape (n,)");
-    if (sums.ndim() != 2 || sums.shape(0) != n || sums.shape(1) != 3)
-        throw py::value_error("sums must have shape (n, 3)");
     pf::PaintedRule rule;
     rule.threshold = threshold;
     rule.colour_tol = colour_tol;
@@ -44,12 +47,11 @@ void painted_tile_stats(const u8_in& original, const u8_in& painted, const u8_in
     rule.n_colours = static_cast<int>(colours.shape(0));
     const uint8_t* o = original.data();
     const uint8_t* p = painted.data();
-    const std::ptrdiff_t pixels = original.shape(1) * original.shape(2);
+    const std::ptrdiff_t n = original.shape(0), pixels = original.shape(1) * original.shape(2);
     int64_t* c = counts.mutable_data();
     int64_t* s = sums.mutable_data();
-    const int threads = pf::resolve_threads(n_threads);
     py::gil_scoped_release release;
-    pf::painted_tile_stats(o, p, n, pixels, rule, c, s, threads);
+    pf::painted_tile_stats(o, p, n, pixels, rule, c, s, n_threads);
 }
 
 }  // namespace
@@ -74,11 +76,8 @@ std::unique_ptr<pf::MxPredictor> make_mx_predictor(const std::string& lib_path,
                                              dev_type, dev_id, input_name);
 }
 
+// x: (n, C, H, W) with the predictor's C, H, W: checked by Predictor.run (predict.engines).
 py::array_t<float> mx_predict(pf::MxPredictor& self, const f32_in& x) {
-    const auto& s = self.input_shape();
-    if (x.ndim() != 4 || x.shape(1) != s[1] || x.shape(2) != s[2] || x.shape(3) != s[3])
-        throw py::value_error("x must have shape (n, " + std::to_string(s[1]) + ", " +
-                              std::to_string(s[2]) + ", " + std::to_string(s[3]) + ")");
     const auto n = static_cast<std::size_t>(x.shape(0));
     py::array_t<float> out({static_cast<py::ssize_t>(n),
                             static_cast<py::ssize_t>(self.output_size())});
@@ -111,33 +110,16 @@ void bind_predict(py::module_& m) {
         });
 }
 
-// blend: tile overlay colours over one strip, in place (see csrc/blend.hpp).
+// blend: tile overlay colours over one strip, in place (see csrc/blend.hpp); wrapper:
+// prostate_fast.overlay.blend_tiles (and write_overlay, on the tables of blend_tables).
 void blend_strip(py::array_t<uint8_t, py::array::c_style>& image, int64_t x0, int64_t y0,
                  const py::array_t<int16_t, py::array::c_style>& cls,
                  const py::array_t<uint16_t, py::array::c_style>& alpha,
                  const py::array_t<uint8_t, py::array::c_style>& outline, const u8_in& colours,
                  int64_t tile, int64_t stride, int64_t outline_width, int n_threads) {
-    if (image.ndim() != 3 || image.shape(2) != 3)
-        throw py::value_error("image must have shape (h, w, 3)");
-    if (!image.writeable()) throw py::value_error("image must be writeable");
-    if (cls.ndim() != 2) throw py::value_error("cls must have shape (rows, cols)");
-    for (py::ssize_t d = 0; d < 2; ++d)
-        if (alpha.ndim() != 2 || alpha.shape(d) != cls.shape(d) || outline.ndim() != 2 ||
-            outline.shape(d) != cls.shape(d))
-            throw py::value_error("alpha and outline must have the shape of cls");
-    if (colours.ndim() != 2 || colours.shape(1) != 3)
-        throw py::value_error("colours must have shape (k, 3)");
-    if (tile < 1 || stride < 1 || outline_width < 0)
-        throw py::value_error("tile and stride must be >= 1, outline_width >= 0");
-    const py::ssize_t cells = cls.size();
-    const int16_t* c = cls.data();
-    const uint16_t* a = alpha.data();
-    for (py::ssize_t i = 0; i < cells; ++i)
-        if (c[i] >= colours.shape(0) || a[i] > 256)
-            throw py::value_error("cls must be < len(colours) and alpha <= 256");
     pf::BlendTable t;
-    t.cls = c;
-    t.alpha = a;
+    t.cls = cls.data();
+    t.alpha = alpha.data();
     t.outline = outline.data();
     t.rows = cls.shape(0);
     t.cols = cls.shape(1);
@@ -147,22 +129,22 @@ void blend_strip(py::array_t<uint8_t, py::array::c_style>& image, int64_t x0, in
     t.outline_width = outline_width;
     uint8_t* img = image.mutable_data();
     const std::ptrdiff_t h = image.shape(0), w = image.shape(1);
-    const int threads = pf::resolve_threads(n_threads);
     py::gil_scoped_release release;
-    pf::blend_strip(img, h, w, x0, y0, t, threads);
+    pf::blend_strip(img, h, w, x0, y0, t, n_threads);
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-    m.doc() = "prostate-fast native kernels (C++ with OpenMP)";
+    m.doc() = "prostate-fast native kernels (C++ with OpenMP); private: call the Python wrappers";
     m.def("built_with_openmp", &pf::built_with_openmp,
           "True when this module was compiled with OpenMP.");
-    m.def("resolve_threads", &pf::resolve_threads, py::arg("n_threads"),
-          "Thread count the kernels use for n_threads (<= 0 means all cores).");
+    m.def("count_white", &count_white, py::arg("tiles"), py::arg("lo"), py::arg("spread"),
+          py::arg("out").noconvert(), py::arg("n_threads"),
+          "White pixels of each tile of (n, pixels * 3) uint8 into int64 out (GIL released).");
     m.def("painted_tile_stats", &painted_tile_stats, py::arg("original"), py::arg("painted"),
-          py::arg("colours"), py::arg("threshold"), py::arg("colour_tol"), py::arg("counts"),
-          py::arg("sums"), py::arg("n_threads"),
+          py::arg("colours"), py::arg("threshold"), py::arg("colour_tol"),
+          py::arg("counts").noconvert(), py::arg("sums").noconvert(), py::arg("n_threads"),
           "Per tile: marked pixel count and painted RGB sums over marked pixels (GIL released).");
     bind_predict(m);
     m.def("blend_strip", &blend_strip, py::arg("image").noconvert(), py::arg("x0"),

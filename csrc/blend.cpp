@@ -8,8 +8,6 @@
 
 #include <vector>
 
-#include "common.hpp"
-
 namespace pf {
 namespace {
 

@@ -24,12 +24,14 @@
 
 namespace pf {
 
+// The Python side guarantees every bound below (prostate_fast.overlay.core: blend_tiles checks
+// them; write_overlay's tables come from blend_tables); nothing is checked here.
 struct BlendTable {
-    const int16_t* cls = nullptr;      // (rows, cols)
+    const int16_t* cls = nullptr;      // (rows, cols), -1 or < n_colours
     const uint16_t* alpha = nullptr;   // (rows, cols), values 0..256
     const uint8_t* outline = nullptr;  // (rows, cols), 0 or 1
     int64_t rows = 0, cols = 0;
-    const uint8_t* colours = nullptr;  // (n_colours, 3) RGB; cls < n_colours is guaranteed
+    const uint8_t* colours = nullptr;  // (n_colours, 3) RGB
     int64_t tile = 1, stride = 1;      // tiling-level pixels, both >= 1
     int64_t outline_width = 0;         // 0: no outlines
 };

@@ -1,23 +1,23 @@
-// Shared helpers for prostate-fast's C++ kernels (namespace pf). No Python here.
+// Shared conventions and helpers for prostate-fast's C++ kernels (namespace pf). No Python here.
+//
+// Cython or C++? (the rule setup.py states too)
+// * Cython (prostate_fast/**/_<stage>_cy.pyx) for plain loops over typed memoryviews, with
+//   nogil/prange: what the compiler vectorises at the baseline ISA without help.
+// * C++ (csrc/, linked into the one pybind11 module prostate_fast._native) when a kernel needs
+//   intrinsics or per-ISA code (SSE2 in label.cpp, target_clones in tissue.cpp), classes (the
+//   MXNet predictor), or a C API loaded at run time (MXNet's C predict API, dlopen).
+// No C code in verbatim blocks of .pyx files beyond the OpenMP probe.
 //
 // Conventions
+// * One file pair per kernel family (csrc/<stage>.hpp/.cpp); bindings.cpp is the only file that
+//   includes pybind11: it converts arrays, releases the GIL and calls the kernel.
 // * Images are C-contiguous uint8, row-major, interleaved channels (H, W, C).
-// * A kernel never validates: the Python wrapper checked shapes and dtypes before calling it.
-// * Thread count: n_threads <= 0 means "all cores" (omp_get_num_procs, not omp_get_max_threads,
-//   because importing MXNet lowers the latter to half the cores).
-// * No exception may cross an OpenMP region: use ExceptionCapture inside the loop and rethrow after.
+// * Validation happens once, in the Python wrapper (the public function): neither a binding nor
+//   a kernel re-checks shapes, dtypes, ranges or thread counts. The wrapper also resolves the
+//   thread count (prostate_fast._util.resolve_threads): kernels take n_threads >= 1.
+// * No exception may cross an OpenMP region: kernels do plain arithmetic on buffers the wrapper
+//   checked, so nothing in a parallel loop can throw.
 #pragma once
-
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <mutex>
-#include <stdexcept>
-#include <string>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace pf {
 
@@ -28,51 +28,5 @@ inline bool built_with_openmp() {
     return false;
 #endif
 }
-
-inline int num_procs() {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-
-// Resolve the user's n_threads (None/0/negative = all cores) to a positive count.
-inline int resolve_threads(int n_threads) {
-    if (n_threads > 0) return n_threads;
-    const int n = num_procs();
-    return n > 0 ? n : 1;
-}
-
-// A read-only view on a C-contiguous (rows, cols, channels) uint8 image.
-struct ImageView {
-    const uint8_t* data = nullptr;
-    std::ptrdiff_t rows = 0, cols = 0, channels = 0;
-    const uint8_t* px(std::ptrdiff_t r, std::ptrdiff_t c) const {
-        return data + (r * cols + c) * channels;
-    }
-};
-
-// Captures the first exception thrown inside an OpenMP parallel loop so it can be rethrown
-// after the region ends (exceptions must not escape a parallel region).
-class ExceptionCapture {
-  public:
-    template <class F>
-    void run(F&& f) noexcept {
-        try {
-            f();
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(mu_);
-            if (!first_) first_ = std::current_exception();
-        }
-    }
-    void rethrow() const {
-        if (first_) std::rethrow_exception(first_);
-    }
-
-  private:
-    std::exception_ptr first_;
-    std::mutex mu_;
-};
 
 }  // namespace pf

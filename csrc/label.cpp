@@ -10,8 +10,6 @@
 
 #include <algorithm>
 
-#include "common.hpp"
-
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
 #define PF_LABEL_SSE2 1
@@ -20,7 +18,7 @@
 namespace pf {
 namespace {
 
-constexpr int kMaxColours = 16;
+constexpr int kMaxColours = 16;  // PaintedRule::n_colours <= this (the wrapper checks)
 
 inline int absdiff(int a, int b) { return a > b ? a - b : b - a; }
 
@@ -137,9 +135,9 @@ void painted_tile_stats(const uint8_t* original, const uint8_t* painted, std::pt
                         std::ptrdiff_t pixels, const PaintedRule& rule_in, int64_t* counts,
                         int64_t* sums, int n_threads) {
     Rule rule;
-    rule.threshold = std::clamp(rule_in.threshold, 0, 255);
-    rule.tol = std::clamp(rule_in.colour_tol, 0, 255);
-    rule.n_colours = std::min(rule_in.n_colours, kMaxColours);
+    rule.threshold = rule_in.threshold;
+    rule.tol = rule_in.colour_tol;
+    rule.n_colours = rule_in.n_colours;
     rule.gate = rule_in.colour_tol < 255 && rule.n_colours > 0;
     rule.colours = rule_in.colours;
 #ifdef PF_LABEL_SSE2

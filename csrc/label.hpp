@@ -16,11 +16,12 @@
 
 namespace pf {
 
+// Checked by the Python wrapper (prostate_fast.label.painted_tile_stats), not here.
 struct PaintedRule {
-    int threshold = 60;         // per-channel |O - P| must exceed this somewhere
-    int colour_tol = 64;        // Chebyshev distance of P to a marker colour, inclusive
+    int threshold = 60;         // 0..255: per-channel |O - P| must exceed this somewhere
+    int colour_tol = 64;        // 0..255: Chebyshev distance of P to a marker colour, inclusive
     const uint8_t* colours = nullptr;  // (n_colours, 3) RGB
-    int n_colours = 0;
+    int n_colours = 0;          // 0..16
 };
 
 // original, painted: (n_tiles, pixels, 3) uint8, C-contiguous, same shape.

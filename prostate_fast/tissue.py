@@ -206,8 +206,9 @@ def white_fraction(
 
     Notes
     -----
-    Tiles are split between threads (OpenMP, GIL released); the inner loop is vectorised (an AVX2
-    copy is picked at run time on x86-64): about 0.3 ns per pixel per core (bench_tissue.py).
+    C++ (``csrc/tissue.cpp``). Tiles are split between threads (OpenMP, GIL released); the inner
+    loop is vectorised (an AVX2 copy is picked at run time on x86-64): about 0.3 ns per pixel per
+    core (bench_tissue.py).
     """
     lo = _check_byte("min_brightness", min_brightness)
     spread = _check_byte("max_saturation", max_saturation)
@@ -220,10 +221,10 @@ def white_fraction(
     n, pixels = arr.shape[0], arr.shape[1] * arr.shape[2]
     counts = np.zeros(n, np.int64)
     if n:
-        from . import _tissue_cy
+        from . import _native
 
         flat = np.ascontiguousarray(arr).reshape(n, pixels * 3)
-        _tissue_cy.count_white(flat, counts, lo, spread, min(threads, n))
+        _native.count_white(flat, lo, spread, counts, min(threads, n))
     return (counts / pixels).astype(np.float32)
 
 

@@ -12,6 +12,9 @@ from prostate_fast import _tissue_cy
 from prostate_fast.baseline.whitespace import white_fraction_loop
 from prostate_fast.slide import ArraySlide, open_slide
 from prostate_fast.tissue import (
+    DARK_MAX,
+    HE_HUE_RANGE,
+    PEN_MIN_CHROMA,
     TILE_TISSUE_SHARE,
     WHITE_MAX_SATURATION,
     WHITE_MIN_BRIGHTNESS,
@@ -63,9 +66,13 @@ def test_kernel_built_with_openmp():
 
 @pytest.mark.parametrize(
     ("shape", "lo", "spread"),
-    [((6, 32, 32), WHITE_MIN_BRIGHTNESS, WHITE_MAX_SATURATION), ((3, 17, 45), 0, 0),
-     ((2, 40, 9), 255, 255), ((4, 24, 24), 230, 5)],
-)  # fmt: skip
+    [
+        ((6, 32, 32), WHITE_MIN_BRIGHTNESS, WHITE_MAX_SATURATION),
+        ((3, 17, 45), 0, 0),
+        ((2, 40, 9), 255, 255),
+        ((4, 24, 24), 230, 5),
+    ],
+)
 def test_white_fraction_equals_baseline_and_numpy(shape, lo, spread):
     tiles = _random_tiles(sum(shape) + lo, *shape)
     got = white_fraction(tiles, min_brightness=lo, max_saturation=spread)
@@ -99,15 +106,17 @@ def test_white_fraction_accepts_views_and_empty_batches():
 
 @pytest.mark.parametrize(
     ("tiles", "kwargs", "match"),
-    [(np.zeros((2, 8, 8, 3), np.float32), {}, "uint8"),
-     (np.zeros((8, 8, 3), np.uint8), {}, "shape"),
-     (np.zeros((2, 8, 8, 4), np.uint8), {}, "shape"),
-     (np.zeros((2, 0, 8, 3), np.uint8), {}, "shape"),
-     (np.zeros((1, 8, 8, 3), np.uint8), {"min_brightness": 256}, "min_brightness"),
-     (np.zeros((1, 8, 8, 3), np.uint8), {"max_saturation": -1}, "max_saturation"),
-     (np.zeros((1, 8, 8, 3), np.uint8), {"max_saturation": True}, "max_saturation"),
-     (np.zeros((1, 8, 8, 3), np.uint8), {"n_threads": -2}, "n_threads")],
-)  # fmt: skip
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), {}, "uint8"),
+        (np.zeros((8, 8, 3), np.uint8), {}, "shape"),
+        (np.zeros((2, 8, 8, 4), np.uint8), {}, "shape"),
+        (np.zeros((2, 0, 8, 3), np.uint8), {}, "shape"),
+        (np.zeros((1, 8, 8, 3), np.uint8), {"min_brightness": 256}, "min_brightness"),
+        (np.zeros((1, 8, 8, 3), np.uint8), {"max_saturation": -1}, "max_saturation"),
+        (np.zeros((1, 8, 8, 3), np.uint8), {"max_saturation": True}, "max_saturation"),
+        (np.zeros((1, 8, 8, 3), np.uint8), {"n_threads": -2}, "n_threads"),
+    ],
+)
 def test_white_fraction_rejects_bad_input(tiles, kwargs, match):
     with pytest.raises(ValueError, match=match):
         white_fraction(tiles, **kwargs)
@@ -139,6 +148,40 @@ def test_real_tiles_tissue_vs_background(data_dir: Path):
         if (fraction > TILE_TISSUE_SHARE) != path.name.startswith("tissue-"):
             wrong[path.name] = round(fraction, 3)
     assert not wrong, f"misclassified (mask fraction): {wrong}"
+
+
+# -- the pixel-class kernel ---------------------------------------------------------------------
+def _numpy_classes(rgb: np.ndarray, pen_chroma: int, reject_pen: bool) -> tuple:
+    """Chroma and class from the HSV definition: hue * C = 60 * ((G - B) mod 6C) for max R, ..."""
+    r, g, b = (rgb[..., k].astype(np.int64) for k in range(3))
+    mx, mn = rgb.max(axis=2).astype(np.int64), rgb.min(axis=2).astype(np.int64)
+    c = mx - mn
+    hue_c = np.where(
+        mx == r,
+        60 * np.mod(g - b, np.maximum(6 * c, 1)),
+        np.where(mx == g, 120 * c + 60 * (b - r), 240 * c + 60 * (r - g)),
+    )
+    lo, hi = HE_HUE_RANGE
+    pen = reject_pen & (c >= pen_chroma) & ((hue_c < lo * c) | (hue_c > hi * c))
+    cls = np.where(mx < DARK_MAX, 1, np.where(pen, 2, 0)).astype(np.uint8)
+    return c.astype(np.uint8), cls
+
+
+@pytest.mark.parametrize("reject_pen", [True, False])
+def test_classify_pixels_equals_numpy_for_any_thread_count(reject_pen):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    rgb[:8] = rgb[:8, :, :1]  # greys: chroma 0
+    want = _numpy_classes(rgb, PEN_MIN_CHROMA, reject_pen)
+    for n in (1, 2, 3):
+        chroma = np.empty(rgb.shape[:2], np.uint8)
+        cls = np.empty(rgb.shape[:2], np.uint8)
+        lo, hi = HE_HUE_RANGE
+        _tissue_cy.classify_pixels(
+            rgb, chroma, cls, DARK_MAX, PEN_MIN_CHROMA, lo, hi, reject_pen, n
+        )
+        np.testing.assert_array_equal(chroma, want[0])
+        np.testing.assert_array_equal(cls, want[1])
 
 
 # -- tissue masks on drawn images ---------------------------------------------------------------
@@ -238,11 +281,16 @@ def test_dark_field_is_detected_with_a_warning():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"method": "kmeans"}, "method"), ({"threshold": 20}, "threshold"),
-     ({"background": "grey"}, "background"), ({"mpp": 0}, "mpp"),
-     ({"min_object_um2": -1}, "min_object_um2"), ({"close_um": "3"}, "close_um"),
-     ({"downsample": -2.0}, "downsample")],
-)  # fmt: skip
+    [
+        ({"method": "kmeans"}, "method"),
+        ({"threshold": 20}, "threshold"),
+        ({"background": "grey"}, "background"),
+        ({"mpp": 0}, "mpp"),
+        ({"min_object_um2": -1}, "min_object_um2"),
+        ({"close_um": "3"}, "close_um"),
+        ({"downsample": -2.0}, "downsample"),
+    ],
+)
 def test_tissue_mask_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tissue_mask_from_rgb(_blank(), **kwargs)
