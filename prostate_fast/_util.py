@@ -44,33 +44,35 @@ def resolve_threads(n_threads: int | None) -> int:
 def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
 
-    Nothing is left behind on failure, and an existing ``final`` is never replaced unless
-    ``overwrite`` is true (``FileExistsError`` otherwise): what the user gave is not overwritten.
+    Nothing is left behind on failure. An existing ``final`` is replaced only if ``overwrite`` is
+    true and prostate-fast wrote it, never when it is an input of the running command
+    (:mod:`prostate_fast._outputs`: ``FileExistsError`` otherwise). The block holds the lock of
+    ``final`` (a second writer fails at once), and stale temporaries of ``final`` are removed.
     """
+    from ._outputs import check_replaceable, clean_stale, output_lock, temp_path
+
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(
-            f"{final}: already exists; pass overwrite=True (--overwrite) to replace it"
-        )
+    check_replaceable(final, overwrite=overwrite)
     check_parent(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
         raise OSError(exc.errno, exc.strerror, str(final)) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the output the mode a plain open() would (0666 minus umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        with naming_disk_errors(final, also=tmp_path):
-            yield tmp_path
-            os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with output_lock(final):
+        check_replaceable(final, overwrite=overwrite)  # again, now that no one else writes it
+        clean_stale(final)
+        tmp_path = temp_path(final)
+        try:  # a plain open()'s mode (0666 minus umask), never an existing file
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(final)) from exc
+        try:
+            with naming_disk_errors(final, also=tmp_path):
+                yield tmp_path
+                os.replace(tmp_path, final)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 #: errno values of a write that failed for lack of room (full disk, quota, file size limit).
@@ -176,13 +178,19 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 def write_json(path: str | os.PathLike[str], obj: object) -> None:
     """Write ``obj`` as indented strict JSON (NaN becomes null) through a temporary name.
 
-    The text goes to ``.NAME.part`` beside ``path``, then replaces ``path`` in one rename, so a
-    reader never sees half a file. Values JSON cannot hold are written as ``str(value)``.
+    The text goes to a unique temporary name beside ``path`` (``.NAME.pf-PID-RANDOM.tmp``), then
+    replaces ``path`` in one rename, so a reader never sees half a file. Values JSON cannot hold
+    are written as ``str(value)``.
     """
+    from ._outputs import temp_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _nan_to_none(obj: object) -> object:
@@ -202,15 +210,15 @@ def check_outputs(
     """The output files of one call (Nones dropped), checked before anything is written.
 
     Raises ``ValueError`` when two name the same file (unless ``distinct`` is false) and
-    ``FileExistsError`` naming the first that exists when ``overwrite`` is false.
+    ``FileExistsError`` naming the first that exists when ``overwrite`` is false, or that may not
+    be replaced (an input of the command, not written by prostate-fast: see
+    :func:`~prostate_fast._outputs.check_replaceable`).
     """
+    from ._outputs import check_replaceable
+
     targets = [Path(p) for p in paths if p is not None]
     if distinct and len({p.resolve() for p in targets}) != len(targets):
         raise ValueError(f"the outputs must be distinct files, got {[str(p) for p in targets]}")
-    if not overwrite:
-        for p in targets:
-            if p.exists():
-                raise FileExistsError(
-                    f"{p}: already exists; pass overwrite=True (--overwrite) to replace it"
-                )
+    for p in targets:
+        check_replaceable(p, overwrite=overwrite)
     return targets

@@ -14,7 +14,6 @@ API and returns its product with a one-line summary: :func:`_make_slides` (synth
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,11 +41,18 @@ class DemoResult:
 
 
 def _prepare(out_dir: Path) -> Path:
-    if (out_dir / MARKER).is_file():
-        shutil.rmtree(out_dir)
-    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    """Empty ``out_dir`` for the demo: an earlier demo's folder (marker, and nothing in it that
+    prostate-fast did not write) is removed; any other existing folder or file is refused."""
+    from ._outputs import remove_output, written_by_us
+
+    if out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir()):
+        pass  # an empty folder is filled
+    elif (out_dir / MARKER).is_file() and not out_dir.is_symlink() and written_by_us(out_dir):
+        remove_output(out_dir)
+    elif out_dir.exists() or out_dir.is_symlink():
         raise FileExistsError(
-            f"{out_dir}: exists and was not made by the demo; choose another --out"
+            f"{out_dir}: exists and was not made by the demo (or holds files it did not write); "
+            "choose another --out"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("made by prostate-fast demo; safe to delete\n")

@@ -123,7 +123,7 @@ def export_geojson(
     feats = score_features(
         scores, only_positive=only_positive, colours=colours, measurements_as=measurements_as
     )
-    doc = {"type": "FeatureCollection", "features": feats}
+    doc = {"prostate_fast": {"kind": "tiles"}, "type": "FeatureCollection", "features": feats}
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

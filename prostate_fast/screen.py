@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ._outputs import command_inputs, register_csv_header
 from ._util import atomic_path, check_outputs, check_writable, resolve_threads
 from .errors import ProstateFastError, one_line
 
@@ -263,6 +264,9 @@ def rank_worklist(rows: Iterable[WorklistRow]) -> list[WorklistRow]:
     return [replace(r, rank=i + 1) for i, r in enumerate(ordered)]
 
 
+register_csv_header(",".join(f.name for f in fields(WorklistRow)))  # --overwrite may replace it
+
+
 def write_worklist(
     rows: Sequence[WorklistRow], path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
@@ -430,27 +434,28 @@ def screen_slides(
     out_dir = Path(out_dir)
     worklist = Path(worklist) if worklist is not None else out_dir / "worklist.csv"
     outputs = [f for p in paths for f in _outputs(out_dir, p).values()]
-    check_outputs([worklist, *outputs], overwrite=overwrite, distinct=False)
-    check_writable(worklist.parent, output=worklist)  # a read-only or impossible folder fails
-    check_writable(out_dir)  # now, not after the work
-    options = replace(options, n_threads=resolve_threads(options.n_threads))
-    own = not isinstance(model, Predictor)
-    predictor = options.load_model(model) if own else model
-    rows = []
-    try:
-        for p in paths:
-            t0 = time.perf_counter()
-            row = _screen_one(predictor, p, out_dir, options, overwrite)
-            row = replace(row, seconds=time.perf_counter() - t0)
-            rows.append(row)
-            if progress is not None:
-                progress(row)
-    finally:
-        if own:
-            predictor.close()
-    ranked = rank_worklist(rows)
-    write_worklist(ranked, worklist, overwrite=overwrite)
-    return ranked
+    with command_inputs([model, *paths]):
+        check_outputs([worklist, *outputs], overwrite=overwrite, distinct=False)
+        check_writable(worklist.parent, output=worklist)  # a read-only or impossible folder fails
+        check_writable(out_dir)  # now, not after the work
+        options = replace(options, n_threads=resolve_threads(options.n_threads))
+        own = not isinstance(model, Predictor)
+        predictor = options.load_model(model) if own else model
+        rows = []
+        try:
+            for p in paths:
+                t0 = time.perf_counter()
+                row = _screen_one(predictor, p, out_dir, options, overwrite)
+                row = replace(row, seconds=time.perf_counter() - t0)
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+        finally:
+            if own:
+                predictor.close()
+        ranked = rank_worklist(rows)
+        write_worklist(ranked, worklist, overwrite=overwrite)
+        return ranked
 
 
 def distinct_stems(paths: Sequence[Path]) -> None:

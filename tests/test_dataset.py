@@ -56,7 +56,11 @@ def png_set(tables, tmp_path_factory):
 
 
 def _leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if ".part-" in p.name or ".old-" in p.name)
+    return sorted(
+        p.name
+        for p in parent.iterdir()
+        if ".part-" in p.name or ".old-" in p.name or ".pf-" in p.name
+    )
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -359,8 +363,13 @@ def test_existing_output_needs_overwrite(png_set, tables, tmp_path) -> None:
     with pytest.raises(FileExistsError):
         build_dataset(tables, out)
     assert (out / "keep.txt").read_text() == "mine"
-    build_dataset(tables, out, overwrite=True, encoding="jpeg", quality=80)
-    assert not (out / "keep.txt").exists() and load_dataset_info(out).jpeg_quality == 80
+    with pytest.raises(FileExistsError, match="not written by prostate-fast"):  # not ours
+        build_dataset(tables, out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    build_dataset(tables, out)  # an empty folder is filled
+    build_dataset(tables, out, overwrite=True, encoding="jpeg", quality=80)  # ours: replaced
+    assert load_dataset_info(out).jpeg_quality == 80
     assert _leftovers(tmp_path) == []
 
 

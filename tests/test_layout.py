@@ -17,7 +17,16 @@ PKG = Path(__file__).resolve().parents[1] / "prostate_fast"
 
 #: Pipeline order. A top-level name not listed here fails the test, so a new module must be placed.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "_util", "_native", "_mx", "_plot", "metrics"),  # shared owners
+    (
+        "__init__",
+        "errors",
+        "_util",
+        "_outputs",
+        "_native",
+        "_mx",
+        "_plot",
+        "metrics",
+    ),  # shared owners
     ("slide",),
     ("tissue", "_tissue_cy"),
     ("tile",),

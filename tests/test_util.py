@@ -38,6 +38,11 @@ def test_atomic_path_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="keep.txt"), atomic_path(final):
         pass
     assert final.read_text() == "user data"
+    with pytest.raises(FileExistsError, match="not written by prostate-fast"):  # not ours
+        with atomic_path(final, overwrite=True):
+            pass
+    assert final.read_text() == "user data"
+    final.write_text("# prostate-fast test file\n")  # one of ours: replaced
     with atomic_path(final, overwrite=True) as tmp:
         tmp.write_text("new")
     assert final.read_text() == "new"

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .._outputs import register_csv_header
 from .._util import atomic_path, resolve_threads
 from ..errors import ProstateFastError
 from ..screen import ScreeningOptions
@@ -376,8 +377,12 @@ def _clean_stale(out_dir: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+_SUMMARY_NAMES = ["slide", "status", "reason", "seconds", "folder", "path"]
+register_csv_header(",".join(_SUMMARY_NAMES))  # --overwrite may replace it
+
+
 def _write_summary(results: Sequence[SlideResult], path: Path) -> None:
-    names = ["slide", "status", "reason", "seconds", "folder", "path"]
+    names = _SUMMARY_NAMES
     with (
         atomic_path(path, overwrite=True) as tmp,
         open(tmp, "w", newline="", encoding="utf-8") as fh,

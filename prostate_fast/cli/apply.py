@@ -152,7 +152,7 @@ def _add_overlay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-thumbnail", action="store_true", help="do not write OUT-thumb.png")
     p.add_argument("--threads", type=_positive_int, default=None, help=_THREADS_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.set_defaults(handler=_cmd_overlay)
+    p.set_defaults(handler=_cmd_overlay, output_args=("geojson",))
 
 
 def _cmd_overlay(args: argparse.Namespace) -> int:

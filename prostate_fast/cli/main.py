@@ -6,7 +6,9 @@ public function and prints the result; stage logic lives in the stage modules.
 Errors: a :class:`~prostate_fast.errors.ProstateFastError`, a refused overwrite or an OS error on a
 user's file becomes one line on stderr (``prostate-fast: error: <file>: <problem>``) and exit
 status 2; bad arguments exit 2 through argparse. Outputs are written to temporary names and renamed
-when complete, so a failure leaves no partial output.
+when complete, so a failure leaves no partial output. Every path argument that is not an output
+(``-o``/``--out``, ``--out-dir``, ``--log-dir``, or a command's ``output_args``) is declared an
+input of the command (:func:`~prostate_fast._outputs.command_inputs`): no output replaces one.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .. import __version__
+from .._outputs import command_inputs
 from ..errors import ProstateFastError, one_line
 from .apply import _add_batch, _add_demo, _add_overlay, _add_predict, _add_run, _add_screen
 from .model import _add_check, _add_evaluate, _add_launch, _add_train
 from .prepare import _add_dataset, _add_info, _add_label, _add_synth, _add_tiles
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: Path arguments that name outputs; every other path argument is an input of the command.
+_OUTPUT_ARGS = ("out", "out_dir", "log_dir")
 
 # -- registry: one entry per subcommand, in the order of the pipeline --------------------------
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -63,13 +70,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        with command_inputs(_inputs(args)):
+            return handler(args)
     except (ProstateFastError, FileExistsError, OSError, ValueError) as exc:
         print(f"prostate-fast: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prostate-fast: interrupted", file=sys.stderr)
         return 130
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The path arguments of ``args`` that are inputs (not outputs) of the command."""
+    outputs = {*_OUTPUT_ARGS, *getattr(args, "output_args", ())}
+    found: list[Path] = []
+    for key, value in vars(args).items():
+        if key not in outputs:
+            found += [
+                v for v in (value if isinstance(value, list) else [value]) if isinstance(v, Path)
+            ]
+    return found
 
 
 if __name__ == "__main__":  # pragma: no cover

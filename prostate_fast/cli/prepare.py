@@ -129,6 +129,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
     import cv2
 
+    from .._outputs import mark_png
     from .._util import atomic_path
     from ..tile import MIN_TISSUE, save_tile_table, tile_slide
 
@@ -168,7 +169,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
     def write_thumb() -> None:
         with atomic_path(thumb_path, overwrite=args.overwrite) as tmp:
-            tmp.write_bytes(png.tobytes())
+            tmp.write_bytes(mark_png(png.tobytes()))
 
     _save_all(
         [lambda: save_tile_table(grid, white, args.out, overwrite=args.overwrite), write_thumb],

@@ -38,13 +38,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._outputs import (
+    check_replaceable,
+    clean_stale,
+    command_inputs,
+    output_lock,
+    remove_output,
+    temp_path,
+)
 from .._util import check_parent, disk_error_naming, resolve_threads
 from .plan import BuildOptions, DatasetPlan, make_plan
 from .reading import FORMAT, VERSION, TableSource
@@ -155,27 +162,40 @@ def build_dataset(
     )
     resolve_threads(n_threads)
     out = Path(out_dir)
-    _check_out(out, overwrite)
-    opts = BuildOptions(
-        white_threshold=white_threshold,
-        white_keep=white_keep,
-        balance=balance,
-        balance_splits=balance_splits,
-        class_weights=class_weights,
-        split=split,
-        fractions=fractions,
-        folds=folds,
-        fold=fold,
-        patients=patients,
-        encoding=encoding,
-        quality=quality,
-        png_compression=png_compression,
-        seed=seed,
-    )
-    plan = make_plan(tables, opts)
-    tmp = _workspace(out)
+    inputs = [*tables, patients if isinstance(patients, str | os.PathLike) else None]
+    with command_inputs(inputs):
+        check_replaceable(out, overwrite=overwrite, folder=True)
+        opts = BuildOptions(
+            white_threshold=white_threshold,
+            white_keep=white_keep,
+            balance=balance,
+            balance_splits=balance_splits,
+            class_weights=class_weights,
+            split=split,
+            fractions=fractions,
+            folds=folds,
+            fold=fold,
+            patients=patients,
+            encoding=encoding,
+            quality=quality,
+            png_compression=png_compression,
+            seed=seed,
+        )
+        plan = make_plan(tables, opts)
+        _parent(out)
+        with output_lock(out):  # a second build of ``out`` fails at once
+            return _build(plan, opts, out, overwrite, n_threads)
+
+
+def _build(
+    plan: DatasetPlan, opts: BuildOptions, out: Path, overwrite: bool, n_threads: int | None
+) -> DatasetSummary:
+    """Pack ``plan`` in a temporary folder beside ``out``, then rename it to ``out``."""
+    check_replaceable(out, overwrite=overwrite, folder=True)  # again, under the lock
+    clean_stale(out)  # what a killed build of ``out`` left
+    tmp = temp_path(out)
     try:
-        os.chmod(tmp, 0o755)
+        tmp.mkdir(0o755)
         packed, seconds = _pack(tmp, plan, opts, n_threads)
         summary = _write_metadata(tmp, out, plan, packed, seconds, opts)
         _install(tmp, out, overwrite)
@@ -190,33 +210,23 @@ def build_dataset(
     return summary
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
-            return
-        raise FileExistsError(
-            f"{out}: already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-
-
-def _workspace(out: Path) -> Path:
-    """A hidden folder beside ``out`` where the dataset is built."""
+def _parent(out: Path) -> None:
+    """Create the folder that will hold ``out``."""
     try:
         check_parent(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
     except OSError as exc:  # read-only folder, ...: name the output, not the temporary name
         raise OSError(exc.errno, exc.strerror, str(out)) from exc
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an old one is replaced only now, and only if asked."""
-    _check_out(out, overwrite)
+    """Rename the finished folder into place; an old one (ours) is replaced only now."""
+    check_replaceable(out, overwrite=overwrite, folder=True)
     if out.exists() and (out.is_file() or any(out.iterdir())):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "d")
+        old = temp_path(out, "old")
+        os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_output(old)
     else:
         os.replace(tmp, out)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._outputs import command_inputs
 from .._util import atomic_path, check_image, check_outputs, resolve_threads
 from ..errors import SlideError
 from .colours import class_colours
@@ -440,10 +441,11 @@ def write_overlay(
     strip_pixels = _strip_pixels(strip_pixels)
     threads = resolve_threads(n_threads)
     out, thumb_path = overlay_paths(out, thumbnail)
-    check_outputs([out, thumb_path], overwrite=overwrite)
-    grid, scores_name = _load_scores(scores)
-    tables = blend_tables(grid, alpha=alpha, mode=mode, outline=outline, colours=colours)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(command_inputs([slide, scores]))  # never replaced by an output
+        check_outputs([out, thumb_path], overwrite=overwrite)
+        grid, scores_name = _load_scores(scores)
+        tables = blend_tables(grid, alpha=alpha, mode=mode, outline=outline, colours=colours)
         opened = isinstance(slide, str | os.PathLike)
         sl = stack.enter_context(open_slide(slide)) if opened else slide
         choice, width, height = overlay_geometry(sl, grid, check_name=check_name)

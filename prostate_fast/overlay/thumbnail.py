@@ -13,14 +13,20 @@ _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG (to ``path`` exactly, whatever its suffix)."""
+    """Write an RGB uint8 image as PNG (to ``path`` exactly, whatever its suffix), marked as ours.
+
+    The PNG carries the tEXt chunk ``Software: prostate-fast`` (:func:`~.._outputs.mark_png`), so
+    ``--overwrite`` may replace it later.
+    """
     import cv2
+
+    from .._outputs import mark_png
 
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV without PNG
         raise RuntimeError("OpenCV cannot encode PNG")
     with open(path, "wb") as f:
-        f.write(buf.tobytes())
+        f.write(mark_png(buf.tobytes()))
 
 
 def legend_thumbnail(

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .._outputs import mark_png
 from .geometry import SyntheticParams, _check_int
 from .render import _fill, _touches
 
@@ -90,7 +91,7 @@ def _mask_png(P: SyntheticParams, d: int) -> bytes:
     ok, png = cv2.imencode(".png", truth_mask(P, d))
     if not ok:  # pragma: no cover - OpenCV without PNG
         raise RuntimeError("OpenCV cannot encode PNG")
-    return png.tobytes()
+    return mark_png(png.tobytes())
 
 
 def _geojson(P: SyntheticParams) -> dict:
@@ -105,7 +106,11 @@ def _geojson(P: SyntheticParams) -> dict:
         }
         for i, p in enumerate(P.cancer_polygons)
     ]
-    return {"type": "FeatureCollection", "features": features}
+    return {
+        "prostate_fast": {"kind": "synthetic truth"},  # our mark (prostate_fast._outputs)
+        "type": "FeatureCollection",
+        "features": features,
+    }
 
 
 def _info(P: SyntheticParams, objective_power: float) -> dict:

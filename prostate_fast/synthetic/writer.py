@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._util import atomic_path, check_parent, naming_disk_errors, resolve_threads
+from .._util import atomic_path, check_outputs, check_parent, naming_disk_errors, resolve_threads
 from .geometry import SyntheticParams, _check_float, _check_int, synthetic_params
 from .render import _render
 from .truth import _geojson, _info, _mask_png, _meta, _paint
@@ -194,14 +194,10 @@ def _default_mask_downsample(w: int, h: int) -> int:
 
 
 def _output_files(out: Path, name: str, overwrite: bool) -> dict[str, Path]:
-    """The five output paths; ``FileExistsError`` for an existing one unless ``overwrite``."""
+    """The five output paths; ``FileExistsError`` for one that exists (unless ``overwrite``) or
+    that may not be replaced (see :mod:`prostate_fast._outputs`)."""
     files = {k: out / f"{name}{suf}" for k, suf in _SUFFIXES.items()}
-    if not overwrite:
-        for f in files.values():
-            if f.exists():
-                raise FileExistsError(
-                    f"{f}: already exists; pass overwrite=True (--overwrite) to replace it"
-                )
+    check_outputs(list(files.values()), overwrite=overwrite)  # ours only, never an input
     return files
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._outputs import check_replaceable, remove_output, temp_path
 from ..errors import ModelError
 from ..metrics import check_select
 
@@ -165,21 +166,24 @@ def _prepare_dir(
         return part, state, source == final
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; use --overwrite or --resume")
+    check_replaceable(final, overwrite=overwrite, folder=True)  # ours, never the dataset
     if part.exists():
         if not overwrite:
             raise FileExistsError(
                 f"{part}: an interrupted training is there; use --resume or --overwrite"
             )
-        shutil.rmtree(part)
+        check_replaceable(part, overwrite=overwrite, folder=True)
+        remove_output(part)
     part.mkdir(parents=True)
     return part, None, True
 
 
 def _finish_dir(part: Path, final: Path) -> None:
-    """Rename the finished ``part`` to ``final``, replacing an existing ``final``."""
-    old = final.with_name(final.name + ".old")
+    """Rename the finished ``part`` to ``final``, replacing an existing ``final`` (checked ours
+    by :func:`_prepare_dir`); the old one is moved aside under a unique temporary name."""
+    old = temp_path(final, "old")
     if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(part, final)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        remove_output(old)

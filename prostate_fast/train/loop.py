@@ -54,6 +54,7 @@ from typing import IO, Any
 import numpy as np
 
 from .._mx import import_mxnet, parse_context
+from .._outputs import command_inputs, output_lock
 from .._util import write_json as _write_json
 from ..errors import DatasetError
 from ..metrics import (
@@ -269,19 +270,21 @@ def train(
     kv, parts, rank = _kvstore(mx, kvstore)
     final = final.with_name(f"{final.name}.rank{rank}") if rank else final
     settings = _settings(cfg, info, arch, weights, steps, ctxs, mx.__version__)
-    work, state, created = _prepare_dir(final, resume, overwrite, settings, epochs)
-    (work / "checkpoints").mkdir(exist_ok=True)
-    logfile = (work / "train.log").open("a")
-    run = _Run(cfg, info, ctxs, weights, steps, parts, rank, work, _tee(logfile, log), n_train)
-    try:
-        history, best, threshold = _fit(run, network, study, kv, state, settings, arch)
-    except BaseException:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with command_inputs([dataset_dir]), output_lock(final):  # one writer; the data is kept
+        work, state, created = _prepare_dir(final, resume, overwrite, settings, epochs)
+        (work / "checkpoints").mkdir(exist_ok=True)
+        logfile = (work / "train.log").open("a")
+        run = _Run(cfg, info, ctxs, weights, steps, parts, rank, work, _tee(logfile, log), n_train)
+        try:
+            history, best, threshold = _fit(run, network, study, kv, state, settings, arch)
+        except BaseException:
+            logfile.close()
+            if created and run.ran == 0:  # nothing worth resuming: leave no partial output
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         logfile.close()
-        if created and run.ran == 0:  # nothing worth resuming: leave no partial output
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    logfile.close()
-    _finish_dir(work, final)
+        _finish_dir(work, final)
     best_score = selection_key(select, history[best - 1])
     seconds = time.time() - t_start
     return TrainResult(final, best, select, best_score, threshold, history, seconds)
