@@ -62,11 +62,8 @@ from .scoregrid import ScoreGrid, load_score_grid, merge_thresholds
 Progress = Callable[[int, int, float], None]
 
 __all__ = [
-    "DOMAIN_SAMPLE",
     "ENGINES",
-    "SCALE_TOLERANCE",
     "ModelInfo",
-    "OutOfDomainError",
     "Predictor",
     "ScoreGrid",
     "export_onnx",
