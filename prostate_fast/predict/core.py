@@ -45,8 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..model.domain import OutOfDomainError, domain_problem, sample_indices
-from ..slide.core import LevelChoice, Slide
+from ..slide.core import Slide
 from .engines import (
     ENGINES,
     Engine,
@@ -98,8 +97,9 @@ def _scale_request(info: ModelInfo, slide: Slide, level: int | None) -> dict[str
     )
 
 
-def _check_level_scale(info: ModelInfo, slide: Slide, choice: LevelChoice, ignore: bool) -> None:
-    """Refuse an explicit level whose scale is not the model's (warn when it cannot be known)."""
+def _check_level_scale(info: ModelInfo, slide: Slide, choice: Any, ignore: bool) -> None:
+    """Refuse an explicit level (``choice``, a LevelChoice) whose scale is not the model's (warn
+    when it cannot be known)."""
     if info.mpp is not None and choice.mpp is not None:
         got, want, unit = choice.mpp, info.mpp, "µm/px"
     elif info.magnification is not None and choice.magnification is not None:
@@ -123,6 +123,8 @@ def _check_domain(
     info: ModelInfo, slide: Slide, grid: Any, tissue: Any, read_tiles: Any, ignore: bool
 ) -> None:
     """OutOfDomainError when a sample of the slide's tissue tiles lies outside the model's domain."""
+    from ..model.domain import OutOfDomainError, domain_problem, sample_indices
+
     if ignore or len(grid) == 0:
         return
     if info.domain is None:
