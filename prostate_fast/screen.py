@@ -9,9 +9,12 @@ slide with a ``rank`` column.
 
 Priority (rank 1 first):
 
-1. slides that could not be screened: they need a manual read (``status`` ``"error: ..."``, then
-   ``"no tissue"``: no tile of the slide lies on tissue, as on blank glass or an all-white scan,
-   so the model looked at nothing; its outputs are still written, to show what was scanned);
+1. slides that could not be screened: they need a manual read (``status`` ``"error: ..."``;
+   ``"needs manual read: <reason>"``: the slide lies outside the stain domain the model was
+   trained on, e.g. a fluorescence scan given to an H&E model, so it gets no score and no
+   outputs; then ``"no tissue"``: no tile of the slide lies on tissue, as on blank glass or an
+   all-white scan, so the model looked at nothing; its outputs are still written, to show what
+   was scanned);
 2. then by ``score``, the mean probability of the slide's most suspicious tiles (the top 1 %,
    at least 10 tiles): a few strongly suspicious tiles outrank many weakly suspicious ones, and
    a large benign slide does not rise just because it has more tissue (the count of tiles over a
@@ -62,6 +65,8 @@ __all__ = [
 TOP_K = 10
 #: Worklist status of a slide on which no tile lies on tissue (ranked with the failures).
 NO_TISSUE = "no tissue"
+#: Worklist status prefix of a slide outside the model's domain (ranked with the failures).
+NEEDS_READ = "needs manual read: "
 #: Names of the :class:`ScreeningOptions` fields that set the overlay's look (and its files).
 OVERLAY_LOOK = ("alpha", "mode", "outline", "colours", "quality", "compression", "thumbnail_size")
 
@@ -86,6 +91,9 @@ class ScreeningOptions:
         Microns per level-0 pixel of the slides, overriding the files.
     level : int, optional
         Read this pyramid level as it is instead of matching the model's scale.
+    ignore_domain, ignore_scale : bool
+        Score slides outside the model's training domain, read a ``level`` at another scale
+        than the model's (see :func:`~prostate_fast.predict.predict_slide`).
     alpha, mode, outline, colours, quality, compression, thumbnail_size
         The overlay's look and files, see :func:`~prostate_fast.overlay.write_overlay`.
     n_threads : int, optional
@@ -104,6 +112,8 @@ class ScreeningOptions:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     mpp: float | None = None
     level: int | None = None
+    ignore_domain: bool = False
+    ignore_scale: bool = False
     alpha: float = 0.4
     mode: str = "class"
     outline: int = 0
@@ -128,6 +138,9 @@ class ScreeningOptions:
         if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {size!r}")
         validate_scale(self.mpp, self.level)
+        for name in ("ignore_domain", "ignore_scale"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_look(self.alpha, self.mode, self.outline)
         check_encoding(self.compression, self.quality, self.thumbnail_size)
         if self.n_threads is not None:
@@ -139,7 +152,7 @@ class ScreeningOptions:
 
     def predict_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~prostate_fast.predict.predict_slide` (all but ``n_threads``)."""
-        keys = ("engine", "ctx", "batch_size", "mpp", "level")
+        keys = ("engine", "ctx", "batch_size", "mpp", "level", "ignore_domain", "ignore_scale")
         return {k: getattr(self, k) for k in keys} | {"thresholds": dict(self.thresholds)}
 
     def overlay_look(self) -> dict[str, Any]:
@@ -167,7 +180,8 @@ class WorklistRow:
     slide : str
         Slide file name.
     status : str
-        ``"ok"``, ``"no tissue"`` (no tile on tissue: nothing was scored) or
+        ``"ok"``, ``"no tissue"`` (no tile on tissue: nothing was scored),
+        ``"needs manual read: <reason>"`` (outside the model's domain: not scored) or
         ``"error: <one line>"``.
     n_tiles : int
         Tissue tiles scored.
@@ -407,7 +421,8 @@ def screen_slides(
     -------
     list of WorklistRow
         Ranked (the CSV's rows, in order). Failed slides are rows with ``status`` "error: ...",
-        slides without tissue rows with ``status`` "no tissue" (see the module notes).
+        slides outside the model's domain "needs manual read: ...", slides without tissue
+        "no tissue" (see the module notes).
 
     Raises
     ------
@@ -492,5 +507,12 @@ def _screen_one(
 
 
 def error_status(exc: BaseException) -> str:
-    """The worklist status of a slide that failed with ``exc``: ``"error: <one line>"``."""
+    """The worklist status of a slide that failed with ``exc``.
+
+    ``"needs manual read: <reason>"`` for a slide outside the model's domain
+    (:class:`~prostate_fast.model.domain.OutOfDomainError`), else ``"error: <one line>"``.
+    """
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ProstateFastError) and isinstance(reason, str):
+        return NEEDS_READ + " ".join(reason.split())
     return "error: " + one_line(exc)

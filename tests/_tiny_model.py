@@ -22,11 +22,13 @@ def make_model(
     threshold: float = 0.5,
     seed: int = 0,
     epoch: int = 3,
+    domain: object = None,
 ) -> Path:
     """Write a model folder to ``out`` and return it.
 
     ``n_outputs`` (default ``len(classes)``) lets a test build a network whose output size does
-    not match ``model.json``.
+    not match ``model.json``. ``domain`` (a :class:`~prostate_fast.model.StainDomain`) is
+    recorded as the training domain; None writes a model as older versions did, without one.
     """
     from prostate_fast._mx import import_mxnet
     from prostate_fast.model import build_network, network_spec, write_model
@@ -51,4 +53,5 @@ def make_model(
         threshold={classes[-1]: threshold, "target_sensitivity": 0.99},
         architecture=network_spec("study", n_out, tile_size),
         training={"note": "untrained test fixture", "seed": seed},
+        domain=domain,
     )

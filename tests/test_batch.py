@@ -286,3 +286,52 @@ def test_cli_batch_bad_input(model: Path, tmp_path: Path, capsys) -> None:
     bad = ["batch", str(tmp_path), "--model", str(model), "-o", str(tmp_path / "o")]
     assert main([*bad, "--scheduler", "local:two"]) == 2
     assert "scheduler must be" in capsys.readouterr().err
+
+
+def test_an_edited_score_in_the_manifest_is_not_trusted(
+    slides: Path, model: Path, tmp_path: Path
+) -> None:
+    """Issue 13: a manifest whose row was edited is redone; --verify recomputes the score."""
+    one = [slides / "slide02.tif"]
+    out = tmp_path / "out"
+    kw = {"options": ScreeningOptions(engine="native", n_threads=1), "workers": 0}
+    first = run_batch(one, model, out, **kw).results[0].row
+    path = out / "slide02" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["row"]["score"] = 0.9998
+    path.write_text(json.dumps(m))
+    r = run_batch(one, model, out, **kw)  # the row no longer matches its digest: redone
+    assert r.counts["done"] == 1 and r.results[0].row.score == pytest.approx(first.score)
+    m = json.loads(path.read_text())
+    m["row"]["score"] = 0.9998
+    m.pop("row_sha256")  # as an older manifest, without the digest
+    path.write_text(json.dumps(m))
+    assert run_batch(one, model, out, **kw).results[0].row.score == 0.9998  # cheap: trusted
+    r = run_batch(one, model, out, verify=True, **kw)  # recomputed from the score grid
+    assert r.counts["done"] == 1 and r.results[0].row.score == pytest.approx(first.score)
+    rows = list(csv.DictReader(r.worklist.open()))
+    assert float(rows[0]["score"]) == pytest.approx(first.score, rel=1e-5)
+
+
+def test_a_slide_outside_the_domain_needs_a_manual_read(
+    slides: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Issue 13: a fluorescence slide gets no score and is ranked with the failures."""
+    from _tiny_model import make_model
+
+    from prostate_fast.model.domain import StainDomain
+
+    he = StainDomain(True, (0.35, 0.836, 0.422), 0.28, 10.0, 240.0, 256)
+    model = make_model(tmp_path / "model", tile_size=64, domain=he)
+    listing = tmp_path / "slides.txt"
+    listing.write_text(f"{slides / 'slide00.tif'}\n{data_dir / 'wsi' / 'test3-DAPI-2-387.ndpi'}\n")
+    kw = {"options": ScreeningOptions(engine="native", n_threads=1), "workers": 0}
+    res = run_batch(listing, model, tmp_path / "out", **kw)
+    assert res.counts == {"done": 1, "skipped": 0, "error": 0, "needs manual read": 1}
+    rows = list(csv.DictReader(res.worklist.open()))
+    assert rows[0]["slide"] == "test3-DAPI-2-387.ndpi" and rows[0]["rank"] == "1"
+    assert rows[0]["status"].startswith("needs manual read: dark background")
+    assert rows[1]["status"] == "ok"
+    summary = _summary(tmp_path / "out")
+    assert summary["test3-DAPI-2-387.ndpi"]["status"] == "needs manual read"
+    assert not (tmp_path / "out" / "test3-DAPI-2-387").exists()

@@ -99,6 +99,13 @@ def test_outputs_and_logs(trained) -> None:
     assert info["threshold"]["target_sensitivity"] == 0.99
     assert info["architecture"]["dense_units"] == [256, 128, 64]
     assert info["training"]["seed"] == 0 and info["training"]["mxnet"] == "1.9.1"
+    # the stain domain of the train split (issue 13): prediction refuses slides outside it
+    dom = info["domain"]
+    assert dom["brightfield"] is True and dom["n_tiles"] == 160
+    assert sum(v * v for v in dom["od_direction"]) == pytest.approx(1.0, abs=1e-4)
+    from prostate_fast.model import read_model_info
+
+    assert read_model_info(out).domain.brightfield
     csv_lines = (out / "log.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
     assert len(csv_lines) == 4

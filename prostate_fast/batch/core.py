@@ -86,6 +86,8 @@ SLIDE_EXTENSIONS = (
 SUMMARY = "batch-summary.csv"
 WORKLIST = "worklist.csv"
 LOCK = ".prostate-fast-batch.lock"
+#: :attr:`SlideResult.status` of a slide outside the model's training domain.
+NEEDS_READ = "needs manual read"
 _PART = re.compile(r"^\..+\.part-[A-Za-z0-9_]+$")
 
 
@@ -98,9 +100,10 @@ class SlideResult:
     slide, path : str
         Slide file name, and the slide file.
     status : str
-        ``"done"`` (processed now), ``"skipped"`` (complete outputs found) or ``"error"``.
+        ``"done"`` (processed now), ``"skipped"`` (complete outputs found), ``"error"`` or
+        ``"needs manual read"`` (outside the model's training domain: not scored, no outputs).
     reason : str
-        One line saying why, for ``"error"`` ("" otherwise).
+        One line saying why, for ``"error"`` and ``"needs manual read"`` ("" otherwise).
     folder : str
         The slide's output folder ("" for errors).
     seconds : float
@@ -129,14 +132,20 @@ class BatchResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Number of slides per status (``done``, ``skipped``, ``error``)."""
+        """Number of slides per status: ``done``, ``skipped``, ``error``, and ``needs manual read``
+        when a slide lies outside the model's domain."""
         c = Counter(r.status for r in self.results)
-        return {k: c.get(k, 0) for k in ("done", "skipped", "error")}
+        keys = (
+            ("done", "skipped", "error", NEEDS_READ)
+            if c[NEEDS_READ]
+            else ("done", "skipped", "error")
+        )
+        return {k: c.get(k, 0) for k in keys}
 
     @property
     def failed(self) -> list[SlideResult]:
-        """The slides that failed."""
-        return [r for r in self.results if r.status == "error"]
+        """The slides that failed or need a manual read (outside the model's domain)."""
+        return [r for r in self.results if r.status in ("error", NEEDS_READ)]
 
 
 @dataclass(frozen=True)
@@ -230,11 +239,11 @@ def _predictor(task: _Task, options: ScreeningOptions) -> Any:
 def _error(task: _Task, exc: BaseException, seconds: float = 0.0) -> SlideResult:
     from ..screen import WorklistRow, error_status
 
-    status = error_status(exc)  # "error: <one line>", as screen's worklist rows say it
+    status = error_status(exc)  # "error: <one line>" or "needs manual read: <reason>"
     slide = Path(task.slide)
     row = WorklistRow(rank=0, slide=slide.name, status=status, path=str(slide), seconds=seconds)
-    reason = status.removeprefix("error: ")
-    return SlideResult(slide.name, str(slide), "error", reason, "", seconds, row)
+    kind, _, reason = status.partition(": ")
+    return SlideResult(slide.name, str(slide), kind, reason, "", seconds, row)
 
 
 def _install(folder: Path, final: Path, part: Path) -> None:

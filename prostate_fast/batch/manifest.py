@@ -3,9 +3,13 @@
 ``out_dir/<stem>/manifest.json`` records the slide (path, name, size, mtime, sha256), the model
 files' sha256, the settings (:func:`settings`: the :class:`~prostate_fast.screen.ScreeningOptions`
 that change an output, with the model's thresholds filled in), the package version, every output
-file with its size and sha256, the worklist row's numbers and the timings. :func:`complete`
-decides from it whether a rerun may skip the slide; :func:`row_from_manifest` gives the skipped
-slide its worklist row back.
+file with its size and sha256, the worklist row's numbers (and ``row_sha256``, a digest of those
+numbers and the outputs' checksums) and the timings. :func:`complete` decides from it whether a
+rerun may skip the slide; :func:`row_from_manifest` gives the skipped slide its worklist row back.
+
+The row is not taken on trust: a manifest whose numbers do not match its ``row_sha256`` is not
+complete (the slide is redone), and with ``verify`` the numbers are recomputed from the stored
+score grid (:func:`~prostate_fast.screen.cancer_score` of ``-scores.npz``) and must match.
 
 The settings keep the keys and values older versions wrote (``level`` appears only when one is
 set), so the folders of an earlier batch are still recognised.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 
 from .. import __version__
 from .._util import atomic_path
+from ..errors import ProstateFastError
 
 __all__ = ["MANIFEST", "complete", "read_manifest", "settings", "write_manifest"]
 
@@ -39,6 +45,8 @@ ROW_NUMBERS = (
     "score",
     "seconds",
 )
+#: The row numbers recomputed from the score grid with ``verify`` (``seconds`` is not one).
+SCORE_NUMBERS = ROW_NUMBERS[:-1]
 
 
 def sha256(path: Path) -> str:
@@ -63,7 +71,8 @@ def settings(options: Any, model_thresholds: Mapping[str, float]) -> dict[str, A
 
     The effective values, defaults spelt out, as JSON gives them back: engine, ctx, batch_size,
     mpp, the thresholds (the model's, with the options' applied), the overlay's look, and
-    ``level`` when one is set. Threads are not in it: they do not change an output.
+    ``level``, ``ignore_domain`` and ``ignore_scale`` when set. Threads are not in it: they do
+    not change an output.
     """
     out = {
         "engine": options.engine,
@@ -75,6 +84,9 @@ def settings(options: Any, model_thresholds: Mapping[str, float]) -> dict[str, A
     }
     if options.level is not None:
         out["level"] = options.level
+    for key in ("ignore_domain", "ignore_scale"):
+        if getattr(options, key, False):
+            out[key] = True
     return json.loads(json.dumps(out, sort_keys=True))
 
 
@@ -99,9 +111,50 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any], *, atomic: bool = 
 
 
 def new_manifest(**fields: Any) -> dict[str, Any]:
-    """A manifest with its format, version and the package version, then ``fields``."""
+    """A manifest with its format, version and the package version, then ``fields``.
+
+    With ``row`` and ``outputs`` among the fields, ``row_sha256`` (:func:`row_digest`) is added.
+    """
     head = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "package_version": __version__}
-    return head | fields
+    m = head | fields
+    if "row" in m and "outputs" in m:
+        m["row_sha256"] = row_digest(m["row"], m["outputs"])
+    return m
+
+
+def row_digest(row: Mapping[str, Any], outputs: Mapping[str, Any]) -> str:
+    """sha256 of the row's numbers and the outputs' checksums, as JSON gives them back."""
+    data = {"row": {k: row.get(k) for k in ROW_NUMBERS}, "outputs": outputs}
+    text = json.dumps(json.loads(json.dumps(data)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _row_matches(m: Mapping[str, Any], folder: Path, verify: bool) -> bool:
+    """The manifest's row numbers match its digest (when recorded) and, with ``verify``, the
+    numbers recomputed from the stored score grid."""
+    if "row_sha256" in m and m["row_sha256"] != row_digest(m["row"], m["outputs"]):
+        return False
+    if not verify:
+        return True
+    scores = m["outputs"].get("scores")
+    if scores is None:
+        return False
+    from ..predict.scoregrid import load_score_grid
+    from ..screen import cancer_score
+
+    try:
+        got = cancer_score(load_score_grid(folder / str(scores["file"])))
+    except (OSError, ValueError, ProstateFastError):
+        return False
+    for key in SCORE_NUMBERS:
+        want, have = m["row"].get(key), got[key]
+        if (want is None) != (have is None):
+            return False
+        if have is not None and not math.isclose(
+            float(want), float(have), rel_tol=1e-6, abs_tol=1e-9
+        ):
+            return False
+    return True
 
 
 def complete(
@@ -133,7 +186,9 @@ def complete(
                 return None
             if p.stat().st_size != out["size"] or (task.verify and sha256(p) != out["sha256"]):
                 return None
-    except (KeyError, TypeError, AttributeError, OSError):
+        if not _row_matches(m, folder, task.verify):
+            return None
+    except (KeyError, TypeError, AttributeError, OSError, ValueError):
         return None
     return m
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_threshold(
         p, "decision threshold of a class, e.g. cancer=0.3 (default: model.json's); repeatable"
     )
+    _add_ignore_domain(p)
+    p.add_argument(
+        "--ignore-scale",
+        action="store_true",
+        help="read --level even when its scale differs from the model's by more than 25%%",
+    )
     p.add_argument("--progress", action="store_true", help="show progress on stderr")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_predict)
@@ -76,6 +83,15 @@ def _add_engine(p: argparse.ArgumentParser, engine_help: str) -> None:
     p.add_argument("--engine", choices=_engines(), default="gluon", help=engine_help)
     p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
+
+
+def _add_ignore_domain(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ignore-domain",
+        action="store_true",
+        help="score slides outside the model's training domain (fluorescence, another stain) "
+        "anyway; by default they are refused (predict) or listed as `needs manual read`",
+    )
 
 
 def _add_threshold(p: argparse.ArgumentParser, threshold_help: str) -> None:
@@ -108,16 +124,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
     options = _screening_options(args)
     progress = _predict_progress if args.progress else None
-    grid = predict_slide(
-        args.model,
-        args.slide,
-        **options.predict_kwargs(),
-        n_threads=options.n_threads,
-        progress=progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        grid = predict_slide(
+            args.model,
+            args.slide,
+            **options.predict_kwargs(),
+            n_threads=options.n_threads,
+            progress=progress,
+        )
     if len(grid) == 0:
         raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
     _save_all([lambda out=out: grid.save(out, overwrite=args.overwrite) for out in outs], outs)
+    for w in caught:  # unverified scale, unknown domain, dark field; an error says it alone
+        if issubclass(w.category, UserWarning):
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     t = grid.timings
     thr = ", ".join(f"{k} >= {v:g}" for k, v in grid.thresholds.items())
     rows, cols = grid.grid_shape
@@ -207,6 +230,7 @@ def _add_screening_options(
         help="microns per level-0 pixel of the slides (overrides the files)",
     )
     _add_threshold(p, "decision threshold of a class (default: the model's); repeatable")
+    _add_ignore_domain(p)
     _add_overlay_look(p)
     p.add_argument("--threads", type=_positive_int, default=None, help=threads_help)
 
@@ -272,9 +296,11 @@ def _screen(args: argparse.Namespace, slides: list[Path], out_dir: Path, worklis
         progress=_report_row,
     )
     failed = sum(r.status.startswith("error") for r in rows)
-    empty = sum(not r.ok for r in rows) - failed
-    print(f"worklist:  {worklist} ({len(rows)} slides, {failed} failed, {empty} without tissue)")
-    return 2 if failed or empty else 0
+    manual = sum(r.status.startswith("needs manual read") for r in rows)
+    empty = sum(not r.ok for r in rows) - failed - manual
+    counts = f"{failed} failed, {manual} need a manual read, {empty} without tissue"
+    print(f"worklist:  {worklist} ({len(rows)} slides, {counts})")
+    return 2 if failed or empty or manual else 0
 
 
 def _report_row(r: Any) -> None:
@@ -359,13 +385,15 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         progress=None if args.no_progress else Progress(len(slides)),
     )
     for r in res.failed:
-        print(f"prostate-fast: {r.slide}: error: {r.reason}", file=sys.stderr)
+        print(f"prostate-fast: {r.slide}: {r.status}: {r.reason}", file=sys.stderr)
     c = res.counts
     counts = f"{c['done']} done, {c['skipped']} skipped, {c['error']} failed"
+    manual = c.get("needs manual read", 0)
+    counts += f", {manual} need a manual read" if manual else ""
     print(f"slides:    {len(res.results)}: {counts} ({res.seconds:.1f} s)")
     print(f"worklist:  {res.worklist}")
     print(f"summary:   {res.summary}")
-    return 3 if c["error"] else 0
+    return 3 if res.failed else 0
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -181,6 +181,8 @@ _OPTION_ARGS = {
     "threshold": "thresholds",
     "mpp": "mpp",
     "level": "level",
+    "ignore_domain": "ignore_domain",
+    "ignore_scale": "ignore_scale",
     "alpha": "alpha",
     "mode": "mode",
     "outline": "outline",

@@ -248,6 +248,8 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
+    import warnings
+
     from ..label import ClassMap, label_tiles
     from ..slide import open_slide
     from ..tile import build_grid, full_grid
@@ -276,19 +278,26 @@ def _cmd_label(args: argparse.Namespace) -> int:
             grid = build_grid(slide, tile_size=args.tile_size, stride=args.stride, **scale)
             if len(grid) == 0:
                 raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
-        table = label_tiles(
-            slide,
-            annotation,
-            grid,
-            source=source,
-            classes=cmap,
-            min_coverage=args.min_coverage,
-            rule=args.rule,
-            threshold=args.threshold,
-            colour_tol=args.colour_tol,
-            n_threads=args.threads,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            table = label_tiles(
+                slide,
+                annotation,
+                grid,
+                source=source,
+                classes=cmap,
+                min_coverage=args.min_coverage,
+                rule=args.rule,
+                threshold=args.threshold,
+                colour_tol=args.colour_tol,
+                n_threads=args.threads,
+            )
     table.save(args.out, overwrite=args.overwrite)
+    for w in caught:  # a painted copy that does not register, or a colour no class has
+        if issubclass(w.category, UserWarning):
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     counts = ", ".join(f"{name} {n}" for name, n in table.counts().items())
     print(f"{len(table)} tiles of {slide.name}: {counts} -> {args.out}")
     return 0

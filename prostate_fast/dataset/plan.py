@@ -91,8 +91,10 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
     Raises
     ------
     DatasetError
-        Missing table or slide file, tables with different classes, an empty selection, a split
-        left empty, a patient in two splits.
+        Missing table or slide file, a slide that is not the one labelled (other dimensions or
+        content fingerprint) or a tile outside its slide (see
+        :func:`~prostate_fast.label.table.check_table_slide`), tables with different classes, an
+        empty selection, a split left empty, a patient in two splits.
     ValueError
         A bad ``balance`` or ``split`` argument.
     """
@@ -103,6 +105,8 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
     missing = [str(s.slide_path) for s in sources if not s.slide_path.is_file()]
     if missing:
         raise DatasetError(f"slide file(s) not found: {', '.join(missing)}")
+    for s in sources:
+        _check_slide(s)
     names = [s.slide_name for s in sources]
     lookup = _name_lookup(names)
     patient_of = _patient_map(opts.patients, names, lookup)
@@ -126,6 +130,15 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         pos = _select(name, members, classes, opts, balanced, rng, plan.splits)
         plan.jobs[name] = _split_jobs(name, members, pos, classes, patient_of, opts, plan.slides)
     return plan
+
+
+def _check_slide(src: TableSource) -> None:
+    """DatasetError unless the table's slide is the one labelled and its tiles lie on it."""
+    from ..label.table import check_table_slide
+    from ..slide import open_slide
+
+    with open_slide(src.slide_path) as slide:
+        check_table_slide(src, slide, src.origin)
 
 
 def _name_lookup(names: Sequence[str]) -> dict[str, str]:

@@ -58,6 +58,8 @@ class TableSource:
     l0_xy: np.ndarray  # (n, 2) int64, labelled tiles only
     label: np.ndarray  # (n,) int64 in [0, n_classes)
     white_fraction: np.ndarray  # (n,) float32
+    slide_dimensions: tuple[int, int] | None = None  # as labelled (None: an older table)
+    slide_fingerprint: str | None = None
 
 
 def _get(obj: Any, *names: str) -> Any:
@@ -114,6 +116,8 @@ def _source(obj: Any, origin: str) -> TableSource:
         np.ascontiguousarray(l0_xy[keep]),
         label[keep],
         np.ascontiguousarray(wf[keep]),
+        _get(obj, "slide_dimensions"),
+        _get(obj, "slide_fingerprint"),
     )
 
 

@@ -46,7 +46,7 @@ from .classes import ClassMap
 from .masks import mask_coverage
 from .painted import painted_coverage
 from .polygons import polygon_tile_coverage
-from .table import LabelTable, TileCoverage
+from .table import LabelTable, TileCoverage, slide_fingerprint
 
 __all__ = ["Rule", "Source", "label_tiles"]
 
@@ -258,4 +258,6 @@ def _table(
         source_path=found.source_path,
         min_coverage=float(min_coverage),
         rule=rule,
+        slide_dimensions=slide.dimensions,
+        slide_fingerprint=slide_fingerprint(slide),
     )

@@ -9,12 +9,16 @@ whose colour is nearest to the mean colour of its marked pixels, so several canc
 painted in different colours. :func:`painted_coverage` is what
 :func:`~prostate_fast.label.label_tiles` runs: it finds how the copy's size relates to the slide
 (level 0 or the tiling scale), reads both images tile by tile (the copy on a second thread) and
-returns each tile's marked share per class, its centre hit and its white fraction.
+returns each tile's marked share per class, its centre hit and its white fraction. It also
+checks (:mod:`.marker`) that the copy registers to the slide (a warning when shifted) and that
+the painting's marker colours are the classes' (refused when none is, a warning for a colour no
+class has).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from ..errors import AnnotationError, SlideError
 from ..slide import LEVEL_TOLERANCE, LevelChoice, Slide, open_slide
 from ..tile import TileGrid, read_tiles
 from .classes import ClassMap
+from .marker import MarkerTally, copy_shift, shift_warning
 from .table import TileCoverage
 
 __all__ = ["nearest_colour", "painted_coverage", "painted_tile_stats"]
@@ -145,7 +150,9 @@ def painted_coverage(
 
     ``centre`` also tests each tile's centre pixel (for ``rule="centre"``). Raises ValueError when
     no class has a marker colour or ``annotation`` is an array, AnnotationError when the copy
-    cannot be read or fits the slide at no scale (the message names the file).
+    cannot be read, fits the slide at no scale, or is painted in colours none of which is a
+    class's (the message names the file and the colours). Warns (``UserWarning``) when the copy
+    is shifted against the slide or also painted in a colour no class has.
     """
     col_idx = np.array([i for i, c in enumerate(cmap.colours) if c is not None], np.int64)
     if len(col_idx) == 0:
@@ -159,16 +166,24 @@ def painted_coverage(
         painted = open_slide(annotation) if own else annotation  # type: ignore[arg-type]
     except SlideError as exc:
         raise AnnotationError(f"painted copy: {exc}") from None
+    where = str(path or painted.name)
     try:
-        pgrid = _painted_grid(grid, *_painted_geometry(slide, painted, grid))
+        factor, choice = _painted_geometry(slide, painted, grid)
+        pgrid = _painted_grid(grid, factor, choice)
+        shifted = shift_warning(where, copy_shift(slide, painted, factor))
         rule = _MarkRule(colours, col_idx, threshold, colour_tol)
+        tally = MarkerTally(colours, threshold, colour_tol)
         k = len(cmap.names)
         cover, inside, white = _measure(
-            rule, slide, painted, grid, pgrid, k, centre, batch_size, n_threads
+            rule, slide, painted, grid, pgrid, k, centre, batch_size, n_threads, tally
         )
     finally:
         if own:
             painted.close()
+    named = {cmap.names[i]: cmap.colours[i] for i in col_idx}
+    note = shifted or tally.check(where, named)  # a shifted copy differs everywhere: no colours
+    if note is not None:
+        warnings.warn(note, stacklevel=3)
     return TileCoverage(cover, inside, "painted", _path_text(path), white)
 
 
@@ -210,10 +225,12 @@ def _measure(
     centre: bool,
     batch_size: int,
     n_threads: int | None,
+    tally: MarkerTally,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coverage (n, k), centre hits (n, k) and white fraction (n,), batch by batch.
 
-    The painted tiles of a batch are read on a second thread while the original's are read here.
+    The painted tiles of a batch are read on a second thread while the original's are read here;
+    ``tally`` counts the marker colours of the changed pixels.
     """
     from ..tissue import white_fraction
 
@@ -228,6 +245,7 @@ def _measure(
             fut = pool.submit(read_tiles, painted, pgrid, idx)
             orig = read_tiles(slide, grid, idx)
             pnt = fut.result()
+            tally.add(orig, pnt)
             counts, near = rule.nearest(orig, pnt, n_threads)
             hit = near >= 0
             cover[idx[hit], rule.classes[near[hit]]] = counts[hit] / pixels

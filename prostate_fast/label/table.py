@@ -7,6 +7,13 @@ Every label table on disk is written by :meth:`LabelTable.save` and read by
   tile size, stride, downsample, level, source, rule, threshold), then the columns ``tile_row,
   tile_col, l0_x, l0_y, label, class, coverage_<class>..., white_fraction``.
 * ``.npz``: the arrays under the same names plus ``meta`` (the JSON text).
+
+Slide identity: a table records the slide's level-0 ``slide_dimensions`` and a content
+``slide_fingerprint`` (:func:`slide_fingerprint`: a 32 x 32 grey thumbnail of the whole slide), so
+the dataset stage can check that the slide it reads is the one that was labelled and that every
+tile lies on it (:func:`check_table_slide`). Tables written before this carry neither; their
+coordinates are still checked against the slide's dimensions. Coordinates that are not finite
+integers within int64 make the table unreadable.
 """
 
 from __future__ import annotations
@@ -16,14 +23,26 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._util import atomic_path, write_npz
 from ..errors import DatasetError
 
-__all__ = ["LabelTable", "TileCoverage", "load_label_table"]
+__all__ = [
+    "FINGERPRINT_SIZE",
+    "LabelTable",
+    "TileCoverage",
+    "check_table_slide",
+    "load_label_table",
+    "slide_fingerprint",
+]
+
+#: Side of the grey thumbnail that fingerprints a slide.
+FINGERPRINT_SIZE = 32
+#: Largest grey-level difference of any thumbnail pixel between a slide and its fingerprint.
+FINGERPRINT_TOLERANCE = 24
 
 _MAGIC = "# prostate-fast label table v1 "
 #: Scalar fields of the JSON header, after ``classes``.
@@ -38,6 +57,8 @@ _META_KEYS = (
     "source_path",
     "min_coverage",
     "rule",
+    "slide_dimensions",
+    "slide_fingerprint",
 )
 #: Arrays of a table, as named in the ``.npz`` file.
 _ARRAYS = ("tile_rc", "l0_xy", "label", "coverage", "white_fraction")
@@ -82,6 +103,10 @@ class LabelTable:
         ``painted``, ``geojson``, ``asap``, ``aperio`` or ``mask``, and the file.
     min_coverage, rule
         The rule that made ``label`` from ``coverage``.
+    slide_dimensions : (int, int) or None
+        Level-0 (width, height) of the slide (None in tables written before it was recorded).
+    slide_fingerprint : str or None
+        :func:`slide_fingerprint` of the slide (None likewise).
     """
 
     slide_name: str
@@ -100,8 +125,28 @@ class LabelTable:
     source_path: str | None
     min_coverage: float
     rule: str
+    slide_dimensions: tuple[int, int] | None = None
+    slide_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
+        dims = self.slide_dimensions
+        if dims is not None:
+            if (
+                len(dims) != 2
+                or not all(
+                    isinstance(v, int | np.integer) and not isinstance(v, bool) for v in dims
+                )
+                or min(dims) < 1
+            ):
+                raise ValueError(f"slide_dimensions must be 2 positive integers, got {dims!r}")
+            object.__setattr__(self, "slide_dimensions", (int(dims[0]), int(dims[1])))
+        fp = self.slide_fingerprint
+        if fp is not None and (
+            not isinstance(fp, str)
+            or len(fp) != 2 * FINGERPRINT_SIZE**2
+            or fp.strip("0123456789abcdef")
+        ):
+            raise ValueError("slide_fingerprint must be the hex text of a 32 x 32 thumbnail")
         n, k = len(self.label), len(self.classes)
         want = {"tile_rc": (n, 2), "l0_xy": (n, 2), "coverage": (n, k), "white_fraction": (n,)}
         for name, shape in want.items():
@@ -187,7 +232,85 @@ def load_label_table(path: str | Path) -> LabelTable:
 
 def _read_npz(p: Path) -> tuple[dict, dict[str, np.ndarray]]:
     with np.load(p, allow_pickle=False) as z:
-        return json.loads(str(z["meta"])), {k: z[k] for k in _ARRAYS}
+        meta, arrays = json.loads(str(z["meta"])), {k: z[k] for k in _ARRAYS}
+    for k in ("tile_rc", "l0_xy", "label"):
+        _check_coordinates(arrays[k])
+    return meta, arrays
+
+
+def _check_coordinates(values: np.ndarray) -> None:
+    """ValueError unless ``values`` are finite whole numbers that fit int64 (not NaN, not 1e30)."""
+    v = np.asarray(values)
+    if v.dtype.kind in "iub" or v.size == 0:
+        return
+    if v.dtype.kind != "f" or not np.isfinite(v).all() or (np.abs(v) >= 2.0**62).any():
+        raise ValueError("tile positions and labels must be finite integers")
+    if (v != np.round(v)).any():
+        raise ValueError("tile positions and labels must be whole numbers")
+
+
+def slide_fingerprint(slide: Any) -> str:
+    """The content fingerprint of a slide: its 32 x 32 grey thumbnail, as hex text.
+
+    Read from the slide's lowest useful level in bands (bounded memory, the cost of a tissue
+    mask at most); compared with a tolerance (:data:`FINGERPRINT_TOLERANCE` grey levels per
+    pixel), so another decoder's rounding does not matter while another slide does.
+    """
+    import cv2
+
+    from ..tissue import _read_low_res
+
+    w, h = slide.dimensions
+    target = max(1.0, min(w, h) / (2 * FINGERPRINT_SIZE))
+    rgb, _ = _read_low_res(slide, target)
+    size = (FINGERPRINT_SIZE, FINGERPRINT_SIZE)
+    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(grey, np.uint8).tobytes().hex()
+
+
+def check_table_slide(table: Any, slide: Any, origin: str) -> None:
+    """DatasetError unless ``slide`` is the slide ``table`` was made from and its tiles lie on it.
+
+    Parameters
+    ----------
+    table
+        A :class:`LabelTable` (or anything with ``l0_xy``, ``slide_dimensions`` and
+        ``slide_fingerprint``; the last two may be None for a table of an older version).
+    slide : Slide
+        The slide the dataset would read.
+    origin : str
+        The table file, for the message.
+
+    Raises
+    ------
+    DatasetError
+        Other level-0 dimensions or content than recorded, or a tile whose level-0 corner lies
+        outside the slide (the message names the table and the slide).
+    """
+    w, h = slide.dimensions
+    where = f"{origin}: slide {slide.path or slide.name}"
+    dims = getattr(table, "slide_dimensions", None)
+    if dims is not None and tuple(dims) != (w, h):
+        raise DatasetError(
+            f"{where} is {w} x {h} px but the table was made from a {dims[0]} x {dims[1]} px "
+            "slide: another slide"
+        )
+    xy = np.asarray(table.l0_xy, np.int64).reshape(-1, 2)
+    out = (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
+    if out.any():
+        x, y = (int(v) for v in xy[np.argmax(out)])
+        raise DatasetError(
+            f"{where}: {int(out.sum())} tile(s) lie outside its {w} x {h} px, e.g. at ({x}, {y})"
+        )
+    fp = getattr(table, "slide_fingerprint", None)
+    if fp is not None:
+        want = np.frombuffer(bytes.fromhex(fp), np.uint8).astype(np.int16)
+        got = np.frombuffer(bytes.fromhex(slide_fingerprint(slide)), np.uint8).astype(np.int16)
+        if int(np.abs(want - got).max()) > FINGERPRINT_TOLERANCE:
+            raise DatasetError(
+                f"{where} does not look like the slide the table was made from (its content "
+                "fingerprint differs): another slide"
+            )
 
 
 def _read_csv(p: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -200,6 +323,7 @@ def _read_csv(p: Path) -> tuple[dict, dict[str, np.ndarray]]:
     k = len(meta["classes"])
     num = np.array([[float(v) for i, v in enumerate(r) if i != 5] for r in rows])
     num = num.reshape(len(rows), 6 + k)
+    _check_coordinates(num[:, 0:5])
     arrays = {
         "tile_rc": num[:, 0:2].astype(np.int32),
         "l0_xy": num[:, 2:4].astype(np.int64),

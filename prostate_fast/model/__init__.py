@@ -11,6 +11,8 @@ Modules:
 
 * :mod:`~prostate_fast.model.info`: ``MODEL_FORMAT`` / ``MODEL_VERSION``, :class:`ModelInfo`
   and :func:`read_model_info`, the one reader (no MXNet needed);
+* :mod:`~prostate_fast.model.domain`: :class:`StainDomain`, the stain statistics of the
+  training tissue that ``model.json`` records, and the test that a slide lies inside them;
 * :mod:`~prostate_fast.model.write`: :func:`write_model` (export a trained network and write
   ``model.json``; training and the test fixtures use it) and :func:`write_model_json`;
 * :mod:`~prostate_fast.model.load`: :func:`load_network`, the one Gluon loader
@@ -24,6 +26,7 @@ lazily, inside the functions that need it.
 
 from __future__ import annotations
 
+from .domain import StainDomain, domain_problem, measure_domain
 from .info import DEFAULT_THRESHOLD, MODEL_FORMAT, MODEL_VERSION, ModelInfo, read_model_info
 from .load import check_network, load_network
 from .networks import NETWORKS, StudyConfig, build_network, network_spec, with_softmax
@@ -35,10 +38,13 @@ __all__ = [
     "MODEL_VERSION",
     "NETWORKS",
     "ModelInfo",
+    "StainDomain",
     "StudyConfig",
     "build_network",
     "check_network",
+    "domain_problem",
     "load_network",
+    "measure_domain",
     "network_spec",
     "read_model_info",
     "with_softmax",

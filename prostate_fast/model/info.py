@@ -2,22 +2,36 @@
 
 A model folder holds ``model-symbol.json`` (the network, softmax output), ``model-NNNN.params``
 (its weights at the recorded epoch), ``model.json`` (what prediction needs: classes, colours,
-tile size, scale, normalisation, thresholds) and optionally ``model.onnx`` (a cached export).
-:func:`read_model_info` checks ``model.json`` and the presence of the two network files without
-MXNet and returns a frozen :class:`ModelInfo`; :mod:`prostate_fast.model.write` writes the folder.
+tile size, scale, normalisation, thresholds, the stain domain of the training tissue) and
+optionally ``model.onnx`` (a cached export). :func:`read_model_info` checks ``model.json`` and the
+presence of the two network files without MXNet and returns a frozen :class:`ModelInfo`;
+:mod:`prostate_fast.model.write` writes the folder.
+
+Every number ``model.json`` carries is checked: finite and in its range (:data:`LIMITS`), and
+JSON's non-standard ``Infinity``/``NaN`` literals (or a number too large for a float) anywhere in
+the file are refused, so a damaged or hand-edited file fails instead of scoring every tile alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from .domain import StainDomain
 
-__all__ = ["DEFAULT_THRESHOLD", "MODEL_FORMAT", "MODEL_VERSION", "ModelInfo", "read_model_info"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "LIMITS",
+    "MODEL_FORMAT",
+    "MODEL_VERSION",
+    "ModelInfo",
+    "read_model_info",
+]
 
 MODEL_FORMAT = "prostate-fast-model"
 """The ``format`` field of every ``model.json``."""
@@ -25,6 +39,15 @@ MODEL_VERSION = 1
 """The ``version`` field this code reads and writes."""
 DEFAULT_THRESHOLD = 0.5
 """Decision threshold of a class that ``model.json`` gives none."""
+LIMITS = {
+    "tile_size": (1, 4096),
+    "magnification": (0.1, 400.0),
+    "mpp": (0.01, 1000.0),
+    "downsample": (1e-3, 1e6),
+    "scale": (1e-6, 1.0),
+    "epoch": (0, 10**6),
+}
+"""Inclusive range of each number of ``model.json`` (``scale``: ``normalisation.scale``)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,9 @@ class ModelInfo:
     epoch : int or None
     meta : dict
         The whole ``model.json``.
+    domain : StainDomain or None
+        What the training tissue looked like (``"domain"``); None for a model written before
+        the domain was recorded (prediction then skips the domain check).
     """
 
     model_dir: Path
@@ -71,6 +97,7 @@ class ModelInfo:
     thresholds: dict[str, float]
     epoch: int | None
     meta: dict[str, Any] = field(repr=False)
+    domain: StainDomain | None = None
 
     @property
     def n_classes(self) -> int:
@@ -105,16 +132,19 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
     path = d / "model.json"
     meta = _read_meta(d, path)
     classes = _classes(meta, path)
-    tile = meta.get("tile_size")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile <= 0:
-        raise ModelError(f"{path}: 'tile_size' must be a positive integer, got {tile!r}")
-    magnification = _positive_number(meta, "magnification", path, optional=True)
-    mpp = _positive_number(meta, "mpp", path, optional=True)
+    tile = _number(meta, "tile_size", path, integer=True)
+    magnification = _number(meta, "magnification", path, optional=True)
+    mpp = _number(meta, "mpp", path, optional=True)
+    _number(meta, "downsample", path, optional=True)
     order, scale, name = _input_format(meta, path)
-    epoch = meta.get("epoch")
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
-        raise ModelError(f"{path}: 'epoch' must be a non-negative integer, got {epoch!r}")
+    epoch = _number(meta, "epoch", path, optional=True, integer=True)
     colours = _colours(meta.get("colours") or {}, path)
+    domain = None
+    if meta.get("domain") is not None:
+        try:
+            domain = StainDomain.from_json(meta["domain"], str(path))
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
     symbol_file = d / "model-symbol.json"
     if not symbol_file.is_file():
         raise ModelError(f"{symbol_file}: missing")
@@ -127,15 +157,16 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         params_file=params_file,
         classes=classes,
         colours=colours,
-        tile_size=tile,
+        tile_size=int(tile),  # type: ignore[arg-type]
         magnification=magnification,
         mpp=mpp,
         scale=scale,
         channel_order=order,
         input_name=name,
         thresholds=_thresholds(meta.get("threshold"), classes, path),
-        epoch=epoch,
+        epoch=None if epoch is None else int(epoch),
         meta=meta,
+        domain=domain,
     )
 
 
@@ -146,7 +177,11 @@ def _read_meta(d: Path, path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{path}: missing; is {d} a model folder written by prostate-fast train?")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(
+            path.read_text(encoding="utf-8"),
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"{path}: not readable JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
@@ -156,6 +191,17 @@ def _read_meta(d: Path, path: Path) -> dict[str, Any]:
     if meta.get("version") != MODEL_VERSION:
         raise ModelError(f"{path}: unsupported model version {meta.get('version')!r}")
     return meta
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float")
+    return value
 
 
 def _classes(meta: dict[str, Any], path: Path) -> tuple[str, ...]:
@@ -181,20 +227,26 @@ def _input_format(meta: dict[str, Any], path: Path) -> tuple[str, float, str]:
     norm = meta.get("normalisation", {"scale": 1.0})
     if not isinstance(norm, dict):
         raise ModelError(f"{path}: 'normalisation' must be an object, got {norm!r}")
-    scale = _positive_number(norm, "scale", path, optional=False)
+    scale = _number(norm, "scale", path)
     name = meta.get("input_name", "data")
     if not isinstance(name, str) or not name:
         raise ModelError(f"{path}: 'input_name' must be a name, got {name!r}")
     return order, float(scale), name  # type: ignore[arg-type]
 
 
-def _positive_number(meta: dict[str, Any], key: str, path: Path, *, optional: bool) -> float | None:
+def _number(
+    meta: dict[str, Any], key: str, path: Path, *, optional: bool = False, integer: bool = False
+) -> float | None:
+    """``meta[key]`` checked: a finite number (an integer when ``integer``) in ``LIMITS[key]``."""
     value = meta.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ModelError(f"{path}: {key!r} must be a positive number, got {value!r}")
-    return float(value)
+    lo, hi = LIMITS[key]
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not lo <= value <= hi:  # NaN fails the range too
+        raise ModelError(f"{path}: {key!r} must be {kind} in [{lo:g}, {hi:g}], got {value!r}")
+    return value
 
 
 def _colours(raw: dict[str, Any], path: Path) -> dict[str, tuple[int, int, int]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._mx import import_mxnet
 from .._util import write_json
+from .domain import StainDomain
 from .info import MODEL_FORMAT, MODEL_VERSION
 from .networks import with_softmax
 
@@ -37,6 +38,7 @@ def write_model(
     architecture: Mapping[str, Any],
     training: Mapping[str, Any],
     ctx: Any = None,
+    domain: StainDomain | None = None,
 ) -> Path:
     """Export ``net`` (logits out) followed by a softmax, and write ``model.json``.
 
@@ -61,6 +63,10 @@ def write_model(
         description, the training settings.
     ctx : mxnet.Context, optional
         Where ``net`` lives (default: MXNet's current context, the CPU).
+    domain : StainDomain, optional
+        The stain domain of the training tissue (:func:`~prostate_fast.model.domain.measure_domain`),
+        recorded as ``"domain"``; prediction refuses slides outside it. None: not recorded (the
+        check is then skipped).
 
     Returns
     -------
@@ -101,6 +107,8 @@ def write_model(
         "architecture": dict(architecture),
         "training": dict(training),
     }
+    if domain is not None:
+        meta["domain"] = domain.to_json()
     write_model_json(out, meta)
     return out
 

@@ -14,7 +14,18 @@ writes the overlay opens it once.
 Scale: the model's scale is looked up on the slide (mpp when both record one, else the objective
 magnification). A slide that records neither gets an error asking for ``--mpp`` (the slide's
 microns per level-0 pixel, which then overrides the file) or ``--level`` (read that pyramid level
-as it is): the scale is never guessed.
+as it is): the scale is never guessed. A ``level`` whose scale differs from the model's by more
+than :data:`SCALE_TOLERANCE` (25 %: scanners' "20x" differ by up to 10 %) is refused unless
+``ignore_scale``; when the slide records no scale at all, the level's scale is unverified and a
+warning says so.
+
+Domain: a model whose ``model.json`` records the stain domain of its training tissue
+(:mod:`prostate_fast.model.domain`) is applied only to slides inside it. Before any tile is
+scored, up to :data:`DOMAIN_SAMPLE` tissue tiles spread over the slide are measured; a slide
+outside (a dark background: fluorescence or dark field; another stain; a far too faint or dark
+stain) raises :class:`~prostate_fast.model.domain.OutOfDomainError` unless ``ignore_domain``.
+A model written before the domain was recorded is applied without the check (a warning says so,
+once per model and process).
 
 Decision rule (:attr:`ScoreGrid.predicted`): class 0 is the negative class. A tile is assigned
 the non-negative class with the highest probability among those whose probability reaches their
@@ -26,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -44,6 +56,13 @@ Progress = Callable[[int, int, float], None]
 __all__ = ["Progress", "predict_slide", "validate_scale"]
 
 
+#: Largest relative difference between an explicit ``level``'s scale and the model's.
+SCALE_TOLERANCE = 0.25
+#: Tissue tiles measured for the domain check.
+DOMAIN_SAMPLE = 64
+_UNKNOWN_DOMAIN_SAID: set[str] = set()
+
+
 # -- slide scale ----------------------------------------------------------------------------------
 def _scale_request(info: ModelInfo, slide: Slide, level: int | None) -> dict[str, Any]:
     """Keyword for ``Slide.choose_level`` / ``build_grid`` that puts the slide at the model's scale."""
@@ -58,6 +77,57 @@ def _scale_request(info: ModelInfo, slide: Slide, level: int | None) -> dict[str
     raise ModelError(
         f"{info.model_dir / 'model.json'}: records neither magnification nor mpp; pass --level"
     )
+
+
+def _check_level_scale(info: ModelInfo, slide: Slide, choice: Any, ignore: bool) -> None:
+    """Refuse an explicit level (``choice``, a LevelChoice) whose scale is not the model's (warn
+    when it cannot be known)."""
+    if info.mpp is not None and choice.mpp is not None:
+        got, want, unit = choice.mpp, info.mpp, "µm/px"
+    elif info.magnification is not None and choice.magnification is not None:
+        got, want, unit = choice.magnification, info.magnification, "x"
+    else:
+        warnings.warn(
+            f"{slide.path or slide.name}: the slide records no scale; level {choice.level} is "
+            "read as it is and its scale is unverified",
+            stacklevel=3,
+        )
+        return
+    if abs(got / want - 1.0) > SCALE_TOLERANCE and not ignore:
+        raise ModelError(
+            f"{slide.path or slide.name}: level {choice.level} is {got:.4g} {unit} but the model "
+            f"was trained at {want:.4g} {unit} (tolerance {SCALE_TOLERANCE:.0%}); drop --level "
+            "to read the model's scale, or pass --ignore-scale"
+        )
+
+
+def _check_domain(
+    info: ModelInfo, slide: Slide, grid: Any, tissue: Any, read_tiles: Any, ignore: bool
+) -> None:
+    """OutOfDomainError when a sample of the slide's tissue tiles lies outside the model's domain."""
+    from ..model.domain import OutOfDomainError, domain_problem, sample_indices
+
+    if ignore or len(grid) == 0:
+        return
+    if info.domain is None:
+        key = str(info.model_dir)
+        if key not in _UNKNOWN_DOMAIN_SAID:
+            _UNKNOWN_DOMAIN_SAID.add(key)
+            warnings.warn(
+                f"{info.model_dir / 'model.json'}: records no training domain (written before "
+                "prostate-fast recorded it); slides are not checked against it",
+                stacklevel=3,
+            )
+        return
+    idx = np.asarray(sample_indices(len(grid), DOMAIN_SAMPLE), np.int64)
+    dark = getattr(tissue, "background", "bright") == "dark"
+    reason = domain_problem(info.domain, read_tiles(slide, grid, idx), dark_background=dark)
+    if reason is not None:
+        raise OutOfDomainError(
+            f"{slide.path or slide.name}: outside the model's training domain: {reason}; "
+            "pass --ignore-domain to score it anyway",
+            reason,
+        )
 
 
 def validate_scale(mpp: Any, level: Any) -> None:
@@ -85,6 +155,8 @@ def predict_slide(
     tissue: Any = None,
     min_tissue: float | None = None,
     progress: Progress | None = None,
+    ignore_domain: bool = False,
+    ignore_scale: bool = False,
 ) -> ScoreGrid:
     """Class probabilities of every tissue tile of a slide.
 
@@ -118,6 +190,11 @@ def predict_slide(
         Smallest tissue share of a kept tile (default: ``build_grid``'s).
     progress : callable, optional
         Called as ``progress(done, total, tiles_per_s)`` after each batch of tiles.
+    ignore_domain : bool
+        Score a slide outside the model's training domain anyway (see the module notes).
+    ignore_scale : bool
+        Read ``level`` even when its scale differs from the model's by more than
+        :data:`SCALE_TOLERANCE`.
 
     Returns
     -------
@@ -129,10 +206,13 @@ def predict_slide(
     ValueError
         Bad arguments (engine, batch_size, thresholds, mpp, level, a scale finer than level 0).
     ModelError
-        A bad model folder (see :func:`load_model`).
+        A bad model folder (see :func:`load_model`), or ``level`` at another scale than the
+        model's (unless ``ignore_scale``).
     SlideError
         Unreadable slide, or a slide that records no scale while the model needs one: the
         message asks for ``--mpp`` or ``--level``.
+    OutOfDomainError
+        The slide lies outside the model's training domain (unless ``ignore_domain``).
 
     Notes
     -----
@@ -166,7 +246,9 @@ def predict_slide(
             sl = stack.enter_context(open_slide(slide, n_threads=n_threads))
         view: Slide = sl.with_mpp(float(mpp)) if mpp is not None else sl
         request = _scale_request(info, view, None if level is None else int(level))
-        view.choose_level(**request)  # fails fast (no scale recorded) before the tissue pass
+        choice = view.choose_level(**request)  # fails fast (no scale) before the tissue pass
+        if level is not None:
+            _check_level_scale(info, view, choice, ignore_scale)
         t0 = time.perf_counter()
         if tissue is None:
             from ..tissue import detect_tissue
@@ -175,6 +257,7 @@ def predict_slide(
         t1 = time.perf_counter()
         kw: dict[str, Any] = {} if min_tissue is None else {"min_tissue": min_tissue}
         grid = build_grid(view, tissue, **request, tile_size=info.tile_size, **kw)
+        _check_domain(info, view, grid, tissue, read_tiles, ignore_domain)
         t2 = time.perf_counter()
         prob = _run_grid(predictor, view, grid, read_tiles, progress)
         t3 = time.perf_counter()

@@ -23,7 +23,10 @@ from .._mx import import_mxnet, parse_context
 from ..errors import DatasetError, ModelError
 from ..model import ModelInfo, load_network, read_model_info
 
-__all__ = ["load_exported", "predict_split"]
+__all__ = ["load_exported", "predict_split", "training_domain"]
+
+#: Train-split tiles measured for the model's stain domain (spread evenly over the split).
+DOMAIN_SAMPLE = 512
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -42,6 +45,20 @@ def _dataset(dataset_dir: Path) -> Any:
                 f"but the dataset has {len(info.classes)}: {', '.join(info.classes)}"
             )
     return info
+
+
+def training_domain(info: Any, n_records: int) -> Any:
+    """The stain domain of the train split (:func:`prostate_fast.model.domain.measure_domain`).
+
+    Measured on at most :data:`DOMAIN_SAMPLE` records spread evenly over the split (about 0.1 s
+    for 512 tiles of 128 px); None when none of them has tissue.
+    """
+    from ..dataset.build import read_records
+    from ..model.domain import measure_domain, sample_indices
+
+    ids = list(sample_indices(n_records, DOMAIN_SAMPLE))
+    tiles = [rgb for _, rgb, _ in read_records(info.path, "train", ids)]
+    return measure_domain(np.stack(tiles)) if tiles else None
 
 
 def _count(info: Any, split: str) -> int:

@@ -75,6 +75,7 @@ from .io import (
     _Progress,
     load_exported,
     predict_split,
+    training_domain,
 )
 
 __all__ = ["SELECT_DEFAULT", "TrainResult", "load_exported", "predict_split", "train"]
@@ -559,5 +560,6 @@ def _export(
         architecture=arch,
         training={**settings, "best_epoch": best},
         ctx=run.ctxs[0],
+        domain=training_domain(info, run.n_train),
     )
     return float(threshold)
