@@ -53,7 +53,7 @@ def training_domain(info: Any, n_records: int) -> Any:
     Measured on at most :data:`DOMAIN_SAMPLE` records spread evenly over the split (about 0.1 s
     for 512 tiles of 128 px); None when none of them has tissue.
     """
-    from ..dataset.build import read_records
+    from ..dataset import read_records
     from ..model.domain import measure_domain, sample_indices
 
     ids = list(sample_indices(n_records, DOMAIN_SAMPLE))
