@@ -84,8 +84,12 @@ class Setup:
     @property
     def facts(self) -> dict[str, Any]:
         w, h = self.made.width, self.made.height
-        return {"slide": f"{w}x{h}", "slide_gp": round(w * h / 1e9, 4),
-                "grid_tiles": len(self.full), "tissue_tiles": len(self.grid)}  # fmt: skip
+        return {
+            "slide": f"{w}x{h}",
+            "slide_gp": round(w * h / 1e9, 4),
+            "grid_tiles": len(self.full),
+            "tissue_tiles": len(self.grid),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +131,10 @@ def summary(request: pytest.FixtureRequest):
             print(f"  {kind:9} {stage:11} {info['s_per_slide']:12.2f}{note}")
         pre = preprocess_rates(RESULTS)
         if pre:
-            print(f"  preprocessing, full-grid tiles/s: ours {pre['ours']:,.0f}, baseline "
-                  f"{pre['baseline']:,.1f} ({pre['ratio']:,.0f}x)")  # fmt: skip
+            print(
+                f"  preprocessing, full-grid tiles/s: ours {pre['ours']:,.0f}, baseline "
+                f"{pre['baseline']:,.1f} ({pre['ratio']:,.0f}x)"
+            )
 
 
 def preprocess_rates(results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, float]:
@@ -143,8 +149,9 @@ def preprocess_rates(results: dict[tuple[str, str], dict[str, Any]]) -> dict[str
     return {"ours": r_ours, "baseline": r_base, "ratio": r_ours / r_base}
 
 
-def _record(benchmark, s: Setup, kind: str, stage: str, seconds: float | None = None,
-            **extra: Any) -> None:  # fmt: skip
+def _record(
+    benchmark, s: Setup, kind: str, stage: str, seconds: float | None = None, **extra: Any
+) -> None:
     """Store the stage's seconds per slide (default: the median round) and the slide facts."""
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
         return
@@ -154,14 +161,24 @@ def _record(benchmark, s: Setup, kind: str, stage: str, seconds: float | None = 
     RESULTS[(kind, stage)] = info
 
 
-def _extrapolate(benchmark, s: Setup, stage: str, sample: int, target: int,
-                 fixed: float = 0.0, **extra: Any) -> None:  # fmt: skip
+def _extrapolate(
+    benchmark, s: Setup, stage: str, sample: int, target: int, fixed: float = 0.0, **extra: Any
+) -> None:
     """Baseline: per-tile cost of the sample (median round) times ``target`` tiles, + ``fixed``."""
     if benchmark.stats is None:
         return
     per_tile = benchmark.stats.stats.median / sample
-    _record(benchmark, s, "baseline", stage, per_tile * target + fixed, extrapolated_from=sample,
-            extrapolated_to=target, s_per_tile=round(per_tile, 7), **extra)  # fmt: skip
+    _record(
+        benchmark,
+        s,
+        "baseline",
+        stage,
+        per_tile * target + fixed,
+        extrapolated_from=sample,
+        extrapolated_to=target,
+        s_per_tile=round(per_tile, 7),
+        **extra,
+    )
 
 
 def _sample(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -175,8 +192,15 @@ def ours_tissue(path: Path) -> Any:
 
 
 def ours_pack(table: Any, out: Path) -> Any:
-    return build_dataset([table], out, balance="all", encoding="jpeg", quality=95,
-                         split={"train": [table.slide_name]}, overwrite=True)  # fmt: skip
+    return build_dataset(
+        [table],
+        out,
+        balance="all",
+        encoding="jpeg",
+        quality=95,
+        split={"train": [table.slide_name]},
+        overwrite=True,
+    )
 
 
 def ours_preprocess(made: Any, out: Path) -> Any:
@@ -195,8 +219,9 @@ def ours_chain(s: Setup, out: Path) -> Any:
         grid = build_grid(sl, tissue)
         table = label_tiles(sl, made.painted, grid)
     ours_pack(table, out / "ds")
-    scores = predict_slide(s.predictor, made.slide, tissue=tissue,
-                           thresholds={s.scores.classes[1]: s.threshold})  # fmt: skip
+    scores = predict_slide(
+        s.predictor, made.slide, tissue=tissue, thresholds={s.scores.classes[1]: s.threshold}
+    )
     return write_overlay(made.slide, scores, out / "chain.tif", thumbnail=False, overwrite=True)
 
 
@@ -216,7 +241,7 @@ def test_ours(benchmark, setup: Setup, stage: str) -> None:
         "predict": lambda: predict_slide(s.predictor, made.slide, tissue=s.tissue),
         "overlay": lambda: write_overlay(
             made.slide, s.scores, out / "o.tif", thumbnail=False, overwrite=True
-        ),  # fmt: skip
+        ),
         "preprocess": lambda: ours_preprocess(made, out / "ds"),
         "chain": lambda: ours_chain(s, out),
     }
@@ -298,19 +323,26 @@ def test_alt(benchmark, setup: Setup, stage: str) -> None:
         extra["how"] = "read_tiles + bench_label.opencv_batch_stats + bench_tissue.numpy_white"
     elif stage == "pack":
         with open_slide(made.slide) as sl:
-            n = benchmark.pedantic(alt_pack, args=(sl, s.grid, s.table.white_fraction, out),
-                                   rounds=2, iterations=1)  # fmt: skip
+            n = benchmark.pedantic(
+                alt_pack, args=(sl, s.grid, s.table.white_fraction, out), rounds=2, iterations=1
+            )
         extra.update(records=n, how="read_tiles + cv2.imencode + MXIndexedRecordIO, 1 thread")
     elif stage == "predict":
-        benchmark.pedantic(predict_slide, args=(s.gluon, made.slide), kwargs={"tissue": s.tissue},
-                           rounds=2, iterations=1)  # fmt: skip
+        benchmark.pedantic(
+            predict_slide,
+            args=(s.gluon, made.slide),
+            kwargs={"tissue": s.tissue},
+            rounds=2,
+            iterations=1,
+        )
         extra["how"] = "predict_slide, Gluon engine (static graph, MKLDNN)"
     else:
         pyvips_overlay = _colleague("bench_overlay", "pyvips_overlay")
         pytest.importorskip("pyvips")
         out.mkdir(exist_ok=True)
-        benchmark.pedantic(pyvips_overlay, args=(made.slide, s.scores, out / "v.tif"), rounds=2,
-                           iterations=1)  # fmt: skip
+        benchmark.pedantic(
+            pyvips_overlay, args=(made.slide, s.scores, out / "v.tif"), rounds=2, iterations=1
+        )
         extra["how"] = "bench_overlay.pyvips_overlay (composite2 + tiffsave pyramid)"
     _record(benchmark, s, "alt", stage, **extra)
 
@@ -356,8 +388,7 @@ def test_baseline_flat(benchmark, setup: Setup, stage: str) -> None:
         if not flat.exists():
             baseline_convert(made, flat)
         factor = flat_band(made)[2]
-        benchmark.pedantic(baseline_crop, args=(flat, s.work / "crop.jpg"), rounds=1,
-                           iterations=1)  # fmt: skip
+        benchmark.pedantic(baseline_crop, args=(flat, s.work / "crop.jpg"), rounds=1, iterations=1)
     if benchmark.stats is None:
         return
     sec = benchmark.stats.stats.median * factor
@@ -371,8 +402,15 @@ def test_baseline_flat(benchmark, setup: Setup, stage: str) -> None:
 def study_tile_files(path: Path, s: Setup, idx: np.ndarray, out: Path) -> list:
     """The study's tiling: every tile of one image (slide or painted copy) a JPEG file (q95)."""
     with open_slide(path) as sl:
-        return export_tile_files(sl, s.grid.choice, s.full.l0_xy[idx], np.zeros(len(idx), np.int64),
-                                 ("benign", "cancer"), out, quality=95)  # fmt: skip
+        return export_tile_files(
+            sl,
+            s.grid.choice,
+            s.full.l0_xy[idx],
+            np.zeros(len(idx), np.int64),
+            ("benign", "cancer"),
+            out,
+            quality=95,
+        )
 
 
 def study_label(painted: Path, s: Setup, idx: np.ndarray, out: Path, originals: list) -> Any:
@@ -399,16 +437,18 @@ def test_baseline_tiles(benchmark, setup: Setup, stage: str) -> None:
     idx = _sample(len(s.full), SAMPLE["tiles"])
     out = s.work / "tile-files"
     if stage == "tiles":
-        _FILES["orig"] = benchmark.pedantic(study_tile_files, args=(made.slide, s, idx, out),
-                                            rounds=1, iterations=1)  # fmt: skip
+        _FILES["orig"] = benchmark.pedantic(
+            study_tile_files, args=(made.slide, s, idx, out), rounds=1, iterations=1
+        )
         _extrapolate(benchmark, s, stage, len(idx), len(s.full), how="export_tile_files")
         return
     if "orig" not in _FILES:  # this test run alone
         _FILES["orig"] = study_tile_files(made.slide, s, idx, out)
     orig = _FILES["orig"]
     if stage == "label":
-        benchmark.pedantic(study_label, args=(made.painted, s, idx, out, orig), rounds=1,
-                           iterations=1)  # fmt: skip
+        benchmark.pedantic(
+            study_label, args=(made.painted, s, idx, out, orig), rounds=1, iterations=1
+        )
         n = len(orig)
     else:  # evenly spaced over the (random) sample
         pick = np.linspace(0, len(orig) - 1, min(SAMPLE["white"], len(orig))).astype(int)
@@ -431,15 +471,18 @@ def test_baseline_predict(benchmark, setup: Setup, bench_model: Path) -> None:
     info = read_model_info(bench_model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = mx.gluon.SymbolBlock.imports(str(info.symbol_file), ["data"], str(info.params_file),
-                                           ctx=mx.cpu())  # fmt: skip
+        net = mx.gluon.SymbolBlock.imports(
+            str(info.symbol_file), ["data"], str(info.params_file), ctx=mx.cpu()
+        )
     idx = _sample(len(s.grid), SAMPLE["predict"])
     with open_slide(s.made.slide) as sl:
         tiles = read_tiles(sl, s.grid, idx)
 
     def run(batch: np.ndarray) -> list:
-        return [net(mx.nd.array(t.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)).asnumpy()
-                for t in batch]  # fmt: skip
+        return [
+            net(mx.nd.array(t.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)).asnumpy()
+            for t in batch
+        ]
 
     run(tiles[:4])  # warm-up
     benchmark.pedantic(run, args=(tiles,), rounds=1, iterations=1)
@@ -464,19 +507,23 @@ def test_baseline_overlay(benchmark, setup: Setup, stage: str) -> None:
     with open_slide(made.slide) as sl:
         files = cut_tile_files(
             lambda x, y, w, h: sl.read_scaled((round(x * ds), round(y * ds)), (w, h), ch),
-            rc, s.grid.tile_size, work / "tiles",
-        )  # fmt: skip
+            rc,
+            s.grid.tile_size,
+            work / "tiles",
+        )
     positive = positive_cells[rc[:, 0], rc[:, 1]].tolist()
     if stage == "blend":
-        benchmark.pedantic(blend_tile_files, args=(files, positive, work / "blended"),
-                           rounds=1, iterations=1)  # fmt: skip
+        benchmark.pedantic(
+            blend_tile_files, args=(files, positive, work / "blended"), rounds=1, iterations=1
+        )
         _extrapolate(benchmark, s, stage, len(idx), len(s.full))
         return
     side = int(np.ceil(np.sqrt(len(idx))))  # the sample pasted into a small canvas
     small_rc = np.stack([np.arange(len(idx)) // side, np.arange(len(idx)) % side], axis=1)
     t = s.grid.tile_size
-    benchmark.pedantic(reassemble_tile_files, args=(files, small_rc, t, (side, side), None),
-                       rounds=1, iterations=1)  # fmt: skip
+    benchmark.pedantic(
+        reassemble_tile_files, args=(files, small_rc, t, (side, side), None), rounds=1, iterations=1
+    )
     y0, band, factor = flat_band(made)
     with open_slide(made.slide) as sl:
         img = sl.read_region((0, y0), 0, (made.width, band))
@@ -485,5 +532,6 @@ def test_baseline_overlay(benchmark, setup: Setup, stage: str) -> None:
     canvas[:] = img
     cv2.imwrite(str(work / "montage.jpg"), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
     write = (time.perf_counter() - t0) * factor
-    _extrapolate(benchmark, s, stage, len(idx), len(s.full), fixed=write,
-                 flat_write_s=round(write, 3))  # fmt: skip
+    _extrapolate(
+        benchmark, s, stage, len(idx), len(s.full), fixed=write, flat_write_s=round(write, 3)
+    )

@@ -135,8 +135,9 @@ def _record(benchmark, name: str, n_tiles: int) -> None:
 @pytest.mark.parametrize("threads", [None, 1], ids=["all-cores", "1-thread"])
 def test_native(benchmark, tiles, threads) -> None:
     o, p = tiles
-    benchmark(painted_tile_stats, o, p, GREEN, threshold=THRESHOLD, colour_tol=TOL,
-              n_threads=threads)  # fmt: skip
+    benchmark(
+        painted_tile_stats, o, p, GREEN, threshold=THRESHOLD, colour_tol=TOL, n_threads=threads
+    )
     _record(benchmark, f"native-{'all' if threads is None else 1}", len(o))
 
 

@@ -119,8 +119,18 @@ def pyvips_overlay(slide: Path, scores, out: Path) -> None:
     ov = ov.embed(0, 0, base.width, base.height)  # transparent beyond the grid
     img = base.composite2(ov, "over").extract_band(0, n=3).cast("uchar")
     px_per_mm = 1000.0 / scores.mpp
-    img.tiffsave(str(out), tile=True, pyramid=True, compression="jpeg", Q=90, tile_width=256,
-                 tile_height=256, xres=px_per_mm, yres=px_per_mm, resunit="cm")  # fmt: skip
+    img.tiffsave(
+        str(out),
+        tile=True,
+        pyramid=True,
+        compression="jpeg",
+        Q=90,
+        tile_width=256,
+        tile_height=256,
+        xres=px_per_mm,
+        yres=px_per_mm,
+        resunit="cm",
+    )
 
 
 @pytest.mark.benchmark(group="overlay-slide")
@@ -206,8 +216,9 @@ def test_study_way(benchmark, made, scores, tmp_path) -> None:
     pos_cells[prc[:, 0], prc[:, 1]] = True
     positive = pos_cells[rc[:, 0], rc[:, 1]].tolist()
     with open_slide(made.slide) as sl:
-        files = cut_tile_files(lambda x, y, w, h: sl.read_region((x, y), 0, (w, h)), rc, TILE,
-                               tmp_path / "tiles")  # fmt: skip
+        files = cut_tile_files(
+            lambda x, y, w, h: sl.read_region((x, y), 0, (w, h)), rc, TILE, tmp_path / "tiles"
+        )
         band = sl.read_region((0, SIZE[1] // 2), 0, (SIZE[0], 1024))
 
     def blend():
@@ -229,7 +240,9 @@ def test_study_way(benchmark, made, scores, tmp_path) -> None:
     write = time.perf_counter() - t0
     del flat
     total = (per_tile_blend + per_tile_montage) * n_all + canvas + write
-    print(f"\nstudy: blend {per_tile_blend * 1e6:.0f} us/tile, montage read+paste "
-          f"{per_tile_montage * 1e6:.0f} us/tile, canvas {canvas:.2f} s, flat JPEG write "
-          f"{write:.2f} s (sample of {SAMPLE} tiles, extrapolated to {n_all})")  # fmt: skip
+    print(
+        f"\nstudy: blend {per_tile_blend * 1e6:.0f} us/tile, montage read+paste "
+        f"{per_tile_montage * 1e6:.0f} us/tile, canvas {canvas:.2f} s, flat JPEG write "
+        f"{write:.2f} s (sample of {SAMPLE} tiles, extrapolated to {n_all})"
+    )
     _record("study (extrapolated)", total)

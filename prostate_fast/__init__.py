@@ -6,19 +6,12 @@ them. See ``prostate_fast.slide`` (open slides), ``prostate_fast.synthetic`` (sy
 
 from __future__ import annotations
 
-from .errors import AnnotationError, DatasetError, ModelError, ProstateFastError, SlideError
+from . import errors
+from .errors import AnnotationError, DatasetError, ModelError, ProstateFastError, SlideError  # noqa: F401
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AnnotationError",
-    "DatasetError",
-    "ModelError",
-    "ProstateFastError",
-    "SlideError",
-    "__version__",
-    "native_openmp",
-]
+__all__ = [*errors.__all__, "__version__", "native_openmp"]
 
 
 def native_openmp() -> dict[str, bool]:

@@ -211,7 +211,7 @@ def evaluate_predictions(
 # -- running an exported model on a dataset split --------------------------------------------------
 def _split_slides(dataset_dir: Path, split: str, n: int) -> np.ndarray:
     """Slide name of each record of a split, from its side-car table."""
-    from .dataset.build import load_side_car
+    from .dataset import load_side_car
 
     side = load_side_car(dataset_dir, split)
     if len(side["record"]) != n or not np.array_equal(side["record"], np.arange(n)):

@@ -123,7 +123,8 @@ class ScreeningOptions:
     def __post_init__(self) -> None:
         from .overlay.colours import check_rgb
         from .overlay.core import check_encoding, check_look
-        from .predict.core import ENGINES, validate_scale
+        from .predict.core import validate_scale
+        from .predict.engines import ENGINES
         from .predict.scoregrid import check_threshold
 
         if self.engine not in ENGINES:
@@ -154,7 +155,7 @@ class ScreeningOptions:
 
     def load_model(self, model: str | os.PathLike[str], n_threads: int | None = None) -> Any:
         """:func:`~prostate_fast.predict.load_model` with these options (``n_threads`` wins)."""
-        from .predict.core import load_model
+        from .predict.engines import load_model
 
         threads = self.n_threads if n_threads is None else n_threads
         return load_model(
@@ -441,7 +442,7 @@ def screen_slides(
     :func:`~prostate_fast.predict.predict_slide`) plus the overlay (about 20 ns per overlay pixel).
     Each slide is opened once, for both.
     """
-    from .predict.core import Predictor
+    from .predict.engines import Predictor
 
     options = options or ScreeningOptions()
     paths = [Path(s) for s in slides]

@@ -101,9 +101,17 @@ def load_entries(data: dict[str, Any]) -> list[Entry]:
     for b in data.get("benchmarks", []):
         path = b.get("fullname", "").split("::")[0]
         st = b.get("stats", {})
-        out.append(Entry(Path(path).stem, b["name"], b.get("group"), float(st.get("median", 0)),
-                         float(st.get("min", 0)), int(st.get("rounds", 0)),
-                         dict(b.get("extra_info") or {})))  # fmt: skip
+        out.append(
+            Entry(
+                Path(path).stem,
+                b["name"],
+                b.get("group"),
+                float(st.get("median", 0)),
+                float(st.get("min", 0)),
+                int(st.get("rounds", 0)),
+                dict(b.get("extra_info") or {}),
+            )
+        )
     return out
 
 
@@ -163,14 +171,21 @@ def preprocess(e2e: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any] | N
     base_s = sum(p["s_per_slide"] for p in parts if p)
     r_ours, r_base = n / ours["s_per_slide"], n / base_s
     return {
-        "grid_tiles": n, "tissue_tiles": kept, "ours_s": ours["s_per_slide"], "baseline_s": base_s,
-        "ours_rate": r_ours, "baseline_rate": r_base, "ratio": r_ours / r_base,
+        "grid_tiles": n,
+        "tissue_tiles": kept,
+        "ours_s": ours["s_per_slide"],
+        "baseline_s": base_s,
+        "ours_rate": r_ours,
+        "baseline_rate": r_base,
+        "ratio": r_ours / r_base,
         "ours_per_kept": kept / ours["s_per_slide"],
-        "study_tiles": STUDY_TILES, "study_s": STUDY_PREPROCESS_S,
-        "baseline_study_s": STUDY_TILES / r_base, "ours_study_s": STUDY_TILES / r_ours,
+        "study_tiles": STUDY_TILES,
+        "study_s": STUDY_PREPROCESS_S,
+        "baseline_study_s": STUDY_TILES / r_base,
+        "ours_study_s": STUDY_TILES / r_ours,
         "ours_study_s_all_kept": STUDY_TILES / (kept / ours["s_per_slide"]),
         "sample": {p["stage"]: p.get("extrapolated_from") for p in parts if p},
-    }  # fmt: skip
+    }
 
 
 def table3(e2e: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,18 +198,38 @@ def table3(e2e: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
         o = sum(x["s_per_slide"] for x in ours) if ours and all(ours) else None
         extra = [x["extrapolated_from"] for x in base if x and "extrapolated_from" in x]
         area = [x["extrapolated_by_area"] for x in base if x and "extrapolated_by_area" in x]
-        rows.append({"key": key, "stage": stage, "study_s": study, "baseline_s": b,
-                     "ours_s": o, "ours_what": what, "removed": not ours_st,
-                     "speedup": speedup(b, o), "extrapolated_from": min(extra, default=None),
-                     "extrapolated_by_area": max(area, default=None)})  # fmt: skip
+        rows.append(
+            {
+                "key": key,
+                "stage": stage,
+                "study_s": study,
+                "baseline_s": b,
+                "ours_s": o,
+                "ours_what": what,
+                "removed": not ours_st,
+                "speedup": speedup(b, o),
+                "extrapolated_from": min(extra, default=None),
+                "extrapolated_by_area": max(area, default=None),
+            }
+        )
     base_all = [r["baseline_s"] for r in rows]
     chain = e2e.get(("ours", "chain"))
     b = sum(base_all) if all(v is not None for v in base_all) else None  # type: ignore[misc]
     o = chain["s_per_slide"] if chain else None
-    rows.append({"key": "total", "stage": "per slide, end to end", "study_s": sum(
-        r[2] for r in TABLE3 if r[2]), "baseline_s": b, "ours_s": o, "removed": False,
-        "ours_what": "the whole chain in one call", "speedup": speedup(b, o),
-        "extrapolated_from": None, "extrapolated_by_area": None})  # fmt: skip
+    rows.append(
+        {
+            "key": "total",
+            "stage": "per slide, end to end",
+            "study_s": sum(r[2] for r in TABLE3 if r[2]),
+            "baseline_s": b,
+            "ours_s": o,
+            "removed": False,
+            "ours_what": "the whole chain in one call",
+            "speedup": speedup(b, o),
+            "extrapolated_from": None,
+            "extrapolated_by_area": None,
+        }
+    )
     return rows
 
 
@@ -210,10 +245,19 @@ def kernel_rows(entries: list[Entry]) -> list[dict[str, Any]]:
         best = min(alts, key=lambda a: a[1], default=(None, None))
         bkeys = ("baseline_estimate_s",) if "gigapixel" in ours_n else keys
         base = cost(find(entries, file, base_n), unit, bkeys, strict=True) if base_n else None
-        rows.append({"title": title, "source": f"bench/{file}.py", "unit": unit, "ours": ours,
-                     "alt": best[1], "alt_name": best[0], "baseline": base,
-                     "vs_alt": speedup(best[1], ours),
-                     "vs_baseline": speedup(base, ours)})  # fmt: skip
+        rows.append(
+            {
+                "title": title,
+                "source": f"bench/{file}.py",
+                "unit": unit,
+                "ours": ours,
+                "alt": best[1],
+                "alt_name": best[0],
+                "baseline": base,
+                "vs_alt": speedup(best[1], ours),
+                "vs_baseline": speedup(base, ours),
+            }
+        )
     e2e = e2e_stages(entries)
     for stage in E2E_ALT:
         ours, alt = e2e.get(("ours", stage)), e2e.get(("alt", stage))
@@ -223,10 +267,19 @@ def kernel_rows(entries: list[Entry]) -> list[dict[str, Any]]:
         base = [e2e.get(("baseline", k)) for k in base_keys]
         o, a = ours["s_per_slide"], alt["s_per_slide"] if alt else None
         b = sum(x["s_per_slide"] for x in base if x) if all(base) else None
-        rows.append({"title": f"per slide: {stage} ({ours['slide']})",
-                     "source": "bench/bench_end_to_end.py", "unit": "slide", "ours": o, "alt": a,
-                     "alt_name": alt.get("how") if alt else None, "baseline": b,
-                     "vs_alt": speedup(a, o), "vs_baseline": speedup(b, o)})  # fmt: skip
+        rows.append(
+            {
+                "title": f"per slide: {stage} ({ours['slide']})",
+                "source": "bench/bench_end_to_end.py",
+                "unit": "slide",
+                "ours": o,
+                "alt": a,
+                "alt_name": alt.get("how") if alt else None,
+                "baseline": b,
+                "vs_alt": speedup(a, o),
+                "vs_baseline": speedup(b, o),
+            }
+        )
     return rows
 
 
@@ -238,15 +291,23 @@ def targets(kernels: list[dict[str, Any]], pre: dict[str, Any] | None) -> list[d
         return None if r is None or r["vs_alt"] is None else r["vs_alt"] >= at_least
 
     return [
-        {"target": "white-fraction kernel faster than its best NumPy/OpenCV form",
-         "ok": vs_alt("white fraction", 1.0 + 1e-9)},
-        {"target": "label kernel faster than its best NumPy/OpenCV form",
-         "ok": vs_alt("painted labels", 1.0 + 1e-9)},
-        {"target": "blend + pyramid at least as fast as pyvips on the same output",
-         "ok": vs_alt("overlay:", 1.0)},
-        {"target": f"preprocessing >= {PREPROCESS_TARGET:g}x the baseline's tiles per second",
-         "ok": None if pre is None else pre["ratio"] >= PREPROCESS_TARGET},
-    ]  # fmt: skip
+        {
+            "target": "white-fraction kernel faster than its best NumPy/OpenCV form",
+            "ok": vs_alt("white fraction", 1.0 + 1e-9),
+        },
+        {
+            "target": "label kernel faster than its best NumPy/OpenCV form",
+            "ok": vs_alt("painted labels", 1.0 + 1e-9),
+        },
+        {
+            "target": "blend + pyramid at least as fast as pyvips on the same output",
+            "ok": vs_alt("overlay:", 1.0),
+        },
+        {
+            "target": f"preprocessing >= {PREPROCESS_TARGET:g}x the baseline's tiles per second",
+            "ok": None if pre is None else pre["ratio"] >= PREPROCESS_TARGET,
+        },
+    ]
 
 
 # -- machine ----------------------------------------------------------------------------------
@@ -271,10 +332,12 @@ def machine_facts() -> dict[str, Any]:
     """Cores, CPU, memory, library versions, MXNet build and features, threads."""
     facts: dict[str, Any] = {
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_count": os.cpu_count(), "cpu": _cpuinfo("model name") or platform.processor(),
-        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpuinfo("model name") or platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
-    }  # fmt: skip
+    }
     try:
         mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
         facts["memory_gib"] = round(int(mem) / 2**20, 1)
@@ -352,9 +415,11 @@ def render(report: dict[str, Any]) -> str:
             f"gigapixels) at 20x, {slide.get('grid_tiles', '?')} tiles of 128 px in the full grid, "
             f"{slide.get('tissue_tiles', '?')} on tissue. The study's times are its own, on its "
             "slides and GTX 1080 workstation (2018); the baseline is its way, run here on this "
-            "slide.", "",
+            "slide.",
+            "",
             "| stage | study (GTX 1080 workstation, 2018) | baseline here | ours here | speed-up |",
-            "|---|---|---|---|---|"]  # fmt: skip
+            "|---|---|---|---|---|",
+        ]
         notes, band = [], False
         for r in t3:
             base = fmt_s(r["baseline_s"])
@@ -381,7 +446,9 @@ def render(report: dict[str, Any]) -> str:
     pre = report.get("preprocess")
     if pre:
         lines += [
-            "", "## Preprocessing (tile, label, clean, pack) and the study's data set", "",
+            "",
+            "## Preprocessing (tile, label, clean, pack) and the study's data set",
+            "",
             f"Same slide, same run: ours {pre['ours_rate']:,.0f} full-grid tiles/s, the baseline "
             f"{pre['baseline_rate']:,.1f} tiles/s: **{pre['ratio']:,.0f}x**. For the study's data "
             f"set of about {pre['study_tiles']:,} tiles (about {fmt_s(pre['study_s'])} of "
@@ -390,42 +457,56 @@ def render(report: dict[str, Any]) -> str:
             f"glass by its tissue mask ({pre['tissue_tiles']} of {pre['grid_tiles']} tiles "
             f"processed); even if all {pre['study_tiles']:,} were tissue tiles, ours would take "
             f"{fmt_s(pre['ours_study_s_all_kept'])}.",
-        ]  # fmt: skip
+        ]
     ks = report["kernels"]
     if ks:
-        lines += ["", "## Ours against the best NumPy / OpenCV / pyvips form and the baseline", "",
-                  "| kernel or stage | ours | best alternative | baseline | vs best alt. | "
-                  "vs baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Ours against the best NumPy / OpenCV / pyvips form and the baseline",
+            "",
+            "| kernel or stage | ours | best alternative | baseline | vs best alt. | vs baseline |",
+            "|---|---|---|---|---|---|",
+        ]
         for k in ks:
             alt = fmt_cost(k["alt"], k["unit"]) + (f" ({k['alt_name']})" if k["alt_name"] else "")
-            lines.append(f"| {k['title']} | {fmt_cost(k['ours'], k['unit'])} | {alt} | "
-                         f"{fmt_cost(k['baseline'], k['unit'])} | {fmt_x(k['vs_alt'])} | "
-                         f"{fmt_x(k['vs_baseline'])} |")  # fmt: skip
+            lines.append(
+                f"| {k['title']} | {fmt_cost(k['ours'], k['unit'])} | {alt} | "
+                f"{fmt_cost(k['baseline'], k['unit'])} | {fmt_x(k['vs_alt'])} | "
+                f"{fmt_x(k['vs_baseline'])} |"
+            )
     lines += ["", "## Targets (issue 8)", ""]
     for t in report["targets"]:
         ok = {True: "PASS", False: "FAIL", None: "not measured"}[t["ok"]]
         lines.append(f"- {ok}: {t['target']}")
-    lines += ["", "## Machine", "",
-              f"- {m.get('nproc')} cores ({m.get('cpu')}), {m.get('memory_gib', '?')} GiB, "
-              f"{m.get('platform')}",
-              f"- MXNet {m.get('mxnet', '?')}, features: {', '.join(m.get('mxnet_features', []))}",
-              f"- OpenMP threads: OMP_NUM_THREADS={m.get('mxnet_omp_threads') or 'unset'} "
-              f"(before MXNet: {m.get('OMP_NUM_THREADS')}); native OpenMP: "
-              f"{m.get('native_openmp')}",
-              f"- Python {m.get('python')}, numpy {m.get('numpy')}, OpenCV {m.get('opencv')}, "
-              f"libvips {'.'.join(map(str, m.get('libvips', ()))) or '?'}, prostate-fast "
-              f"{m.get('prostate_fast')}",
-              f"- load average before / after the run: {report.get('load_before')} / "
-              f"{report.get('load_after')} (more than ~0.5 per core means the numbers are "
-              "disturbed)",
-              f"- run: {report.get('command') or 'from ' + str(report.get('source'))}, "
-              f"{fmt_s(report.get('wall_s'))}, {report.get('datetime')}, commit "
-              f"{report.get('commit')}"]  # fmt: skip
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"- {m.get('nproc')} cores ({m.get('cpu')}), {m.get('memory_gib', '?')} GiB, "
+        f"{m.get('platform')}",
+        f"- MXNet {m.get('mxnet', '?')}, features: {', '.join(m.get('mxnet_features', []))}",
+        f"- OpenMP threads: OMP_NUM_THREADS={m.get('mxnet_omp_threads') or 'unset'} "
+        f"(before MXNet: {m.get('OMP_NUM_THREADS')}); native OpenMP: "
+        f"{m.get('native_openmp')}",
+        f"- Python {m.get('python')}, numpy {m.get('numpy')}, OpenCV {m.get('opencv')}, "
+        f"libvips {'.'.join(map(str, m.get('libvips', ()))) or '?'}, prostate-fast "
+        f"{m.get('prostate_fast')}",
+        f"- load average before / after the run: {report.get('load_before')} / "
+        f"{report.get('load_after')} (more than ~0.5 per core means the numbers are "
+        "disturbed)",
+        f"- run: {report.get('command') or 'from ' + str(report.get('source'))}, "
+        f"{fmt_s(report.get('wall_s'))}, {report.get('datetime')}, commit "
+        f"{report.get('commit')}",
+    ]
     if report.get("compare"):
         c = report["compare"]
-        lines += ["", f"## Against {c['against']}", "",
-                  f"Largest difference: {c['max_rel'] * 100:.0f} % ({c['worst']}); median "
-                  f"{c['median_rel'] * 100:.0f} % over {c['n']} numbers."]  # fmt: skip
+        lines += [
+            "",
+            f"## Against {c['against']}",
+            "",
+            f"Largest difference: {c['max_rel'] * 100:.0f} % ({c['worst']}); median "
+            f"{c['median_rel'] * 100:.0f} % over {c['n']} numbers.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -451,8 +532,14 @@ def compare(new: dict[str, Any], old: dict[str, Any], label: str) -> dict[str, A
         return None
     worst = max(rel, key=rel.__getitem__)
     vals = sorted(rel.values())
-    return {"against": label, "n": len(rel), "max_rel": rel[worst], "worst": worst,
-            "median_rel": vals[len(vals) // 2], "relative": rel}  # fmt: skip
+    return {
+        "against": label,
+        "n": len(rel),
+        "max_rel": rel[worst],
+        "worst": worst,
+        "median_rel": vals[len(vals) // 2],
+        "relative": rel,
+    }
 
 
 def build_report(data: dict[str, Any], machine: dict[str, Any], **run: Any) -> dict[str, Any]:
@@ -462,18 +549,39 @@ def build_report(data: dict[str, Any], machine: dict[str, Any], **run: Any) -> d
     pre = preprocess(e2e)
     ks = kernel_rows(entries)
     any_e2e = next(iter(e2e.values()), None)
-    slide = {k: any_e2e[k] for k in ("slide", "slide_gp", "grid_tiles", "tissue_tiles")} if (
-        any_e2e) else None  # fmt: skip
-    return {"table3": table3(e2e) if e2e else [], "slide": slide, "preprocess": pre,
-            "kernels": ks, "targets": targets(ks, pre), "machine": machine,
-            "datetime": data.get("datetime"),
-            "commit": (data.get("commit_info") or {}).get("id", "?")[:10], **run}  # fmt: skip
+    slide = (
+        {k: any_e2e[k] for k in ("slide", "slide_gp", "grid_tiles", "tissue_tiles")}
+        if (any_e2e)
+        else None
+    )
+    return {
+        "table3": table3(e2e) if e2e else [],
+        "slide": slide,
+        "preprocess": pre,
+        "kernels": ks,
+        "targets": targets(ks, pre),
+        "machine": machine,
+        "datetime": data.get("datetime"),
+        "commit": (data.get("commit_info") or {}).get("id", "?")[:10],
+        **run,
+    }
 
 
 def run_suite(scale: str, raw: Path, extra: list[str]) -> tuple[int, float, str]:
     """``pytest bench/ --benchmark-only`` at ``scale``, writing ``raw``; (status, seconds, cmd)."""
-    cmd = [sys.executable, "-m", "pytest", "bench/", "--benchmark-only", f"--bench-scale={scale}",
-           f"--benchmark-json={raw}", "-p", "no:cacheprovider", "-q", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench/",
+        "--benchmark-only",
+        f"--bench-scale={scale}",
+        f"--benchmark-json={raw}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *extra,
+    ]
     t0 = time.perf_counter()
     status = subprocess.run(cmd, cwd=ROOT).returncode
     shown = " ".join(["pytest", *cmd[3:]])
@@ -482,8 +590,11 @@ def run_suite(scale: str, raw: Path, extra: list[str]) -> tuple[int, float, str]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", default=os.environ.get("PF_BENCH_SCALE", "default"),
-                    choices=("tiny", "small", "default", "large"))  # fmt: skip
+    ap.add_argument(
+        "--scale",
+        default=os.environ.get("PF_BENCH_SCALE", "default"),
+        choices=("tiny", "small", "default", "large"),
+    )
     ap.add_argument("--json", type=Path, help="report this pytest-benchmark JSON, do not run")
     ap.add_argument("--out", type=Path, default=Path("."), help="folder of the report files")
     ap.add_argument("--compare", type=Path, help="an earlier bench-report.json")

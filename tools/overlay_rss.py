@@ -43,12 +43,24 @@ def _scores_from_truth(made, out: Path, tile: int = 128) -> Path:
     p = np.where(code == 2, rng.uniform(0.6, 1, len(code)), rng.uniform(0, 0.45, len(code)))
     keep = code > 0
     grid = ScoreGrid(
-        slide_path=str(made.slide), slide_name=made.slide.name, classes=("benign", "cancer"),
-        colours={"cancer": (0, 255, 0)}, tile_size=tile, stride=tile, level=0, downsample=1.0,
-        scale=1.0, mpp=made.mpp, grid_shape=(rows, cols), tile_rc=rc[keep], l0_xy=xy[keep],
-        prob=np.stack([1 - p, p], 1).astype(np.float32)[keep], thresholds={"cancer": 0.5},
-        model="truth", engine="none",
-    )  # fmt: skip
+        slide_path=str(made.slide),
+        slide_name=made.slide.name,
+        classes=("benign", "cancer"),
+        colours={"cancer": (0, 255, 0)},
+        tile_size=tile,
+        stride=tile,
+        level=0,
+        downsample=1.0,
+        scale=1.0,
+        mpp=made.mpp,
+        grid_shape=(rows, cols),
+        tile_rc=rc[keep],
+        l0_xy=xy[keep],
+        prob=np.stack([1 - p, p], 1).astype(np.float32)[keep],
+        thresholds={"cancer": 0.5},
+        model="truth",
+        engine="none",
+    )
     return grid.save(out, overwrite=True)
 
 
@@ -74,24 +86,41 @@ def main() -> int:
 
             meta = json.loads((args.work / f"{name}.json").read_text())
             made = SyntheticSlide(
-                slide=args.work / f"{name}.tif", painted=args.work / f"{name}-painted.tif",
-                geojson=args.work / f"{name}.geojson", mask=args.work / f"{name}-mask.png",
-                meta=args.work / f"{name}.json", width=meta["width"], height=meta["height"],
-                mpp=meta["mpp"], objective_power=meta["objective_power"],
-                mask_downsample=meta["mask_downsample"], seed=meta["seed"],
-                cancer_polygons=(), core_polygons=(),
-            )  # fmt: skip
+                slide=args.work / f"{name}.tif",
+                painted=args.work / f"{name}-painted.tif",
+                geojson=args.work / f"{name}.geojson",
+                mask=args.work / f"{name}-mask.png",
+                meta=args.work / f"{name}.json",
+                width=meta["width"],
+                height=meta["height"],
+                mpp=meta["mpp"],
+                objective_power=meta["objective_power"],
+                mask_downsample=meta["mask_downsample"],
+                seed=meta["seed"],
+                cancer_polygons=(),
+                core_polygons=(),
+            )
         else:
-            made = make_synthetic(args.work, name=name, width=args.width, height=args.height,
-                                  seed=1, overwrite=True)  # fmt: skip
+            made = make_synthetic(
+                args.work, name=name, width=args.width, height=args.height, seed=1, overwrite=True
+            )
             print(f"generated {made.slide} in {time.perf_counter() - t0:.0f} s")
         args.slide = made.slide
         args.scores = _scores_from_truth(made, args.work / f"{name}-scores.npz")
     elif args.scores is None:
         ap.error("--scores is required with --slide")
     out = args.work / "overlay.tif"
-    cmd = [sys.executable, "-m", "prostate_fast.cli", "overlay", str(args.slide),
-           str(args.scores), "-o", str(out), "--overwrite"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "prostate_fast.cli",
+        "overlay",
+        str(args.slide),
+        str(args.scores),
+        "-o",
+        str(out),
+        "--overwrite",
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     samples: list[tuple[float, int]] = []
@@ -120,18 +149,26 @@ def main() -> int:
     w, h = openslide.OpenSlide(str(args.slide)).dimensions
     osr = openslide.OpenSlide(str(out)) if rc == 0 else None
     print(f"slide:      {args.slide} ({w} x {h} = {w * h / 1e9:.2f} gigapixels)")
-    print(f"overlay:    exit {rc}, {wall:.1f} s wall, {out.stat().st_size / 2**20:.0f} MiB" if rc == 0
-          else f"overlay:    exit {rc}")  # fmt: skip
+    print(
+        f"overlay:    exit {rc}, {wall:.1f} s wall, {out.stat().st_size / 2**20:.0f} MiB"
+        if rc == 0
+        else f"overlay:    exit {rc}"
+    )
     if osr is not None:
-        print(f"openslide:  {osr.level_count} levels {osr.level_dimensions[0]}, "
-              f"mpp {osr.properties.get('openslide.mpp-x')}")  # fmt: skip
+        print(
+            f"openslide:  {osr.level_count} levels {osr.level_dimensions[0]}, "
+            f"mpp {osr.properties.get('openslide.mpp-x')}"
+        )
     if samples:
         mids = [s for s in samples if wall * 0.25 <= s[0] <= wall * 0.75] or samples
-        print(f"rss (psutil, every 0.2 s): max {max(r for _, r in samples) / 2**20:.0f} MiB, "
-              f"middle half of the run {min(r for _, r in mids) / 2**20:.0f}-"
-              f"{max(r for _, r in mids) / 2**20:.0f} MiB")  # fmt: skip
-    print(f"peak RSS:   {peak / 2**20:.0f} MiB (ru_maxrss of the child; limit "
-          f"{args.limit_gib:g} GiB)")  # fmt: skip
+        print(
+            f"rss (psutil, every 0.2 s): max {max(r for _, r in samples) / 2**20:.0f} MiB, "
+            f"middle half of the run {min(r for _, r in mids) / 2**20:.0f}-"
+            f"{max(r for _, r in mids) / 2**20:.0f} MiB"
+        )
+    print(
+        f"peak RSS:   {peak / 2**20:.0f} MiB (ru_maxrss of the child; limit {args.limit_gib:g} GiB)"
+    )
     if not args.keep and out.exists():
         out.unlink()
         out.with_name(out.stem + "-thumb.png").unlink(missing_ok=True)

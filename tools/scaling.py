@@ -103,9 +103,13 @@ def child(args: argparse.Namespace) -> int:
             scores = scores.with_thresholds({scores.classes[1]: q})
         write_overlay(sl, scores, args.work / "overlay.tif", overwrite=True, n_threads=args.threads)
         done("overlay")
-        out.update(width=sl.dimensions[0], height=sl.dimensions[1], tissue_tiles=len(grid),
-                   grid_tiles=int(grid.grid_shape[0] * grid.grid_shape[1]),
-                   tissue_fraction=round(float(tissue.fraction), 4))  # fmt: skip
+        out.update(
+            width=sl.dimensions[0],
+            height=sl.dimensions[1],
+            tissue_tiles=len(grid),
+            grid_tiles=int(grid.grid_shape[0] * grid.grid_shape[1]),
+            tissue_fraction=round(float(tissue.fraction), 4),
+        )
     predictor.close()
     for f in args.work.glob("overlay*"):
         f.unlink()
@@ -116,9 +120,21 @@ def child(args: argparse.Namespace) -> int:
 # -- parent --------------------------------------------------------------------------------------
 def run_child(slide: Any, model: Path, work: Path, threads: int | None, engine: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--slide", str(slide.slide),
-           "--painted", str(slide.painted), "--model", str(model), "--work", str(work),
-           "--engine", engine]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--slide",
+        str(slide.slide),
+        "--painted",
+        str(slide.painted),
+        "--model",
+        str(model),
+        "--work",
+        str(work),
+        "--engine",
+        engine,
+    ]
     if threads:
         cmd += ["--threads", str(threads)]
     t0 = time.perf_counter()
@@ -135,12 +151,16 @@ def run_child(slide: Any, model: Path, work: Path, threads: int | None, engine: 
 def flat_row(series: str, gp: float, got: dict[str, Any], gen_s: float | None) -> dict[str, Any]:
     sec, rss = got["seconds"], got["peak_rss"]
     row: dict[str, Any] = {
-        "series": series, "gp_nominal": gp, "width": got["width"], "height": got["height"],
+        "series": series,
+        "gp_nominal": gp,
+        "width": got["width"],
+        "height": got["height"],
         "slide_gp": round(got["width"] * got["height"] / 1e9, 4),
-        "tissue_tiles": got["tissue_tiles"], "grid_tiles": got["grid_tiles"],
+        "tissue_tiles": got["tissue_tiles"],
+        "grid_tiles": got["grid_tiles"],
         "tissue_gp": round(got["tissue_tiles"] * 128 * 128 / 1e9, 5),
         "tissue_fraction": got["tissue_fraction"],
-    }  # fmt: skip
+    }
     row.update({f"{s}_s": sec.get(s) for s in STAGES})
     row["tile_stages_s"] = round(sum(sec.get(s, 0) for s in ("tissue", "label", "predict")), 3)
     row["pipeline_s"] = round(sum(sec.get(s, 0) for s in STAGES if s != "load"), 3)
@@ -168,16 +188,34 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             continue
         c, gp = colours[series], [r["slide_gp"] for r in rs]
         ax[0].plot(gp, [r["pipeline_s"] for r in rs], "o-", color=c, label=f"{labels[series]}: all")
-        ax[0].plot(gp, [r["tile_stages_s"] for r in rs], "s--", color=c,
-                   label=f"{labels[series]}: tissue + label + predict")  # fmt: skip
-        ax[0].plot(gp, [r["overlay_s"] for r in rs], "^:", color=c,
-                   label=f"{labels[series]}: overlay (every pixel)")  # fmt: skip
-        ax[1].plot([r["tissue_tiles"] / 1000 for r in rs], [r["tile_stages_s"] for r in rs], "s-",
-                   color=c, label=labels[series])  # fmt: skip
+        ax[0].plot(
+            gp,
+            [r["tile_stages_s"] for r in rs],
+            "s--",
+            color=c,
+            label=f"{labels[series]}: tissue + label + predict",
+        )
+        ax[0].plot(
+            gp,
+            [r["overlay_s"] for r in rs],
+            "^:",
+            color=c,
+            label=f"{labels[series]}: overlay (every pixel)",
+        )
+        ax[1].plot(
+            [r["tissue_tiles"] / 1000 for r in rs],
+            [r["tile_stages_s"] for r in rs],
+            "s-",
+            color=c,
+            label=labels[series],
+        )
         ax[2].plot(gp, [r["peak_rss_mib"] for r in rs], "o-", color=c, label=labels[series])
     ax[0].set(xlabel="slide size (gigapixels)", ylabel="seconds", title="time per slide")
-    ax[1].set(xlabel="tissue tiles (thousands, 128 px at 20x)", ylabel="seconds",
-              title="tile stages against tissue")  # fmt: skip
+    ax[1].set(
+        xlabel="tissue tiles (thousands, 128 px at 20x)",
+        ylabel="seconds",
+        title="tile stages against tissue",
+    )
     ax[2].set(xlabel="slide size (gigapixels)", ylabel="MiB", title="peak resident memory")
     ax[2].set_ylim(bottom=0)
     for a in ax:
@@ -192,10 +230,19 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), "?")  # fmt: skip
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "load": " ".join(Path("/proc/loadavg").read_text().split()[:3])}  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cache = cache_dir(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    sizes = ([float(s) for s in args.sizes.split(",")] if args.sizes
-             else [s for s in SIZES if s <= args.max_gp])  # fmt: skip
+    sizes = (
+        [float(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else [s for s in SIZES if s <= args.max_gp]
+    )
     series = [s.strip() for s in args.series.split(",") if s.strip()]
     bad = [s for s in series if s not in SERIES]
     if bad:
@@ -237,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             w, h = slide_size(name, gp)
             free = shutil.disk_usage(cache).free
             if free < DISK_PER_GP * w * h / 1e9:
-                print(f"skip {name} {gp:g} GP: {free / 1e9:.1f} GB free in {cache}, needs about "
-                      f"{DISK_PER_GP * w * h / 1e18:.1f} GB")  # fmt: skip
+                print(
+                    f"skip {name} {gp:g} GP: {free / 1e9:.1f} GB free in {cache}, needs about "
+                    f"{DISK_PER_GP * w * h / 1e18:.1f} GB"
+                )
                 continue
             t0 = time.perf_counter()
             slide, made = cached_synthetic(cache, width=w, height=h, **SERIES[name])
@@ -246,10 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             got = run_child(slide, model, cache / "work", args.threads, args.engine)
             row = flat_row(name, gp, got, gen)
             rows.append(row)
-            print(f"{name:5} {row['slide_gp']:6.2f} GP {w}x{h}: tissue {row['tissue_tiles']:6d} "
-                  f"tiles, tissue {row['tissue_s']:.1f} s, label {row['label_s']:.1f} s, "
-                  f"predict {row['predict_s']:.1f} s, overlay {row['overlay_s']:.1f} s, "
-                  f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+            print(
+                f"{name:5} {row['slide_gp']:6.2f} GP {w}x{h}: tissue {row['tissue_tiles']:6d} "
+                f"tiles, tissue {row['tissue_s']:.1f} s, label {row['label_s']:.1f} s, "
+                f"predict {row['predict_s']:.1f} s, overlay {row['overlay_s']:.1f} s, "
+                f"peak RSS {row['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
     if not rows:
         return 1
     facts["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -258,11 +313,18 @@ def main(argv: list[str] | None = None) -> int:
         wr = csv.DictWriter(f, fieldnames=cols)
         wr.writeheader()
         wr.writerows(rows)
-    doc = {"machine": facts, "threads": args.threads, "engine": args.engine, "rows": rows,
-           "summary": summarise(rows)}  # fmt: skip
+    doc = {
+        "machine": facts,
+        "threads": args.threads,
+        "engine": args.engine,
+        "rows": rows,
+        "summary": summarise(rows),
+    }
     (args.out / "scaling.json").write_text(json.dumps(doc, indent=1) + "\n")
-    title = (f"prostate-fast per-slide pipeline, {facts['nproc']} cores ({facts['cpu']}), "
-             f"{args.engine} engine; load {facts['load']} → {facts['load_after']}")  # fmt: skip
+    title = (
+        f"prostate-fast per-slide pipeline, {facts['nproc']} cores ({facts['cpu']}), "
+        f"{args.engine} engine; load {facts['load']} → {facts['load_after']}"
+    )
     plot(rows, args.out / "scaling.png", title)
     for line in doc["summary"]["lines"]:
         print(line)
@@ -278,12 +340,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if len(rs) < 2:
             continue
         a, b = rs[0], rs[-1]
-        s = {"area_x": b["slide_gp"] / a["slide_gp"],
-             "tissue_x": b["tissue_tiles"] / max(1, a["tissue_tiles"]),
-             "tile_stages_x": b["tile_stages_s"] / max(1e-9, a["tile_stages_s"]),
-             "overlay_x": b["overlay_s"] / max(1e-9, a["overlay_s"]),
-             "rss_mib": (min(r["peak_rss_mib"] for r in rs),
-                         max(r["peak_rss_mib"] for r in rs))}  # fmt: skip
+        s = {
+            "area_x": b["slide_gp"] / a["slide_gp"],
+            "tissue_x": b["tissue_tiles"] / max(1, a["tissue_tiles"]),
+            "tile_stages_x": b["tile_stages_s"] / max(1e-9, a["tile_stages_s"]),
+            "overlay_x": b["overlay_s"] / max(1e-9, a["overlay_s"]),
+            "rss_mib": (min(r["peak_rss_mib"] for r in rs), max(r["peak_rss_mib"] for r in rs)),
+        }
         out[name] = s
         out["lines"].append(
             f"{name}: slide area x{s['area_x']:.1f}, tissue x{s['tissue_x']:.2f} -> tile stages "

@@ -78,21 +78,13 @@ from .manifest import (
     complete,
     model_identity,
     new_manifest,
-    read_manifest,
     row_from_manifest,
     settings,
     sha256,
     write_manifest,
 )
 
-__all__ = [
-    "SLIDE_EXTENSIONS",
-    "BatchResult",
-    "SlideResult",
-    "discover_slides",
-    "read_manifest",
-    "run_batch",
-]
+__all__ = ["SLIDE_EXTENSIONS", "BatchResult", "SlideResult", "discover_slides", "run_batch"]
 
 SLIDE_EXTENSIONS = (
     ".svs",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
+    _add_model_and_slide,
     _add_overlay_look,
     _engines,
     _no_tissue,
@@ -34,8 +35,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Tile the slide's tissue at the model's tile size and scale, run the model "
         "and write OUT.npz and OUT.csv (a score grid for `overlay`).",
     )
-    p.add_argument("model", type=Path, help="model folder written by `train`")
-    p.add_argument("slide", type=Path, help="slide file")
+    _add_model_and_slide(p)
     p.add_argument(
         "-o",
         "--out",
@@ -242,8 +242,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         description="Screen one slide: OUT/<stem>/ gets the overlay TIFF, its thumbnail, the QuPath "
         "GeoJSON and the scores; OUT/worklist.csv its worklist row. (`screen` does many slides.)",
     )
-    p.add_argument("model", type=Path, help="model folder written by `train`")
-    p.add_argument("slide", type=Path, help="slide file")
+    _add_model_and_slide(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     _add_screening_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProstateFastError
 
@@ -19,24 +19,25 @@ if TYPE_CHECKING:
     from ..screen import ScreeningOptions
 
 
-def _positive_int(text: str) -> int:
+def _checked(
+    text: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
+) -> Any:
+    """``convert(text)`` when it parses and ``ok`` accepts it, else argparse's error naming it."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v > 0, "a positive integer")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "a positive number")
 
 
 def _no_tissue(slide: Path, n_tiles: int, min_tissue: float | None = None) -> ProstateFastError:
@@ -105,13 +106,7 @@ def _region_ids(text: str) -> list[int]:
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
@@ -121,6 +116,22 @@ def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
         return parse_colour(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_tile_grid(p: argparse.ArgumentParser) -> None:
+    """The tile grid's scale (magnification, mpp or level), tile size and stride: `tiles`, `label`."""
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
+    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
+    scale.add_argument("--level", type=int, help="read a pyramid level as it is")
+    p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
+    p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
+
+
+def _add_model_and_slide(p: argparse.ArgumentParser) -> None:
+    """The two positional arguments of `predict` and `run`."""
+    p.add_argument("model", type=Path, help="model folder written by `train`")
+    p.add_argument("slide", type=Path, help="slide file")
 
 
 def _add_overlay_look(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
+    _add_tile_grid,
     _fraction_list,
     _name_list,
     _no_tissue,
@@ -113,12 +114,7 @@ def _add_tiles(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("slide", type=Path, help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
     p.add_argument("-o", "--out", type=Path, required=True, help="tile table (.csv or .npz)")
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
-    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
-    scale.add_argument("--level", type=int, help="read a pyramid level as it is")
-    p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
-    p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
+    _add_tile_grid(p)
     p.add_argument("--min-tissue", type=_share, default=None, help="tissue share kept (0.25)")
     p.add_argument("--regions", type=_region_ids, default=None, help="region ids kept, e.g. 1,2")
     p.add_argument("--threshold-method", choices=("otsu", "fixed"), default="otsu")
@@ -223,12 +219,7 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--xml", type=Path, help="ASAP or Aperio ImageScope XML")
     src.add_argument("--mask", type=Path, help="label mask (PNG/TIFF of integer codes)")
     p.add_argument("-o", "--out", type=Path, required=True, help="label table (.csv or .npz)")
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
-    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
-    scale.add_argument("--level", type=int, help="read a pyramid level as it is")
-    p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
-    p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
+    _add_tile_grid(p)
     p.add_argument("--all-tiles", action="store_true", help="every tile, not only tissue")
     p.add_argument("--min-coverage", type=float, default=0.05, help="class share (0.05)")
     p.add_argument("--rule", choices=("coverage", "centre"), default="coverage")

@@ -47,37 +47,12 @@ import numpy as np
 
 from .._util import check_parent, disk_error_naming, resolve_threads
 from .plan import BuildOptions, DatasetPlan, make_plan
-
-# The reading side is re-exported here too, for callers that import it from this module.
-from .reading import (
-    FORMAT,
-    VERSION,
-    DatasetInfo,
-    SplitInfo,
-    TableSource,
-    count_records,
-    load_dataset_info,
-    load_side_car,
-    read_records,
-    record_iter,
-)
-from .records import PackedSlide, epoch_batches, pack_split
+from .reading import FORMAT, VERSION, TableSource
+from .records import PackedSlide, pack_split
 from .selection import check_build_args
 from .summary import DatasetSummary
 
-__all__ = [
-    "WHITE_THRESHOLD",
-    "DatasetInfo",
-    "DatasetSummary",
-    "SplitInfo",
-    "build_dataset",
-    "count_records",
-    "epoch_batches",
-    "load_dataset_info",
-    "load_side_car",
-    "read_records",
-    "record_iter",
-]
+__all__ = ["WHITE_THRESHOLD", "build_dataset"]
 
 #: A tile is white (glass) when its white fraction exceeds this.
 WHITE_THRESHOLD = 0.5

@@ -13,17 +13,10 @@ The model folder itself (:class:`ModelInfo`, :func:`read_model_info`) belongs to
 
 from __future__ import annotations
 
-from .core import (
-    ENGINES,
-    ModelInfo,
-    Predictor,
-    ScoreGrid,
-    export_onnx,
-    load_model,
-    load_score_grid,
-    predict_slide,
-    read_model_info,
-)
+from ..model import ModelInfo, read_model_info
+from .core import predict_slide
+from .engines import ENGINES, Predictor, export_onnx, load_model
+from .scoregrid import ScoreGrid, load_score_grid
 
 __all__ = [
     "ENGINES",

@@ -33,33 +33,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..model import ModelInfo
 from ..slide.core import Slide
-from .engines import (
-    ENGINES,
-    Engine,
-    ModelInfo,
-    Predictor,
-    export_onnx,
-    load_model,
-    read_model_info,
-)
-from .scoregrid import ScoreGrid, load_score_grid, merge_thresholds
+from .engines import Engine, Predictor, load_model
+from .scoregrid import ScoreGrid, merge_thresholds
 
 #: ``progress(done, total, tiles_per_s)``: called after each batch of tiles.
 Progress = Callable[[int, int, float], None]
 
-__all__ = [
-    "ENGINES",
-    "ModelInfo",
-    "Predictor",
-    "ScoreGrid",
-    "export_onnx",
-    "load_model",
-    "load_score_grid",
-    "predict_slide",
-    "read_model_info",
-    "validate_scale",
-]
+__all__ = ["Progress", "predict_slide", "validate_scale"]
 
 
 # -- slide scale ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ __all__ = ["load_exported", "predict_split"]
 # -- data ------------------------------------------------------------------------------------------
 def _dataset(dataset_dir: Path) -> Any:
     """The dataset's validated description (prostate_fast.dataset.DatasetInfo)."""
-    from ..dataset.build import load_dataset_info
+    from ..dataset import load_dataset_info
 
     info = load_dataset_info(dataset_dir)
     where = info.path / "dataset.json"
@@ -46,7 +46,7 @@ def _dataset(dataset_dir: Path) -> Any:
 
 def _count(info: Any, split: str) -> int:
     """Number of records of a split, its records checked (DatasetError when missing or empty)."""
-    from ..dataset.build import count_records
+    from ..dataset import count_records
 
     try:
         sp = info.split(split)
@@ -85,7 +85,7 @@ def _mx_error(rec: Path, exc: BaseException) -> DatasetError:
 
 def _open_records(info: Any, split: str, **kwargs: Any) -> Any:
     """prostate_fast.dataset.record_iter; MXNet read errors (it prefetches) become DatasetError."""
-    from ..dataset.build import record_iter
+    from ..dataset import record_iter
 
     mx = import_mxnet()
     try:
