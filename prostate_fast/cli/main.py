@@ -7,11 +7,17 @@ Errors: a :class:`~prostate_fast.errors.ProstateFastError`, a refused overwrite 
 user's file becomes one line on stderr (``prostate-fast: error: <file>: <problem>``) and exit
 status 2; bad arguments exit 2 through argparse. Outputs are written to temporary names and renamed
 when complete, so a failure leaves no partial output.
+
+A closed standard output (``prostate-fast info SLIDE | head -1``) ends the command quietly with
+status 141 (128 + SIGPIPE, what a shell reports for a tool killed by SIGPIPE), as other Unix
+tools do: no traceback, no message. Ctrl-C exits 130 and SIGTERM during ``batch`` 143, each with
+one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -58,18 +64,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 success, 2 bad input, 1 unexpected failure)."""
+    """Run the CLI; return the exit status (0 success, 2 bad input, 1 unexpected failure).
+
+    Also 130 on Ctrl-C, 141 when standard output was closed by its reader, 143 (raised as
+    ``SystemExit``) on SIGTERM during ``batch``.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:  # a closed pipe shows here (also after --help), not at exit as "Exception ignored"
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 128 + 13  # SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its handler, turning domain errors into one line and status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        raise
+    except SystemExit as exc:
+        if exc.code == 128 + 15:  # batch.executors.sigterm_exits: the pool stopped, lock released
+            print("prostate-fast: terminated (SIGTERM); rerun to resume", file=sys.stderr)
+        raise
     except (ProstateFastError, FileExistsError, OSError, ValueError) as exc:
         print(f"prostate-fast: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prostate-fast: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (replaced by a test harness)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
