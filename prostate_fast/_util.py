@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import io
 import json
 import math
 import os
+import signal
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +23,8 @@ __all__ = [
     "check_outputs",
     "check_parent",
     "check_writable",
+    "csv_cell",
+    "die_with_parent",
     "disk_error_naming",
     "naming_disk_errors",
     "resolve_threads",
@@ -38,6 +43,35 @@ def resolve_threads(n_threads: int | None) -> int:
     if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 0:
         raise ValueError(f"n_threads must be None or a positive integer, got {n_threads!r}")
     return int(n_threads)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``); else nothing.
+
+    For child processes (the batch pool's workers, the distributed launcher's roles) that must not
+    outlive a driver killed by SIGKILL. The signal comes when the *thread* that started the child
+    exits, so start children from the main thread. Safe between fork and exec.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` made safe for a CSV cell that a spreadsheet may open: text is escaped, numbers kept.
+
+    Text (``str``) starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+    leading single quote, as OWASP advises against formula injection; anything else (numbers,
+    negative ones included, None) is returned unchanged. Call it before formatting numbers as
+    text, on user-controlled text: slide names, paths, messages, class names.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._util import csv_cell
 from .errors import DatasetError
 from .metrics import (
     Confusion,
@@ -397,7 +398,7 @@ def _write_slides_csv(path: Path, ev: Evaluation) -> None:
         w.writerow(["slide", *keys, "auc"])
         for s, c in [*ev.per_slide.items(), ("all", ev.pooled)]:
             auc = ev.auc if s == "all" and c is ev.pooled else ev.per_slide_auc[s]
-            w.writerow([s, *(c.metrics()[k] for k in keys), auc])
+            w.writerow([csv_cell(s), *(c.metrics()[k] for k in keys), auc])
 
 
 def _write_predictions(
@@ -412,9 +413,10 @@ def _write_predictions(
     score = screening_score(prob, classes)[0]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["record", "slide", "label", "score", "test_positive", *classes])
+        w.writerow(["record", "slide", "label", "score", "test_positive", *map(csv_cell, classes)])
         for i in range(labels.size):
-            row = [i, slides[i], classes[labels[i]], f"{score[i]:.6f}", int(score[i] >= threshold)]
+            name, label = csv_cell(str(slides[i])), csv_cell(classes[labels[i]])
+            row = [i, name, label, f"{score[i]:.6f}", int(score[i] >= threshold)]
             w.writerow(row + [f"{p:.6f}" for p in prob[i]])
 
 

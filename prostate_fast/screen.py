@@ -5,7 +5,12 @@
 (pyramidal TIFF ``<stem>-overlay.tif`` and its ``-thumb.png``), the QuPath GeoJSON of the
 predicted tiles (``<stem>.geojson``) and the scores (``<stem>-scores.npz``), and computes a cancer
 score (:func:`cancer_score`). The worklist (:func:`rank_worklist`) is written as CSV, one row per
-slide with a ``rank`` column.
+slide with a ``rank`` column, its text cells escaped against formula injection
+(:func:`~prostate_fast._util.csv_cell`).
+
+A slide whose stem is the name of one of the run's own files (``worklist.csv``; a batch adds its
+summary and lock files) gets the folder ``<stem>-slide`` instead (:func:`folder_name`), so its
+folder and the worklist never collide.
 
 Priority (rank 1 first):
 
@@ -48,13 +53,14 @@ from typing import Any
 import numpy as np
 
 from ._outputs import command_inputs, register_csv_header
-from ._util import atomic_path, check_outputs, check_writable, resolve_threads
+from ._util import atomic_path, check_outputs, check_writable, csv_cell, resolve_threads
 from .errors import ProstateFastError, one_line
 
 __all__ = [
     "ScreeningOptions",
     "WorklistRow",
     "cancer_score",
+    "folder_name",
     "rank_worklist",
     "screen_scored",
     "screen_slides",
@@ -67,6 +73,8 @@ TOP_K = 10
 NO_TISSUE = "no tissue"
 #: Worklist status prefix of a slide outside the model's domain (ranked with the failures).
 NEEDS_READ = "needs manual read: "
+#: The worklist's default name in the output folder.
+WORKLIST = "worklist.csv"
 #: Names of the :class:`ScreeningOptions` fields that set the overlay's look (and its files).
 OVERLAY_LOOK = ("alpha", "mode", "outline", "colours", "quality", "compression", "thumbnail_size")
 
@@ -294,7 +302,9 @@ def write_worklist(
             for r in rows:
                 d = asdict(r)
                 for k, v in d.items():
-                    if isinstance(v, float):
+                    if isinstance(v, str):
+                        d[k] = csv_cell(v)  # slide names, paths, error messages
+                    elif isinstance(v, float):
                         d[k] = f"{v:.6g}"
                     elif v is None:
                         d[k] = ""
@@ -302,8 +312,20 @@ def write_worklist(
     return path
 
 
+def folder_name(slide: str | os.PathLike[str], reserved: Iterable[str] = (WORKLIST,)) -> str:
+    """The name of ``slide``'s output folder: its stem, or ``<stem>-slide`` for a reserved name.
+
+    ``reserved``: the names of the run's own files beside the slide folders (compared ignoring
+    case, as on a case-insensitive file system); a slide ``worklist.csv.tif`` gets the folder
+    ``worklist.csv-slide``, so the worklist can still be written.
+    """
+    stem = Path(slide).stem
+    taken = {r.casefold() for r in reserved}
+    return f"{stem}-slide" if stem.casefold() in taken else stem
+
+
 def _outputs(out_dir: Path, slide: Path) -> dict[str, Path]:
-    folder = out_dir / slide.stem
+    folder = out_dir / folder_name(slide)
     return {
         "overlay": folder / f"{slide.stem}-overlay.tif",
         "thumbnail": folder / f"{slide.stem}-overlay-thumb.png",
@@ -329,7 +351,7 @@ def screen_scored(
     scores : ScoreGrid
         Its predictions.
     out_dir : path
-        Outputs go to ``out_dir/<slide stem>/``: ``-overlay.tif``, ``-overlay-thumb.png``,
+        Outputs go to ``out_dir/<slide stem>/`` (see :func:`folder_name`): ``-overlay.tif``, ``-overlay-thumb.png``,
         ``.geojson`` (predicted tiles) and ``-scores.npz``.
     options : ScreeningOptions, optional
         The overlay's look and ``n_threads`` (default: ``ScreeningOptions()``).
@@ -447,7 +469,12 @@ def screen_slides(
         raise ValueError("slides must name at least one slide file")
     distinct_stems(paths)
     out_dir = Path(out_dir)
-    worklist = Path(worklist) if worklist is not None else out_dir / "worklist.csv"
+    worklist = Path(worklist) if worklist is not None else out_dir / WORKLIST
+    folders = {out_dir / folder_name(p): p for p in paths}
+    if worklist in folders:
+        raise ValueError(
+            f"{worklist}: the worklist would be the output folder of {folders[worklist]}"
+        )
     outputs = [f for p in paths for f in _outputs(out_dir, p).values()]
     with command_inputs([model, *paths]):
         check_outputs([worklist, *outputs], overwrite=overwrite, distinct=False)
@@ -473,13 +500,17 @@ def screen_slides(
         return ranked
 
 
-def distinct_stems(paths: Sequence[Path]) -> None:
-    """ValueError naming two slides with the same file stem (they would share an output folder)."""
+def distinct_stems(paths: Sequence[Path], reserved: Iterable[str] = (WORKLIST,)) -> None:
+    """ValueError naming two slides that would share an output folder (see :func:`folder_name`)."""
+    reserved = tuple(reserved)
     stems: dict[str, Path] = {}
     for p in paths:
-        if p.stem in stems:
-            raise ValueError(f"slides {stems[p.stem]} and {p} have the same stem {p.stem!r}")
-        stems[p.stem] = p
+        name = folder_name(p, reserved)
+        if name in stems:
+            q = stems[name]
+            same = f"the same stem {p.stem!r}" if q.stem == p.stem else f"one folder {name!r}"
+            raise ValueError(f"slides {q} and {p} have {same}")
+        stems[name] = p
 
 
 def _screen_one(

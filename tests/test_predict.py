@@ -325,7 +325,7 @@ def test_slide_without_mpp_asks_for_mpp_or_level(data_dir: Path, model_dir: Path
 
     tcga = data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"  # records neither mpp nor objective
     pred = load_model(model_dir, engine="native", batch_size=64)
-    with pytest.raises(SlideError, match="--mpp or --level"):
+    with pytest.raises(SlideError, match="--slide-mpp or --level"):
         predict_slide(pred, tcga)
     with open_slide(tcga) as slide:
         tissue = detect_tissue(slide)
@@ -351,7 +351,7 @@ def test_mpp_overrides_the_slide(model_dir: Path, synthetic_slide: Path) -> None
         tissue = detect_tissue(s)
         reference = predict_slide(model_dir, s, engine="native", tissue=tissue)
     slide = ArraySlide(image, downsamples=(1, 2), name=synthetic_slide.name)
-    with pytest.raises(SlideError, match="--mpp or --level"):
+    with pytest.raises(SlideError, match="--slide-mpp or --level"):
         predict_slide(model_dir, slide, engine="native")
     same = predict_slide(model_dir, slide, engine="native", mpp=0.5, tissue=tissue)
     np.testing.assert_array_equal(same.tile_rc, reference.tile_rc)
@@ -517,5 +517,5 @@ def test_cli_slide_without_mpp(
         == 2
     )
     line = _one_line(capsys)
-    assert "--mpp or --level" in line and "tcga-cr-7395" in line
+    assert "--slide-mpp or --level" in line and "tcga-cr-7395" in line
     assert not os.listdir(tmp_path)

@@ -100,7 +100,7 @@ def test_choose_level_by_objective_and_mpp(data_dir: Path) -> None:
 
 def test_slide_without_mpp_asks_for_mpp_or_level(data_dir: Path) -> None:
     with open_slide(data_dir / "wsi" / "tcga-cr-7395-01a-01-ts1.svs") as slide:
-        with pytest.raises(SlideError, match="--mpp or --level") as err:
+        with pytest.raises(SlideError, match="--slide-mpp or --level") as err:
             slide.choose_level(magnification=20)
         assert "tcga-cr-7395" in str(err.value)
         assert slide.choose_level(level=1).level == 1

@@ -9,7 +9,8 @@ Options: one :class:`~prostate_fast.screen.ScreeningOptions` (engine, thresholds
 overlays' look, threads per slide), as for :func:`~prostate_fast.screen.screen_slides`. Each
 slide is opened once, in its worker, for prediction and overlay.
 
-Outputs, per slide, in ``out_dir/<slide stem>/``: ``<stem>-overlay.tif``,
+Outputs, per slide, in ``out_dir/<slide stem>/`` (``<stem>-slide/`` when the stem is the name of
+one of the batch's own files, see :func:`~prostate_fast.screen.folder_name`): ``<stem>-overlay.tif``,
 ``<stem>-overlay-thumb.png``, ``<stem>.geojson``, ``<stem>-scores.npz`` and ``manifest.json``
 (:mod:`prostate_fast.batch.manifest`: input size, mtime and sha256; model files' sha256;
 settings; package version; every output with its size and sha256; timings). A slide's folder is built as ``out_dir/.<stem>.part-XXXX/``
@@ -22,15 +23,23 @@ Resuming: a slide is skipped when its manifest matches the slide (same path, siz
 otherwise the sha256 is recomputed and compared), the model files, the settings and the package
 version, and every listed output exists with its recorded size (and sha256 with ``verify``).
 Anything else is redone. Leftover ``.part`` folders of a killed run are removed at start; a lock
-file keeps two batches from writing one ``out_dir`` at once.
+file keeps two batches from writing one ``out_dir`` at once, and a second one (held by every pool
+worker) makes a new run wait until the workers of a killed one have exited. An existing
+``out_dir/<stem>`` that is not a slide folder of a batch (no ``manifest.json``) is never replaced:
+that slide fails instead.
+
+Stopping: the pool's workers die with the driver, even when it is killed with SIGKILL (Linux:
+``PR_SET_PDEATHSIG``). SIGTERM (``timeout``, Slurm) makes the driver kill its workers, wait for
+them, release the lock and exit with status 143; the slides finished so far are kept, and a
+rerun resumes.
 
 Failures: a slide that fails becomes an ``error`` row with a one-line reason; the others go on.
 A worker that dies (a native crash, out of memory) breaks a process pool: the slides in flight
 are retried one at a time in a fresh pool, so the culprit is found and reported.
 
 Limits: only the slide file is hashed (not an MRXS/VMS companion folder). A killed driver stops
-its pool workers with it (same process group), but not the workers of a Dask cluster: let their
-tasks finish (or restart the cluster) before rerunning into the same ``out_dir``.
+its pool workers with it, but not the workers of a Dask cluster: let their tasks finish (or
+restart the cluster) before rerunning into the same ``out_dir``.
 """
 
 from __future__ import annotations
@@ -48,15 +57,22 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .._outputs import register_csv_header
-from .._util import atomic_path, resolve_threads
+from .._util import atomic_path, csv_cell, resolve_threads
 from ..errors import ProstateFastError
-from ..screen import ScreeningOptions
-from .executors import _init_worker, check_scheduler, run_dask, run_pool
+from ..screen import WORKLIST, ScreeningOptions, folder_name
+from .executors import (
+    _init_worker,
+    check_scheduler,
+    run_dask,
+    run_pool,
+    sigterm_exits,
+    wait_for_workers,
+)
 from .manifest import (
     OUTPUT_KEYS,
     ROW_NUMBERS,
@@ -84,10 +100,12 @@ SLIDE_EXTENSIONS = (
     ".png",
 )
 SUMMARY = "batch-summary.csv"
-WORKLIST = "worklist.csv"
 LOCK = ".prostate-fast-batch.lock"
 #: :attr:`SlideResult.status` of a slide outside the model's training domain.
 NEEDS_READ = "needs manual read"
+WORKERS_LOCK = ".prostate-fast-batch.workers.lock"  # shared by the pool's workers while they live
+#: The batch's own file names in ``out_dir``: no slide folder takes one (see ``folder_name``).
+RESERVED = (SUMMARY, WORKLIST, LOCK, WORKERS_LOCK)
 _PART = re.compile(r"^\..+\.part-[A-Za-z0-9_]+$")
 
 
@@ -246,9 +264,23 @@ def _error(task: _Task, exc: BaseException, seconds: float = 0.0) -> SlideResult
     return SlideResult(slide.name, str(slide), kind, reason, "", seconds, row)
 
 
+def _final(task: _Task) -> Path:
+    """The slide's output folder, ``out_dir/<stem>`` (see :data:`RESERVED`)."""
+    return Path(task.out_dir) / folder_name(task.slide, RESERVED)
+
+
 def _install(folder: Path, final: Path, part: Path) -> None:
-    """Move a finished slide folder into place; an older one goes into ``part`` (then removed)."""
-    if final.exists() or final.is_symlink():
+    """Move a finished slide folder into place; an older one goes into ``part`` (then removed).
+
+    Only a slide folder of a batch (a directory with ``manifest.json``) is replaced: anything
+    else at ``final`` is the user's, and the slide fails instead.
+    """
+    if final.is_symlink() or (final.exists() and not (final / "manifest.json").is_file()):
+        raise ProstateFastError(
+            f"{final}: exists and is not a slide folder of a batch (no manifest.json); "
+            "move it away or write to another folder"
+        )
+    if final.exists():
         os.replace(final, part / "previous")
     os.replace(folder, final)
 
@@ -257,7 +289,7 @@ def _process_slide(task: _Task) -> SlideResult:
     """Process one slide (or find it complete); never raises for a slide's own failure."""
     t0 = time.perf_counter()
     slide = Path(task.slide)
-    final = Path(task.out_dir) / slide.stem
+    final = _final(task)
     try:
         st = slide.stat()
         source = {
@@ -332,7 +364,7 @@ def _install_slide(
     ``steps``: the seconds of each step so far (the manifest's ``timings`` but the total).
     """
     slide = Path(task.slide)
-    folder = part / slide.stem
+    folder = Path(row.scores).parent  # part/<folder name>, as screen_scored made it
     outputs = {}
     for key in OUTPUT_KEYS:
         if getattr(row, key):
@@ -399,7 +431,8 @@ def _write_summary(results: Sequence[SlideResult], path: Path) -> None:
         w = csv.DictWriter(fh, fieldnames=names, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         for r in results:
-            w.writerow({**asdict(r), "seconds": f"{r.seconds:.3f}"})
+            cells = {k: csv_cell(getattr(r, k)) for k in names}  # names, paths, messages
+            w.writerow({**cells, "seconds": f"{r.seconds:.3f}"})
 
 
 def run_batch(
@@ -462,6 +495,9 @@ def run_batch(
         A bad model folder (checked before any slide starts).
     ProstateFastError
         Another batch is writing into ``out_dir``.
+    SystemExit
+        Status 143 on SIGTERM (in the main thread, unless a SIGTERM handler is installed): the
+        pool's workers are killed and waited for, and the lock released, first.
 
     Notes
     -----
@@ -486,7 +522,7 @@ def run_batch(
     if not paths:
         raise ValueError("slides must name at least one slide file")
     paths = [p.absolute() for p in paths]
-    distinct_stems(paths)
+    distinct_stems(paths, RESERVED)
     model_dir = Path(model).absolute()
     ident, model_thresholds = model_identity(model_dir)
     recorded = settings(options, model_thresholds)
@@ -500,7 +536,11 @@ def run_batch(
         _Task(str(p), str(out), str(model_dir), ident, recorded, options, verify, force)
         for p in paths
     ]
-    with _locked(out):
+    with _locked(out), sigterm_exits():
+        if not wait_for_workers(out / WORKERS_LOCK):
+            raise ProstateFastError(
+                f"{out}: worker processes of an earlier batch still run (they hold {WORKERS_LOCK})"
+            )
         _clean_stale(out)
         results = _run_tasks(tasks, out, scheduler, workers, progress)
         summary, worklist = out / SUMMARY, out / WORKLIST
@@ -529,7 +569,7 @@ def _run_tasks(
 
     todo = []
     for t in tasks:
-        folder = out / Path(t.slide).stem
+        folder = _final(t)
         m = None if (t.force or t.verify) else complete(folder, t, None)
         if m is None:
             todo.append(t)
@@ -544,6 +584,7 @@ def _run_tasks(
     elif todo:
         n_threads = tasks[0].options.n_threads
         pool = {"workers": min(workers, len(todo)), "n_threads": n_threads}
+        pool["worker_lock"] = out / WORKERS_LOCK
         run_pool(todo, _process_slide, on_result, on_error, **pool)
     lost = RuntimeError("no result came back from the executor")
     return tuple(results.get(t.slide) or _error(t, lost) for t in tasks)

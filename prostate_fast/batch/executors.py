@@ -5,22 +5,34 @@ slide's own failure in its result and does not raise), call ``on_result`` with e
 completes, and ``on_error(task, exc)`` when the executor itself lost a task (a worker process
 that died, a Dask ``KilledWorker``, a lost connection). Tasks need a ``slide`` attribute (a path)
 for messages and Dask keys. Also here: the text progress bar.
+
+The pool's workers die with the driver: each asks Linux for SIGKILL when its parent dies
+(:func:`~prostate_fast._util.die_with_parent`), and leaves at once if the driver is already gone;
+when the driver leaves :func:`run_pool` by an exception (SIGTERM turned into ``SystemExit`` by
+:func:`sigterm_exits`, Ctrl-C), it kills its workers and waits for them before going on. Each
+worker holds a shared ``flock`` on ``worker_lock`` while it lives, so the next driver can wait
+until every worker of a killed one has exited (:func:`wait_for_workers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TextIO
+
+from .._util import die_with_parent
 
 OnResult = Callable[[Any], None]
 OnError = Callable[[Any, BaseException], None]
@@ -33,6 +45,77 @@ def _init_worker(n_threads: int | None) -> None:
             os.environ[var] = str(n_threads)
 
 
+_WORKER_LOCK: list[Any] = []  # a pool worker's open worker_lock file, held until it exits
+
+
+def _start_worker(n_threads: int | None, driver: int, worker_lock: str | None) -> None:
+    """Pool initializer: hold ``worker_lock``, die with the ``driver`` process, set threads."""
+    if worker_lock is not None:
+        fh = open(worker_lock, "a+")  # noqa: SIM115 - held for the life of the process
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        _WORKER_LOCK.append(fh)
+    die_with_parent()
+    if os.getppid() != driver:  # the driver died before the line above: leave now
+        os._exit(1)
+    _init_worker(n_threads)
+
+
+def wait_for_workers(worker_lock: str | os.PathLike[str], timeout: float = 120.0) -> bool:
+    """Wait until no pool worker holds ``worker_lock`` (those of a killed driver are dying).
+
+    Call it while holding the batch lock, before writing. Returns False if some still hold it
+    after ``timeout`` seconds.
+    """
+    end = time.monotonic() + timeout
+    with open(worker_lock, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    return False
+                time.sleep(0.05)
+                continue
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return True
+
+
+@contextlib.contextmanager
+def sigterm_exits(code: int = 128 + signal.SIGTERM) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(code)`` so cleanup runs (main thread only).
+
+    ``timeout`` and Slurm stop a job with SIGTERM; by default Python then dies at once, leaving
+    ``finally`` blocks (killing the pool, releasing the lock) unrun. A handler someone else
+    installed is left alone.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise SystemExit(code)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's worker processes and wait until they have exited."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(30)
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_pool(
     tasks: Sequence[Any],
     fn: Callable[[Any], Any],
@@ -41,47 +124,70 @@ def run_pool(
     *,
     workers: int,
     n_threads: int | None = None,
+    worker_lock: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run ``fn`` over ``tasks`` in a ``spawn`` process pool of ``workers``, surviving crashes.
 
     A worker that dies breaks the whole pool: the tasks then in flight are retried one at a time
     in a fresh pool, so the one that kills its worker while running alone is the culprit
-    (``on_error``) and the others complete. ``n_threads`` sets ``OMP_NUM_THREADS`` in workers.
+    (``on_error``) and the others complete. ``n_threads`` sets ``OMP_NUM_THREADS`` in workers;
+    each worker holds a shared lock on ``worker_lock`` while it lives (see
+    :func:`wait_for_workers`). Workers die with this process; if this function is left by an
+    exception (``SystemExit`` from :func:`sigterm_exits`, ``KeyboardInterrupt``), the workers
+    are killed and waited for first.
     """
     ctx = multiprocessing.get_context("spawn")  # never fork after OpenMP ran (MXNET-NOTES.md)
     pending: deque[Any] = deque(tasks)
     suspects: deque[Any] = deque()
+    lock = None if worker_lock is None else str(worker_lock)
     while pending or suspects:
-        init = {"initializer": _init_worker, "initargs": (n_threads,)}
+        init = {"initializer": _start_worker, "initargs": (n_threads, os.getpid(), lock)}
         with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
-            running: dict[Future[Any], Any] = {}
-            alone = False
-            while pending or suspects or running:
-                if suspects and not running:
-                    t = suspects.popleft()
-                    running[pool.submit(fn, t)] = t
-                    alone = True
-                while not suspects and not alone and pending and len(running) < workers:
-                    t = pending.popleft()
-                    running[pool.submit(fn, t)] = t
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                crashed = []
-                for f in done:
-                    t = running.pop(f)
-                    try:
-                        on_result(f.result())
-                    except BrokenProcessPool:
-                        crashed.append(t)
-                    except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be sent
-                        on_error(t, exc)
-                if crashed:
-                    crashed += running.values()
-                    if len(crashed) == 1:
-                        on_error(crashed[0], _died_alone(crashed[0]))
-                    else:
-                        suspects.extend(crashed)
-                    break  # the pool is broken: start a fresh one
-                alone = alone and bool(running)
+            try:
+                _drain(pool, pending, suspects, fn, on_result, on_error, workers)
+            except BaseException:
+                _kill_workers(pool)
+                raise
+
+
+def _drain(
+    pool: ProcessPoolExecutor,
+    pending: deque[Any],
+    suspects: deque[Any],
+    fn: Callable[[Any], Any],
+    on_result: OnResult,
+    on_error: OnError,
+    workers: int,
+) -> None:
+    """Run tasks in ``pool`` until all are done or the pool breaks (then suspects are queued)."""
+    running: dict[Future[Any], Any] = {}
+    alone = False
+    while pending or suspects or running:
+        if suspects and not running:
+            t = suspects.popleft()
+            running[pool.submit(fn, t)] = t
+            alone = True
+        while not suspects and not alone and pending and len(running) < workers:
+            t = pending.popleft()
+            running[pool.submit(fn, t)] = t
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        crashed = []
+        for f in done:
+            t = running.pop(f)
+            try:
+                on_result(f.result())
+            except BrokenProcessPool:
+                crashed.append(t)
+            except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be sent
+                on_error(t, exc)
+        if crashed:
+            crashed += running.values()
+            if len(crashed) == 1:
+                on_error(crashed[0], _died_alone(crashed[0]))
+            else:
+                suspects.extend(crashed)
+            return  # the pool is broken: start a fresh one
+        alone = alone and bool(running)
 
 
 def _died_alone(task: Any) -> RuntimeError:

@@ -17,9 +17,9 @@ from typing import Any
 from .common import (
     _add_model_and_slide,
     _add_overlay_look,
+    _add_slide_mpp,
     _engines,
     _no_tissue,
-    _positive_float,
     _positive_int,
     _save_all,
     _screening_options,
@@ -51,13 +51,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=_positive_int, default=None, help=_THREADS_HELP)
     scale = p.add_mutually_exclusive_group()
-    scale.add_argument(
-        "--mpp",
-        type=_positive_float,
-        default=None,
-        help="microns per level-0 pixel of the slide (overrides the file; needed when it records "
-        "none)",
-    )
+    _add_slide_mpp(scale)
     scale.add_argument(
         "--level",
         type=int,
@@ -223,12 +217,7 @@ def _add_screening_options(
 ) -> None:
     """Options shared by screen, run and batch: engine, scale, thresholds, overlay, threads."""
     _add_engine(p, "inference engine (see `predict`; default gluon)")
-    p.add_argument(
-        "--mpp",
-        type=_positive_float,
-        default=None,
-        help="microns per level-0 pixel of the slides (overrides the files)",
-    )
+    _add_slide_mpp(p)
     _add_threshold(p, "decision threshold of a class (default: the model's); repeatable")
     _add_ignore_domain(p)
     _add_overlay_look(p)

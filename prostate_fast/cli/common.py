@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,12 +119,59 @@ def _colour_pair(text: str) -> tuple[str, tuple[int, int, int]]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _DeprecatedName(argparse.Action):
+    """An option's old name: stores into the new option's ``dest`` after one warning on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, **kw: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"prostate-fast: warning: {option_string} is deprecated here; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def _add_renamed(
+    p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, new: str, old: str, **kw: Any
+) -> None:
+    """Add option ``new`` and its deprecated old name ``old`` (hidden from --help)."""
+    action = p.add_argument(new, **kw)
+    keep = {k: v for k, v in kw.items() if k in ("type", "default", "metavar")}
+    p.add_argument(
+        old, dest=action.dest, action=_DeprecatedName, new=new, help=argparse.SUPPRESS, **keep
+    )
+
+
+#: ``--slide-mpp``'s help (the slide's own scale; ``--tile-mpp`` is the scale of the tiles).
+SLIDE_MPP_HELP = (
+    "microns per level-0 pixel of the slide, overriding the file (needed when it records none)"
+)
+
+
+def _add_slide_mpp(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    """``--slide-mpp`` (``--mpp``, deprecated, where it meant this): the slide's own mpp."""
+    _add_renamed(p, "--slide-mpp", "--mpp", type=_positive_float, default=None, help=SLIDE_MPP_HELP)
+
+
 def _add_tile_grid(p: argparse.ArgumentParser) -> None:
-    """The tile grid's scale (magnification, mpp or level), tile size and stride: `tiles`, `label`."""
+    """The tile grid's scale (magnification, tile mpp or level), tile size and stride, and the
+    slide's own mpp: `tiles`, `label`."""
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--magnification", type=_positive_float, help="tile scale (default 20x)")
-    scale.add_argument("--mpp", type=_positive_float, help="tile scale in µm per pixel")
+    _add_renamed(
+        scale, "--tile-mpp", "--mpp", type=_positive_float, help="tile scale in µm per pixel"
+    )
     scale.add_argument("--level", type=int, help="read a pyramid level as it is")
+    p.add_argument("--slide-mpp", type=_positive_float, default=None, help=SLIDE_MPP_HELP)
     p.add_argument("--tile-size", type=_positive_int, default=128, help="tile side (128)")
     p.add_argument("--stride", type=_positive_int, default=None, help="tile stride (tile size)")
 
@@ -179,7 +227,7 @@ _OPTION_ARGS = {
     "ctx": "ctx",
     "batch_size": "batch_size",
     "threshold": "thresholds",
-    "mpp": "mpp",
+    "slide_mpp": "mpp",
     "level": "level",
     "ignore_domain": "ignore_domain",
     "ignore_scale": "ignore_scale",

@@ -9,11 +9,17 @@ status 2; bad arguments exit 2 through argparse. Outputs are written to temporar
 when complete, so a failure leaves no partial output. Every path argument that is not an output
 (``-o``/``--out``, ``--out-dir``, ``--log-dir``, or a command's ``output_args``) is declared an
 input of the command (:func:`~prostate_fast._outputs.command_inputs`): no output replaces one.
+
+A closed standard output (``prostate-fast info SLIDE | head -1``) ends the command quietly with
+status 141 (128 + SIGPIPE, what a shell reports for a tool killed by SIGPIPE), as other Unix
+tools do: no traceback, no message. Ctrl-C exits 130 and SIGTERM during ``batch`` 143, each with
+one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,13 +71,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 success, 2 bad input, 1 unexpected failure)."""
+    """Run the CLI; return the exit status (0 success, 2 bad input, 1 unexpected failure).
+
+    Also 130 on Ctrl-C, 141 when standard output was closed by its reader, 143 (raised as
+    ``SystemExit``) on SIGTERM during ``batch``.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:  # a closed pipe shows here (also after --help), not at exit as "Exception ignored"
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 128 + 13  # SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its handler, turning domain errors into one line and status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         with command_inputs(_inputs(args)):
             return handler(args)
+    except BrokenPipeError:
+        raise
+    except SystemExit as exc:
+        if exc.code == 128 + 15:  # batch.executors.sigterm_exits: the pool stopped, lock released
+            print("prostate-fast: terminated (SIGTERM); rerun to resume", file=sys.stderr)
+        raise
     except (ProstateFastError, FileExistsError, OSError, ValueError) as exc:
         print(f"prostate-fast: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -90,6 +118,16 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
                 v for v in (value if isinstance(value, list) else [value]) if isinstance(v, Path)
             ]
     return found
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (replaced by a test harness)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .common import (
     _add_tile_grid,
@@ -124,6 +124,14 @@ def _add_tiles(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_tiles)
 
 
+def _tile_scale(args: argparse.Namespace) -> dict[str, float | int | None]:
+    """The tile grid's scale of `tiles` and `label`: --magnification, --tile-mpp or --level."""
+    scale = {"magnification": args.magnification, "mpp": args.tile_mpp, "level": args.level}
+    if all(v is None for v in scale.values()):
+        scale["magnification"] = 20.0
+    return scale
+
+
 def _cmd_tiles(args: argparse.Namespace) -> int:
     import warnings
 
@@ -131,7 +139,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
     from .._outputs import mark_png
     from .._util import atomic_path
-    from ..tile import MIN_TISSUE, save_tile_table, tile_slide
+    from ..tile import MIN_TISSUE, save_tile_table
 
     if args.out.suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"{args.out}: the tile table must be .csv or .npz")
@@ -139,24 +147,12 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     for path in (args.out, thumb_path):
         if path.exists() and not args.overwrite:
             raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    scale = {"magnification": args.magnification, "mpp": args.mpp, "level": args.level}
-    if all(v is None for v in scale.values()):
-        scale["magnification"] = 20.0
+    scale = _tile_scale(args)
     min_tissue = MIN_TISSUE if args.min_tissue is None else args.min_tissue
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            tiled = tile_slide(
-                args.slide,
-                **scale,
-                tile_size=args.tile_size,
-                stride=args.stride,
-                min_tissue=min_tissue,
-                regions=args.regions,
-                method=args.threshold_method,
-                threshold=args.threshold,
-                n_threads=args.threads,
-            )
+            tiled = _tile(args, scale, min_tissue)
         finally:  # the tissue detection's warnings, also when a later step fails
             for w in caught:
                 print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
@@ -177,6 +173,19 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     )
     _print_tiles(args, tiled, thumb_path)
     return 0
+
+
+def _tile(args: argparse.Namespace, scale: dict[str, Any], min_tissue: float) -> TiledSlide:
+    """`tiles`' tile_slide call (on the slide with --slide-mpp's scale when given)."""
+    from ..slide import open_slide
+    from ..tile import tile_slide
+
+    kw = {"tile_size": args.tile_size, "stride": args.stride, "min_tissue": min_tissue}
+    kw |= {"regions": args.regions, "method": args.threshold_method, "threshold": args.threshold}
+    if args.slide_mpp is None:
+        return tile_slide(args.slide, **scale, **kw, n_threads=args.threads)
+    with open_slide(args.slide, n_threads=args.threads) as sl:
+        return tile_slide(sl.with_mpp(args.slide_mpp), **scale, **kw, n_threads=args.threads)
 
 
 def _print_tiles(args: argparse.Namespace, tiled: TiledSlide, thumb_path: Path) -> None:
@@ -268,10 +277,9 @@ def _cmd_label(args: argparse.Namespace) -> int:
     kinds = {"painted": "painted", "geojson": "polygons", "xml": "polygons", "mask": "mask"}
     flag = next(k for k in kinds if getattr(args, k) is not None)
     annotation, source = getattr(args, flag), kinds[flag]
-    scale = {"magnification": args.magnification, "mpp": args.mpp, "level": args.level}
-    if all(v is None for v in scale.values()):
-        scale["magnification"] = 20.0
-    with open_slide(args.slide, n_threads=args.threads) as slide:
+    scale = _tile_scale(args)
+    with open_slide(args.slide, n_threads=args.threads) as opened:
+        slide = opened if args.slide_mpp is None else opened.with_mpp(args.slide_mpp)
         if args.all_tiles:
             grid = full_grid(slide, slide.choose_level(**scale), args.tile_size, args.stride)
         else:

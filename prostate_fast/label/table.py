@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._util import atomic_path, write_npz
+from .._util import atomic_path, csv_cell, write_npz
 from ..errors import DatasetError
 
 __all__ = [
@@ -197,7 +197,7 @@ class LabelTable:
         for i in range(len(self)):
             (r, c), (x, y), lab = self.tile_rc[i], self.l0_xy[i], self.label[i]
             w.writerow(
-                [int(r), int(c), int(x), int(y), int(lab), self.classes[lab]]
+                [int(r), int(c), int(x), int(y), int(lab), csv_cell(self.classes[lab])]
                 + [f"{v:.6g}" for v in self.coverage[i]]
                 + [f"{self.white_fraction[i]:.6g}"]
             )

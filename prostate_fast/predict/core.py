@@ -12,7 +12,7 @@ already open (a :class:`~prostate_fast.slide.Slide`) is used as it is, so a call
 writes the overlay opens it once.
 
 Scale: the model's scale is looked up on the slide (mpp when both record one, else the objective
-magnification). A slide that records neither gets an error asking for ``--mpp`` (the slide's
+magnification). A slide that records neither gets an error asking for ``--slide-mpp`` (the slide's
 microns per level-0 pixel, which then overrides the file) or ``--level`` (read that pyramid level
 as it is): the scale is never guessed. A ``level`` whose scale differs from the model's by more
 than :data:`SCALE_TOLERANCE` (25 %: scanners' "20x" differ by up to 10 %) is refused unless
@@ -73,7 +73,7 @@ def _scale_request(info: ModelInfo, slide: Slide, level: int | None) -> dict[str
     if info.magnification is not None:
         return {"magnification": info.magnification}
     if info.mpp is not None:
-        return {"mpp": info.mpp}  # the slide has no mpp: choose_level asks for --mpp/--level
+        return {"mpp": info.mpp}  # the slide has no mpp: choose_level asks for --slide-mpp/--level
     raise ModelError(
         f"{info.model_dir / 'model.json'}: records neither magnification nor mpp; pass --level"
     )
@@ -210,7 +210,7 @@ def predict_slide(
         model's (unless ``ignore_scale``).
     SlideError
         Unreadable slide, or a slide that records no scale while the model needs one: the
-        message asks for ``--mpp`` or ``--level``.
+        message asks for ``--slide-mpp`` or ``--level``.
     OutOfDomainError
         The slide lies outside the model's training domain (unless ``ignore_domain``).
 

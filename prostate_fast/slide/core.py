@@ -258,7 +258,7 @@ class Slide(ABC):
             if base_mag is None:
                 raise SlideError(
                     f"{self.path}: the file records neither objective power nor mpp; "
-                    "pass --mpp or --level"
+                    "pass --slide-mpp or --level"
                 )
             target_ds = base_mag / float(magnification)
         else:
@@ -267,7 +267,7 @@ class Slide(ABC):
                 raise ValueError(f"mpp must be positive, got {mpp!r}")
             if base_mpp is None:
                 raise SlideError(
-                    f"{self.path}: the file records no microns per pixel; pass --mpp or --level"
+                    f"{self.path}: the file records no microns per pixel; pass --slide-mpp or --level"
                 )
             target_ds = float(mpp) / base_mpp
         if target_ds < 1 - LEVEL_TOLERANCE:
@@ -327,7 +327,7 @@ class Slide(ABC):
 
     # -- views and strips -----------------------------------------------------------------------
     def with_mpp(self, mpp: float) -> Slide:
-        """This slide with its level-0 microns per pixel replaced (what ``--mpp`` does).
+        """This slide with its level-0 microns per pixel replaced (what ``--slide-mpp`` does).
 
         Parameters
         ----------

@@ -26,7 +26,6 @@ workers sharing one host: MXNet's own ``tools/launch.py`` does not run on Python
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import os
 import signal
@@ -37,6 +36,8 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from .._util import die_with_parent
 
 __all__ = ["LOOPBACK", "dmlc_env", "free_port", "launch_local"]
 
@@ -140,12 +141,6 @@ def _worker_args(train_args: Sequence[str]) -> list[str]:
     return args
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL the child when the launcher dies (a backstop for a killed launcher)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _stop(procs: Sequence[subprocess.Popen]) -> None:
     """SIGTERM every live process group, SIGKILL those still alive after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -160,7 +155,7 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
 
 def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """Start one role in its own session and process group, stdout and stderr to ``log_path``."""
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    preexec = die_with_parent if sys.platform.startswith("linux") else None  # a killed launcher
     with log_path.open("wb") as fh:
         return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             cmd,
