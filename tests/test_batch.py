@@ -49,8 +49,16 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     gen, folder = tmp_path_factory.mktemp("batch_gen"), tmp_path_factory.mktemp("batch_slides")
     for i, name in enumerate(GOOD):
-        s = make_synthetic(gen, name=name, width=2048, height=1024, seed=40 + i, n_cores=2,
-                           n_cancer=i % 2, n_threads=2)  # fmt: skip
+        s = make_synthetic(
+            gen,
+            name=name,
+            width=2048,
+            height=1024,
+            seed=40 + i,
+            n_cores=2,
+            n_cancer=i % 2,
+            n_threads=2,
+        )
         os.link(s.slide, folder / s.slide.name)  # only the slide: not the painted copy, mask...
     data = (folder / "slide00.tif").read_bytes()
     (folder / TRUNCATED).write_bytes(data[: len(data) // 2])
@@ -91,8 +99,9 @@ def resumed(slides: Path, model: Path, tmp_path_factory: pytest.TempPathFactory)
     (out / ".slide05.part-stale1" / "slide05").mkdir()
     rerun = _batch([*args, "--workers", "2"])
     stdout, stderr = rerun.communicate(timeout=300)
-    return SimpleNamespace(out=out, before=before, code=rerun.returncode, stdout=stdout,
-                           stderr=stderr)  # fmt: skip
+    return SimpleNamespace(
+        out=out, before=before, code=rerun.returncode, stdout=stdout, stderr=stderr
+    )
 
 
 def test_discover_slides(slides: Path, tmp_path: Path) -> None:
@@ -146,8 +155,9 @@ def test_resume_rules_in_process(slides: Path, model: Path, tmp_path: Path) -> N
     assert run_batch(one, model, out, **kw2).counts["skipped"] == 1  # same size: trusted
     assert run_batch(one, model, out, verify=True, **kw2).counts["done"] == 1
     assert run_batch(one, model, out, force=True, **kw2).counts["done"] == 1
-    (out / "slide01" / "manifest.json").write_text('{"format": "prostate-fast batch manifest", '
-                                                   '"version": 1, "outputs": 3}')  # fmt: skip
+    (out / "slide01" / "manifest.json").write_text(
+        '{"format": "prostate-fast batch manifest", "version": 1, "outputs": 3}'
+    )
     assert run_batch(one, model, out, **kw2).counts["done"] == 1  # a damaged manifest
     assert not [p for p in out.iterdir() if ".part-" in p.name]
     with pytest.raises(ValueError, match="same stem"):
@@ -238,9 +248,13 @@ def test_pool_survives_a_dying_worker() -> None:
 
     tasks = [SimpleNamespace(slide=f"/x/{n}.tif") for n in ("a", "bad", "b")]
     got: dict[str, str] = {}
-    run_pool(tasks, _crash_on_bad, lambda r: got.__setitem__(r.slide, r.status),
-             lambda t, e: got.__setitem__(Path(t.slide).name, f"error: {e}"),
-             workers=2)  # fmt: skip
+    run_pool(
+        tasks,
+        _crash_on_bad,
+        lambda r: got.__setitem__(r.slide, r.status),
+        lambda t, e: got.__setitem__(Path(t.slide).name, f"error: {e}"),
+        workers=2,
+    )
     assert got.keys() == {"a.tif", "bad.tif", "b.tif"}
     assert got["a.tif"] == got["b.tif"] == "done"
     assert got["bad.tif"].startswith("error: /x/bad.tif: the worker process died")

@@ -43,15 +43,34 @@ def _e2e(kind, stage, s, **extra):
 
 
 def fake_json() -> dict:
-    ours = {"tissue": 0.5, "white": 1.0, "label": 2.0, "pack": 1.5, "predict": 4.0,
-            "overlay": 3.0, "preprocess": 4.0, "chain": 12.0}  # fmt: skip
+    ours = {
+        "tissue": 0.5,
+        "white": 1.0,
+        "label": 2.0,
+        "pack": 1.5,
+        "predict": 4.0,
+        "overlay": 3.0,
+        "preprocess": 4.0,
+        "chain": 12.0,
+    }
     base = {"convert": 6.0, "crop": 2.0, "predict": 40.0}
     per_tile = {"tiles": 0.01, "label": 0.002, "white": 0.05, "blend": 0.004, "montage": 0.001}
     b = [_e2e("ours", k, v) for k, v in ours.items()]
-    b += [_e2e("baseline", k, v, **({"extrapolated_by_area": 2.0} if k == "crop" else {}))
-          for k, v in base.items()]  # fmt: skip
-    b += [_e2e("baseline", k, t * 1000, extrapolated_from=64 if k == "white" else 256,
-               extrapolated_to=1000, s_per_tile=t) for k, t in per_tile.items()]  # fmt: skip
+    b += [
+        _e2e("baseline", k, v, **({"extrapolated_by_area": 2.0} if k == "crop" else {}))
+        for k, v in base.items()
+    ]
+    b += [
+        _e2e(
+            "baseline",
+            k,
+            t * 1000,
+            extrapolated_from=64 if k == "white" else 256,
+            extrapolated_to=1000,
+            s_per_tile=t,
+        )
+        for k, t in per_tile.items()
+    ]
     b += [_e2e("alt", k, v) for k, v in {"label": 4.0, "pack": 3.0, "overlay": 2.5}.items()]
     b += [
         _bench("bench_tissue", "test_native[all-cores]", 0.01, {"us_per_tile": 2.0, "tiles": 2048}),
@@ -74,7 +93,7 @@ def fake_json() -> dict:
             "test_baseline_tile_files",
             10.0,
             {"count": 2048, "tiles/s": 400.0, "img/s": 4000.0},
-        ),  # fmt: skip
+        ),
         _bench("bench_dataset", "test_read[jpeg-False]", 3.0, {"count": 8000, "img/s": 4000.0}),
     ]
     return {"benchmarks": b, "datetime": "2026-01-01T00:00:00", "commit_info": {"id": "abc123"}}

@@ -27,14 +27,21 @@ from prostate_fast.model.domain import StainDomain, domain_problem, measure_doma
 
 pytest.importorskip("mxnet")
 
-STAIN_HE = ("tiatoolbox_target_image.png", "stardist_histo.jpg", "torchstain_source.png",
-            "torchstain_target.png")  # fmt: skip
+STAIN_HE = (
+    "tiatoolbox_target_image.png",
+    "stardist_histo.jpg",
+    "torchstain_source.png",
+    "torchstain_target.png",
+)
 
 
 def _tiles(rgb: np.ndarray, size: int = 64) -> np.ndarray:
     h, w = rgb.shape[:2]
-    cells = [rgb[y : y + size, x : x + size] for y in range(0, h - size + 1, size)
-             for x in range(0, w - size + 1, size)]  # fmt: skip
+    cells = [
+        rgb[y : y + size, x : x + size]
+        for y in range(0, h - size + 1, size)
+        for x in range(0, w - size + 1, size)
+    ]
     return np.stack(cells)
 
 
@@ -196,8 +203,16 @@ def test_every_number_of_model_json_is_checked(models, tmp_path, edit, match, ca
 def test_level_at_another_scale_is_refused(models, tmp_path, capsys) -> None:
     from prostate_fast.synthetic import make_synthetic
 
-    ten = make_synthetic(tmp_path / "s", name="ten", width=2048, height=1024, seed=5, n_cores=1,
-                         mpp=1.0, objective_power=10.0)  # fmt: skip
+    ten = make_synthetic(
+        tmp_path / "s",
+        name="ten",
+        width=2048,
+        height=1024,
+        seed=5,
+        n_cores=1,
+        mpp=1.0,
+        objective_power=10.0,
+    )
     base = ["predict", str(models["old"]), str(ten.slide), "--engine", "native"]
     assert main([*base, "-o", str(tmp_path / "a"), "--level", "0"]) == 2
     err = _err(capsys)
@@ -320,8 +335,9 @@ def test_dataset_refuses_tables_off_their_slide(
 
     if meta_edit in ("other", "other-size"):
         w = 4096 if meta_edit == "other" else 2048
-        other = make_synthetic(tmp_path / "o", name="other", width=w, height=2048, seed=99,
-                               n_cores=3)  # fmt: skip
+        other = make_synthetic(
+            tmp_path / "o", name="other", width=w, height=2048, seed=99, n_cores=3
+        )
         meta_edit = lambda m: m.__setitem__("slide_path", str(other.slide))  # noqa: E731
     edited = _edit_csv(table, tmp_path / f"{name}.csv", meta_edit, row_edit)
     out = tmp_path / "ds"

@@ -56,11 +56,16 @@ def _pyramid_tiff(path: Path, rgb: np.ndarray, mpp: float = 0.5) -> Path:
         while True:
             res = 1e4 / mpp
             tif.write(
-                level, tile=(256, 256), photometric="rgb", compression="jpeg",
-                resolution=(res, res), resolutionunit="CENTIMETER",
-                subfiletype=0 if first else 1, metadata=None,
+                level,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if first else 1,
+                metadata=None,
                 description='{"prostate_fast": {"objective_power": 20.0}}' if first else None,
-            )  # fmt: skip
+            )
             if max(level.shape[:2]) <= 512:
                 return path
             level = cv2.resize(level, (level.shape[1] // 4, level.shape[0] // 4), cv2.INTER_AREA)
@@ -77,8 +82,9 @@ class Fixtures:
 
         self.root = root
         self.syn = make_synthetic(root / "syn", width=W, height=H, seed=1, n_cores=2)
-        self.other = make_synthetic(root / "other", name="other", width=1536, height=H, seed=6,
-                                    n_cores=2)  # fmt: skip
+        self.other = make_synthetic(
+            root / "other", name="other", width=1536, height=H, seed=6, n_cores=2
+        )
         self.slide = self.syn.slide
         rng = np.random.default_rng(0)
         self.white = _pyramid_tiff(root / "white.tif", np.full((H, W, 3), 255, np.uint8))
@@ -90,18 +96,35 @@ class Fixtures:
         cv2.line(glass, (300, 900), (1900, 700), (30, 40, 160), 10)
         self.glass = _pyramid_tiff(root / "glass.tif", glass)
         self.model = make_model(root / "model", tile_size=64)
-        self.model_mismatch = make_model(root / "model3", tile_size=64,
-                                          classes=("benign", "gleason4", "gleason5"), n_outputs=2)  # fmt: skip
+        self.model_mismatch = make_model(
+            root / "model3", tile_size=64, classes=("benign", "gleason4", "gleason5"), n_outputs=2
+        )
         self.scores = root / "scores" / "syn"  # predict's stem: .npz and .csv
         self.table = root / "tables" / "syn.csv"
         self.table_other = root / "tables" / "other.csv"
         for args in (
             ["predict", str(self.model), str(self.slide), "-o", str(self.scores)],
-            ["label", str(self.slide), "--geojson", str(self.syn.geojson), "--tile-size", "64",
-             "-o", str(self.table)],
-            ["label", str(self.other.slide), "--geojson", str(self.other.geojson),
-             "--tile-size", "64", "-o", str(self.table_other)],
-        ):  # fmt: skip
+            [
+                "label",
+                str(self.slide),
+                "--geojson",
+                str(self.syn.geojson),
+                "--tile-size",
+                "64",
+                "-o",
+                str(self.table),
+            ],
+            [
+                "label",
+                str(self.other.slide),
+                "--geojson",
+                str(self.other.geojson),
+                "--tile-size",
+                "64",
+                "-o",
+                str(self.table_other),
+            ],
+        ):
             assert main(args) == 0, args
 
 
@@ -215,8 +238,13 @@ def test_bad_slide_file(
     slide = _bad_slide(kind, tmp_path / "in")
     out = tmp_path / "out"
     out.mkdir()
-    refused(capsys, _command(command, fx, slide, out), names=slide, watch=[tmp_path, fx.root],
-            expect=BAD_SLIDES[kind][1])  # fmt: skip
+    refused(
+        capsys,
+        _command(command, fx, slide, out),
+        names=slide,
+        watch=[tmp_path, fx.root],
+        expect=BAD_SLIDES[kind][1],
+    )
 
 
 @pytest.mark.parametrize("command", ["info", "tiles", "predict"])
@@ -226,8 +254,13 @@ def test_truncated_svs(
     data = (data_dir / "wsi" / "CMU-1-Small-Region.svs").read_bytes()
     slide = _write(tmp_path / "in" / "cut.svs", data[: len(data) // 2])
     (tmp_path / "out").mkdir()
-    refused(capsys, _command(command, fx, slide, tmp_path / "out"), names=slide,
-            watch=[tmp_path, fx.root, data_dir / "wsi"], expect="damaged or truncated TIFF")  # fmt: skip
+    refused(
+        capsys,
+        _command(command, fx, slide, tmp_path / "out"),
+        names=slide,
+        watch=[tmp_path, fx.root, data_dir / "wsi"],
+        expect="damaged or truncated TIFF",
+    )
 
 
 @pytest.mark.parametrize("command", ["tiles", "predict", "label"])
@@ -247,8 +280,13 @@ def test_damaged_tiles_inside_a_valid_tiff(
     slide = _write(tmp_path / "in" / "damaged.tif", bytes(data))
     assert main(["info", str(slide)]) == 0
     (tmp_path / "out").mkdir()
-    refused(capsys, _command(command, fx, slide, tmp_path / "out"), names=slide,
-            watch=[tmp_path, fx.root], expect="read failed")  # fmt: skip
+    refused(
+        capsys,
+        _command(command, fx, slide, tmp_path / "out"),
+        names=slide,
+        watch=[tmp_path, fx.root],
+        expect="read failed",
+    )
 
 
 def test_png_renamed_svs_is_read_as_the_image_it_is(
@@ -262,8 +300,13 @@ def test_png_renamed_svs_is_read_as_the_image_it_is(
     assert main(["info", str(slide)]) == 0
     assert "format:     png" in capsys.readouterr().out
     (tmp_path / "out").mkdir()
-    refused(capsys, _command("tiles", fx, slide, tmp_path / "out"), names=slide,
-            watch=[tmp_path, fx.root], expect="records neither objective power nor mpp")  # fmt: skip
+    refused(
+        capsys,
+        _command("tiles", fx, slide, tmp_path / "out"),
+        names=slide,
+        watch=[tmp_path, fx.root],
+        expect="records neither objective power nor mpp",
+    )
 
 
 # -- annotations --------------------------------------------------------------------------------
@@ -304,16 +347,26 @@ def test_bad_annotation(
         _write(path, content)
     out = tmp_path / "out" / "labels.csv"
     out.parent.mkdir()
-    refused(capsys, ["label", fx.slide, flag, path, "-o", out], names=path,
-            watch=[tmp_path, fx.root], expect=expect)  # fmt: skip
+    refused(
+        capsys,
+        ["label", fx.slide, flag, path, "-o", out],
+        names=path,
+        watch=[tmp_path, fx.root],
+        expect=expect,
+    )
 
 
 def test_painted_copy_of_the_wrong_size(
     fx: Fixtures, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "labels.csv"
-    refused(capsys, ["label", fx.slide, "--painted", fx.other.painted, "-o", out],
-            names=fx.other.painted, watch=[tmp_path, fx.root], expect="matches neither")  # fmt: skip
+    refused(
+        capsys,
+        ["label", fx.slide, "--painted", fx.other.painted, "-o", out],
+        names=fx.other.painted,
+        watch=[tmp_path, fx.root],
+        expect="matches neither",
+    )
 
 
 # -- slides without tissue ----------------------------------------------------------------------
@@ -324,8 +377,13 @@ def test_slide_without_tissue(
 ) -> None:
     """All-white scan, or blank glass with dust and pen marks: an error, not an empty table."""
     slide = getattr(fx, which)
-    refused(capsys, _command(command, fx, slide, tmp_path), names=slide,
-            watch=[tmp_path, fx.root], expect="no tissue found")  # fmt: skip
+    refused(
+        capsys,
+        _command(command, fx, slide, tmp_path),
+        names=slide,
+        watch=[tmp_path, fx.root],
+        expect="no tissue found",
+    )
 
 
 def test_screen_ranks_slides_without_tissue_for_a_manual_read(
@@ -336,8 +394,9 @@ def test_screen_ranks_slides_without_tissue_for_a_manual_read(
 
     worklist = tmp_path / "worklist.csv"
     capsys.readouterr()
-    code = main(["screen", str(fx.model), str(fx.white), str(fx.slide), str(fx.glass),
-                 "-o", str(worklist)])  # fmt: skip
+    code = main(
+        ["screen", str(fx.model), str(fx.white), str(fx.slide), str(fx.glass), "-o", str(worklist)]
+    )
     out, err = capsys.readouterr()
     assert code == 2 and "Traceback" not in out + err
     assert sorted(err.splitlines()) == [
@@ -360,8 +419,11 @@ def test_batch_gives_slides_without_tissue_the_same_row(fx: Fixtures, tmp_path: 
     listing = _write(tmp_path / "slides.txt", f"{fx.white}\n{fx.slide}\n".encode())
     for rerun in (False, True):
         res = run_batch(listing, fx.model, tmp_path / "out", workers=0)
-        assert res.counts == ({"done": 0, "skipped": 2, "error": 0} if rerun
-                              else {"done": 2, "skipped": 0, "error": 0})  # fmt: skip
+        assert res.counts == (
+            {"done": 0, "skipped": 2, "error": 0}
+            if rerun
+            else {"done": 2, "skipped": 0, "error": 0}
+        )
         rows = list(csv.DictReader(res.worklist.open()))
         assert [(r["slide"], r["status"]) for r in rows] == [
             ("white.tif", "no tissue"),
@@ -374,8 +436,13 @@ def test_empty_dataset(fx: Fixtures, tmp_path: Path, capsys: pytest.CaptureFixtu
     """A label table that selects nothing (its header only)."""
     lines = fx.table.read_text().splitlines()
     empty = _write(tmp_path / "in" / "empty.csv", ("\n".join(lines[:2]) + "\n").encode())
-    refused(capsys, ["dataset", empty, "-o", tmp_path / "ds"], names=empty,
-            watch=[tmp_path, fx.root], expect="empty selection")  # fmt: skip
+    refused(
+        capsys,
+        ["dataset", empty, "-o", tmp_path / "ds"],
+        names=empty,
+        watch=[tmp_path, fx.root],
+        expect="empty selection",
+    )
 
 
 def test_dataset_split_left_empty_by_white_cleaning(
@@ -389,10 +456,25 @@ def test_dataset_split_left_empty_by_white_cleaning(
         tables.append(
             _write(tmp_path / "in" / src.name, "\n".join([head, cols, *white, ""]).encode())
         )
-    args = ["dataset", *tables, "-o", tmp_path / "ds", "--fractions", "0.5,0.5",
-            "--white-keep", "0", "--balance", "all"]  # fmt: skip
-    refused(capsys, args, names=tables[0].parent, watch=[tmp_path, fx.root],
-            expect="is empty after white cleaning")  # fmt: skip
+    args = [
+        "dataset",
+        *tables,
+        "-o",
+        tmp_path / "ds",
+        "--fractions",
+        "0.5,0.5",
+        "--white-keep",
+        "0",
+        "--balance",
+        "all",
+    ]
+    refused(
+        capsys,
+        args,
+        names=tables[0].parent,
+        watch=[tmp_path, fx.root],
+        expect="is empty after white cleaning",
+    )
 
 
 @pytest.mark.parametrize("command", ["predict", "screen"])
@@ -400,8 +482,13 @@ def test_model_whose_classes_do_not_match(
     fx: Fixtures, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     """model.json lists 3 classes, the network has 2 outputs."""
-    refused(capsys, _command(command, fx, fx.slide, tmp_path, model=fx.model_mismatch),
-            names=fx.model_mismatch, watch=[tmp_path, fx.root], expect="class count mismatch")  # fmt: skip
+    refused(
+        capsys,
+        _command(command, fx, fx.slide, tmp_path, model=fx.model_mismatch),
+        names=fx.model_mismatch,
+        watch=[tmp_path, fx.root],
+        expect="class count mismatch",
+    )
 
 
 # -- outputs that exist ---------------------------------------------------------------------------
@@ -474,8 +561,17 @@ def _writer(name: str, fx: Fixtures, out: Path) -> tuple[list, Path]:
     if name == "synth":
         return ["synth", "-o", out / "s", "--width", "2048", "--height", "1024"], out / "s"
     if name == "dataset":
-        return ["dataset", fx.table, fx.table_other, "-o", out / "ds", "--fractions", "0.5,0.5",
-                "--balance", "all"], out / "ds"  # fmt: skip
+        return [
+            "dataset",
+            fx.table,
+            fx.table_other,
+            "-o",
+            out / "ds",
+            "--fractions",
+            "0.5,0.5",
+            "--balance",
+            "all",
+        ], out / "ds"
     if name == "screen":
         return ["screen", fx.model, fx.slide, "-o", out / "w.csv"], out / "w.csv"
     raise AssertionError(name)
@@ -488,8 +584,13 @@ def test_output_inside_a_regular_file(
     """``-o notes.txt/out``: the "folder" is the user's file; it is left alone."""
     notes = _write(tmp_path / "notes.txt", b"not a folder\n")
     args, named = _writer(command, fx, notes)
-    refused(capsys, args, names=named, watch=[tmp_path, fx.root],
-            expect=f"{notes} is a file, not a folder")  # fmt: skip
+    refused(
+        capsys,
+        args,
+        names=named,
+        watch=[tmp_path, fx.root],
+        expect=f"{notes} is a file, not a folder",
+    )
 
 
 _DRIVER = """
@@ -581,9 +682,13 @@ def read_only_runs(fx: Fixtures, tmp_path_factory: pytest.TempPathFactory) -> di
             # OMP_NUM_THREADS) must not reach the child, where several commands share one process.
             env = {k: v for k, v in os.environ.items() if k not in _THREAD_VARS}
             res = subprocess.run(
-                [sys.executable, "-c", _DRIVER, json.dumps(argv)], capture_output=True, env=env,
-                text=True, timeout=300, preexec_fn=_drop_dac_override if os.geteuid() == 0 else None,
-            )  # fmt: skip
+                [sys.executable, "-c", _DRIVER, json.dumps(argv)],
+                capture_output=True,
+                env=env,
+                text=True,
+                timeout=300,
+                preexec_fn=_drop_dac_override if os.geteuid() == 0 else None,
+            )
             results = json.loads(res.stdout.splitlines()[-1])
             how = "subprocess"
         except (subprocess.SubprocessError, IndexError, json.JSONDecodeError):
@@ -597,8 +702,12 @@ def read_only_runs(fx: Fixtures, tmp_path_factory: pytest.TempPathFactory) -> di
     finally:
         folder.chmod(0o755)
     unchanged = _snapshot([root, fx.root]) == before
-    return {"results": results, "named": {k: v[1] for k, v in lines.items()},
-            "unchanged": unchanged, "how": how}  # fmt: skip
+    return {
+        "results": results,
+        "named": {k: v[1] for k, v in lines.items()},
+        "unchanged": unchanged,
+        "how": how,
+    }
 
 
 @pytest.mark.parametrize("command", WRITERS)
@@ -708,8 +817,9 @@ def test_full_disk(
         full_files, budget = 1, 100
         named = out / ("t-thumb.png" if command == "tiles" else "p.csv")
     disk = _fill_disk(monkeypatch, out, int(budget), full_files)
-    line = refused(capsys, args, names=named, watch=[tmp_path, fx.root],
-                   expect="No space left on device")  # fmt: skip
+    line = refused(
+        capsys, args, names=named, watch=[tmp_path, fx.root], expect="No space left on device"
+    )
     assert disk.failed and ".part" not in line
 
 
@@ -738,8 +848,9 @@ def test_full_disk_while_packing_records(
 
     monkeypatch.setattr(mx.recordio.MXIndexedRecordIO, "write_idx", write_idx)
     args, named = _writer("dataset", fx, tmp_path)
-    line = refused(capsys, args, names=named, watch=[tmp_path, fx.root],
-                   expect="FileStream.Write incomplete")  # fmt: skip
+    line = refused(
+        capsys, args, names=named, watch=[tmp_path, fx.root], expect="FileStream.Write incomplete"
+    )
     assert "is the disk full?" in line and ".part" not in line
 
 
@@ -784,7 +895,6 @@ def test_console_script_file_size_limit(fx: Fixtures, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     before = _snapshot([tmp_path, fx.root])
-    res = _script(["overlay", fx.slide, f"{fx.scores}.npz", "-o", out / "o.tif"],
-                  preexec_fn=limit)  # fmt: skip
+    res = _script(["overlay", fx.slide, f"{fx.scores}.npz", "-o", out / "o.tif"], preexec_fn=limit)
     _one_error_line(res, out / "o.tif", "File too large")
     assert _snapshot([tmp_path, fx.root]) == before

@@ -164,8 +164,13 @@ def test_two_writers_in_two_processes(tmp_path: Path) -> None:
             tmp.write_text("# prostate-fast first\\n")
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert first.stdout.readline().strip() == "locked"
         from prostate_fast._util import atomic_path
@@ -230,8 +235,17 @@ def test_overwrite_refuses_user_files_of_our_extensions(fx: Fixtures, tmp_path: 
     csv.write_text("patient,age\n1,60\n")
     args = ["predict", fx.model, fx.slide, "-o", tmp_path / "mine", "--overwrite"]
     refused(capsys, args, names=csv, watch=[tmp_path, fx.root], expect="not written by prostate")
-    args = ["label", fx.slide, "--geojson", fx.syn.geojson, "--tile-size", "64", "-o", csv,
-            "--overwrite"]  # fmt: skip
+    args = [
+        "label",
+        fx.slide,
+        "--geojson",
+        fx.syn.geojson,
+        "--tile-size",
+        "64",
+        "-o",
+        csv,
+        "--overwrite",
+    ]
     refused(capsys, args, names=csv, watch=[tmp_path, fx.root], expect="not written by prostate")
     args = ["screen", fx.model, fx.slide, "-o", csv, "--overwrite"]
     refused(capsys, args, names=csv, watch=[tmp_path, fx.root], expect="not written by prostate")

@@ -136,9 +136,13 @@ def test_blend_tables_modes(synthetic_small) -> None:
     np.testing.assert_array_equal(g.alpha[rc[:, 0], rc[:, 1]], np.rint(0.5 * p * 256))
     assert (g.outline[rc[:, 0], rc[:, 1]] == (pred > 0)).all()
     assert tuple(g.colours[1]) == (255, 0, 0)
-    for kw, match in [({"alpha": 1.5}, "alpha"), ({"mode": "x"}, "mode"), ({"outline": -1}, "outline"),
-                      ({"colours": {"tumour": (1, 2, 3)}}, "unknown classes"),
-                      ({"colours": {"cancer": (1, 2, 300)}}, "cancer")]:  # fmt: skip
+    for kw, match in [
+        ({"alpha": 1.5}, "alpha"),
+        ({"mode": "x"}, "mode"),
+        ({"outline": -1}, "outline"),
+        ({"colours": {"tumour": (1, 2, 3)}}, "unknown classes"),
+        ({"colours": {"cancer": (1, 2, 300)}}, "cancer"),
+    ]:
         with pytest.raises(ValueError, match=match):
             blend_tables(s, **kw)
 
@@ -159,8 +163,15 @@ def test_overlay_lossless_pixels_equal_reference(synthetic_small, tmp_path) -> N
 
     s = make_scores(synthetic_small)
     out = tmp_path / "ov.tif"
-    res = write_overlay(synthetic_small.slide, s, out, compression="none", outline=1,
-                        strip_pixels=4096 * 256, n_threads=2)  # fmt: skip
+    res = write_overlay(
+        synthetic_small.slide,
+        s,
+        out,
+        compression="none",
+        outline=1,
+        strip_pixels=4096 * 256,
+        n_threads=2,
+    )
     tables = blend_tables(s, outline=1)
     with open_slide(synthetic_small.slide) as sl:  # OpenSlide's pixels
         base = sl.read_region((0, 0), 0, sl.dimensions)
@@ -266,8 +277,12 @@ def test_overlay_errors_leave_nothing(synthetic_small, tmp_path) -> None:
         write_overlay(slide, replace(s, level=7), tmp_path / "o.tif")
     with pytest.raises(SlideError, match="downsample"):
         write_overlay(slide, replace(s, downsample=3.0), tmp_path / "o.tif")
-    for kw, match in [({"quality": 0}, "quality"), ({"compression": "lzw"}, "compression"),
-                      ({"alpha": -0.1}, "alpha"), ({"thumbnail_size": 10}, "thumbnail_size")]:  # fmt: skip
+    for kw, match in [
+        ({"quality": 0}, "quality"),
+        ({"compression": "lzw"}, "compression"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"thumbnail_size": 10}, "thumbnail_size"),
+    ]:
         with pytest.raises(ValueError, match=match):
             write_overlay(slide, s, tmp_path / "o.tif", **kw)
     with pytest.raises(SlideError):
@@ -353,12 +368,24 @@ def _random_scores(path: Path, level: int, tile: int = 64):
         g = full_grid(sl, choice, tile)
     p = np.random.default_rng(0).uniform(0, 1, len(g)).astype(np.float32)
     return ScoreGrid(
-        slide_path=str(path), slide_name=path.name, classes=("benign", "cancer"),
-        colours={"cancer": (0, 255, 0)}, tile_size=tile, stride=tile, level=choice.level,
-        downsample=choice.downsample, scale=choice.scale, mpp=choice.mpp,
-        grid_shape=g.grid_shape, tile_rc=g.tile_rc, l0_xy=g.l0_xy, prob=np.stack([1 - p, p], 1),
-        thresholds={"cancer": 0.5}, model="random", engine="none",
-    )  # fmt: skip
+        slide_path=str(path),
+        slide_name=path.name,
+        classes=("benign", "cancer"),
+        colours={"cancer": (0, 255, 0)},
+        tile_size=tile,
+        stride=tile,
+        level=choice.level,
+        downsample=choice.downsample,
+        scale=choice.scale,
+        mpp=choice.mpp,
+        grid_shape=g.grid_shape,
+        tile_rc=g.tile_rc,
+        l0_xy=g.l0_xy,
+        prob=np.stack([1 - p, p], 1),
+        thresholds={"cancer": 0.5},
+        model="random",
+        engine="none",
+    )
 
 
 @pytest.mark.parametrize(

@@ -394,12 +394,24 @@ def _grid(n: int = 25, classes: tuple[str, ...] = ("benign", "cancer")):
     rc = np.stack(np.divmod(rng.choice(60, n, replace=False), 10), axis=1).astype(np.int32)
     p = rng.random((n, len(classes))).astype(np.float32)
     return ScoreGrid(
-        slide_path="/data/s.svs", slide_name="s.svs", classes=classes,
-        colours={"cancer": (0, 255, 0)}, tile_size=128, stride=128, level=0, downsample=2.0,
-        scale=1.0, mpp=0.5, grid_shape=(6, 10), tile_rc=rc,
-        l0_xy=rc[:, ::-1].astype(np.int64) * 256, prob=p / p.sum(1, keepdims=True),
-        thresholds={c: 0.4 for c in classes[1:]}, model="/m", engine="gluon",
-    )  # fmt: skip
+        slide_path="/data/s.svs",
+        slide_name="s.svs",
+        classes=classes,
+        colours={"cancer": (0, 255, 0)},
+        tile_size=128,
+        stride=128,
+        level=0,
+        downsample=2.0,
+        scale=1.0,
+        mpp=0.5,
+        grid_shape=(6, 10),
+        tile_rc=rc,
+        l0_xy=rc[:, ::-1].astype(np.int64) * 256,
+        prob=p / p.sum(1, keepdims=True),
+        thresholds={c: 0.4 for c in classes[1:]},
+        model="/m",
+        engine="gluon",
+    )
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".csv"])
@@ -450,12 +462,14 @@ def test_bad_score_files(tmp_path: Path) -> None:
 
 def test_predicted_rule() -> None:
     g = _grid(classes=("benign", "g3", "g4"))
-    prob = np.array([[0.5, 0.2, 0.3], [0.1, 0.45, 0.45], [0.2, 0.5, 0.3], [0.0, 0.35, 0.65]],
-                    np.float32)  # fmt: skip
+    prob = np.array(
+        [[0.5, 0.2, 0.3], [0.1, 0.45, 0.45], [0.2, 0.5, 0.3], [0.0, 0.35, 0.65]], np.float32
+    )
     from dataclasses import replace
 
-    h = replace(g, tile_rc=g.tile_rc[:4], l0_xy=g.l0_xy[:4], prob=prob,
-                thresholds={"g3": 0.4, "g4": 0.7})  # fmt: skip
+    h = replace(
+        g, tile_rc=g.tile_rc[:4], l0_xy=g.l0_xy[:4], prob=prob, thresholds={"g3": 0.4, "g4": 0.7}
+    )
     # none passes; tie -> lower class index; g3 passes; g4 below its threshold -> g3 below too -> 0
     np.testing.assert_array_equal(h.predicted, [0, 1, 1, 0])
     assert h.predicted.dtype == np.int16
@@ -475,8 +489,19 @@ def test_cli_predict_writes_npz_and_csv(
     from prostate_fast.predict import load_score_grid
 
     out = tmp_path / "out" / "scores.npz"
-    args = ["predict", str(model_dir), str(synthetic_slide), "-o", str(out), "--engine",
-            "native", "--threads", "2", "--threshold", "cancer=0.45"]  # fmt: skip
+    args = [
+        "predict",
+        str(model_dir),
+        str(synthetic_slide),
+        "-o",
+        str(out),
+        "--engine",
+        "native",
+        "--threads",
+        "2",
+        "--threshold",
+        "cancer=0.45",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "tiles/s" in text and "of tiles (cancer >= 0.45)" in text

@@ -53,7 +53,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             n_cores=2,
             n_cancer=i % 2,
             n_threads=2,
-        ).slide  # fmt: skip
+        ).slide
         for i in range(4)
     ]
 
@@ -181,7 +181,7 @@ def test_worklist_cells_are_escaped(tmp_path: Path) -> None:
         WorklistRow(rank=1, slide="=cmd|' /C calc'!A0.tif", status="error: -bad", path="@x.tif"),
         WorklistRow(
             rank=2, slide="+a.tif", status="ok", score=-0.0, top10_mean=0.25, positive_area_mm2=-1.5
-        ),  # fmt: skip
+        ),
     ]
     got = list(csv.DictReader(write_worklist(rows, tmp_path / "w.csv").open()))
     assert got[0]["slide"] == "'=cmd|' /C calc'!A0.tif" and got[0]["path"] == "'@x.tif"
@@ -277,8 +277,12 @@ def test_mpp_has_two_names(capsys: pytest.CaptureFixture[str]) -> None:
         assert (args.tile_mpp, args.slide_mpp) == (1.0, None)
         err = capsys.readouterr().err.splitlines()
         assert err == ["prostate-fast: warning: --mpp is deprecated here; use --tile-mpp"]
-    for cmd in (["predict", "m", "s.tif", "-o", "o"], ["screen", "m", "s.tif", "-o", "o"],
-                ["run", "m", "s.tif", "-o", "o"], ["batch", "d", "--model", "m", "-o", "o"]):  # fmt: skip
+    for cmd in (
+        ["predict", "m", "s.tif", "-o", "o"],
+        ["screen", "m", "s.tif", "-o", "o"],
+        ["run", "m", "s.tif", "-o", "o"],
+        ["batch", "d", "--model", "m", "-o", "o"],
+    ):
         args = parser.parse_args([*cmd, "--slide-mpp", "0.25"])
         assert _screening_options(args).mpp == 0.25 and capsys.readouterr().err == ""
         args = parser.parse_args([*cmd, "--mpp", "0.3"])

@@ -42,11 +42,21 @@ class ColourRulePredictor:
 
         here = Path("colour-rule")
         info = ModelInfo(
-            model_dir=here, symbol_file=here / "s.json", params_file=here / "p.params",
-            classes=("benign", "cancer"), colours={"cancer": (0, 255, 0)}, tile_size=64,
-            magnification=20.0, mpp=0.5, scale=1 / 255, channel_order="RGB", input_name="data",
-            thresholds={"cancer": 0.5}, epoch=None, meta={},
-        )  # fmt: skip
+            model_dir=here,
+            symbol_file=here / "s.json",
+            params_file=here / "p.params",
+            classes=("benign", "cancer"),
+            colours={"cancer": (0, 255, 0)},
+            tile_size=64,
+            magnification=20.0,
+            mpp=0.5,
+            scale=1 / 255,
+            channel_order="RGB",
+            input_name="data",
+            thresholds={"cancer": 0.5},
+            epoch=None,
+            meta={},
+        )
         return _Rule(info, ("cpu", 0), 64, 1)
 
 
@@ -77,8 +87,11 @@ def test_cancer_score(synthetic_small) -> None:
     empty = replace(s, tile_rc=s.tile_rc[:0], l0_xy=s.l0_xy[:0], prob=s.prob[:0], mpp=None)
     e = cancer_score(empty)
     assert (e["n_tiles"], e["n_positive"], e["top_probability"], e["positive_area_mm2"]) == (
-        0, 0, 0.0, None,
-    )  # fmt: skip
+        0,
+        0,
+        0.0,
+        None,
+    )
     assert e["score"] == 0.0
 
 
@@ -154,9 +167,25 @@ def test_cli_overlay(synthetic_small, tmp_path, capsys) -> None:
     s = make_scores(synthetic_small)
     npz = s.save(tmp_path / "s.npz")
     out = tmp_path / "o.tif"
-    argv = ["overlay", str(synthetic_small.slide), str(npz), "-o", str(out), "--alpha", "0.5",
-            "--mode", "graded", "--outline", "2", "--colour", "cancer=255,0,0",
-            "--geojson", str(tmp_path / "o.geojson"), "--threads", "2"]  # fmt: skip
+    argv = [
+        "overlay",
+        str(synthetic_small.slide),
+        str(npz),
+        "-o",
+        str(out),
+        "--alpha",
+        "0.5",
+        "--mode",
+        "graded",
+        "--outline",
+        "2",
+        "--colour",
+        "cancer=255,0,0",
+        "--geojson",
+        str(tmp_path / "o.geojson"),
+        "--threads",
+        "2",
+    ]
     assert main(argv) == 0
     assert out.is_file() and (tmp_path / "o-thumb.png").is_file()
     assert (tmp_path / "o.geojson").is_file()
@@ -229,12 +258,22 @@ def test_screening_options_check_and_normalise() -> None:
     }  # fmt: skip
     with pytest.raises(FrozenInstanceError):
         o.engine = "onnx"  # type: ignore[misc]
-    bad = [({"engine": "tf"}, "engine"), ({"ctx": 0}, "ctx"), ({"batch_size": 0}, "batch_size"),
-           ({"mpp": -1}, "mpp"), ({"level": 1.5}, "level"), ({"alpha": 2}, "alpha"),
-           ({"mode": "x"}, "mode"), ({"outline": -1}, "outline"), ({"quality": 0}, "quality"),
-           ({"compression": "lzw"}, "compression"), ({"thumbnail_size": 10}, "thumbnail_size"),
-           ({"thresholds": {"cancer": 2}}, "thresholds"), ({"colours": {"c": (0, 0, 300)}}, "'c'"),
-           ({"n_threads": -1}, "n_threads")]  # fmt: skip
+    bad = [
+        ({"engine": "tf"}, "engine"),
+        ({"ctx": 0}, "ctx"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"mpp": -1}, "mpp"),
+        ({"level": 1.5}, "level"),
+        ({"alpha": 2}, "alpha"),
+        ({"mode": "x"}, "mode"),
+        ({"outline": -1}, "outline"),
+        ({"quality": 0}, "quality"),
+        ({"compression": "lzw"}, "compression"),
+        ({"thumbnail_size": 10}, "thumbnail_size"),
+        ({"thresholds": {"cancer": 2}}, "thresholds"),
+        ({"colours": {"c": (0, 0, 300)}}, "'c'"),
+        ({"n_threads": -1}, "n_threads"),
+    ]
     for kw, name in bad:
         with pytest.raises(ValueError, match=name):
             ScreeningOptions(**kw)

@@ -87,10 +87,15 @@ def test_build_grid_scale_stride_and_regions():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"min_tissue": 0}, "min_tissue"), ({"min_tissue": 1.5}, "min_tissue"),
-     ({"regions": [2]}, "regions"), ({"tile_size": 0}, "tile_size"),
-     ({"stride": -1}, "stride"), ({"mpp": 0.1}, "finer")],
-)  # fmt: skip
+    [
+        ({"min_tissue": 0}, "min_tissue"),
+        ({"min_tissue": 1.5}, "min_tissue"),
+        ({"regions": [2]}, "regions"),
+        ({"tile_size": 0}, "tile_size"),
+        ({"stride": -1}, "stride"),
+        ({"mpp": 0.1}, "finer"),
+    ],
+)
 def test_build_grid_rejects_bad_arguments(kwargs, match):
     slide = _disc_slide()
     with pytest.raises(ValueError, match=match):
