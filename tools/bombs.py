@@ -259,7 +259,7 @@ def cases(folder: Path, huge: bool = False) -> list[tuple[str, list[str]]]:
     f = folder
     tiff_bomb(f / "tiled50k.tif", 50000, 50000, tissue_box=(0.1, 0.1, 0.12, 0.12))
     tiff_bomb(f / "striped40k.tif", 40000, 30000, tile=None, mpp=0.5)
-    pyramid = {"tile": 256, "downsamples": (1, 32), "tissue_box": (0.1, 0.1, 0.12, 0.12)}
+    pyramid = {"tile": 256, "downsamples": (1, 32), "tissue_box": (0.1, 0.1, 0.13, 0.13)}
     tiff_bomb(f / "slide32k.tif", 32768, 32768, **pyramid)  # type: ignore[arg-type]
     tiff_bomb(f / "slide40k.tif", 40000, 30000, **pyramid)  # type: ignore[arg-type]
     tiff_bomb(f / "mask40k.tif", 40000, 30000, tile=None, rows_per_strip=64, grey=1, mpp=None)
