@@ -2,7 +2,7 @@
 
 The bombs come from ``tools/bombs.py`` (a few MB on disk at most). Commands run in a child process
 under ``RLIMIT_AS`` (3 GiB, what a normal command needs with room to spare), so a regression fails
-here instead of exhausting the machine; the child's peak RSS comes from ``os.wait4``.
+here instead of exhausting the machine; the child reports its own peak RSS (``VmHWM``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +29,41 @@ AS_LIMIT = 3 << 30
 MB = 1 << 20
 
 
+#: Runs the CLI and, at exit, writes its peak RSS (VmHWM: this program's own memory, not the
+#: pytest process it was forked from, which ``ru_maxrss`` would count) to the file $PF_HWM.
+_LAUNCH = """
+import atexit, os, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    with open(os.environ["PF_HWM"], "w") as f:
+        f.write(str(kb * 1024))
+atexit.register(_hwm)
+from prostate_fast.cli.main import main
+sys.exit(main())
+"""
+
+
 def run(*argv: object) -> tuple[int, str, int]:
     """(exit status, stderr, peak RSS in bytes) of ``prostate-fast ARGV`` under RLIMIT_AS."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "prostate_fast.cli", *map(str, argv)]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=limit,
-    )
-    err = proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss * 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PF_HWM": str(hwm)}
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCH, *map(str, argv)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=limit,
+            check=False,
+        )
+        rss = int(hwm.read_text()) if hwm.exists() else 1 << 62  # killed: no report
+    return proc.returncode, proc.stderr, rss
 
 
 def refused(rc: int, err: str, *words: str) -> None:
