@@ -329,3 +329,35 @@ def test_one_slide_serves_tiles_and_strips_from_threads(data_dir: Path) -> None:
             for a, b in zip(tiles, serial, strict=True):
                 np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(again, whole)
+
+
+# -- striped TIFFs: read by strips, mpp from the resolution tags ----------------------------------
+@pytest.mark.parametrize(
+    ("resolution", "unit", "mpp"),
+    [
+        ((20000, 20000), "CENTIMETER", 0.5),
+        ((101600, 101600), "INCH", 0.25),
+        ((72, 72), "INCH", None),
+    ],
+)
+def test_striped_tiff_mpp_from_resolution_tags(
+    tmp_path: Path, capsys: pytest.CaptureFixture, resolution: tuple, unit: str, mpp: float | None
+) -> None:
+    import tifffile
+
+    from prostate_fast.cli.main import main
+
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    path = tmp_path / "striped.tif"
+    tifffile.imwrite(path, rgb, resolution=resolution, resolutionunit=unit, rowsperstrip=16)
+    with open_slide(path) as sl:
+        assert isinstance(sl, TiffSlide) and not sl.is_tiled
+        np.testing.assert_array_equal(sl.read_region((0, 0), 0, (400, 300)), rgb)
+        if mpp is None:  # 72 dpi is office software, no microscope scale
+            assert sl.mpp is None and sl.mpp_source is None
+            return
+        assert sl.mpp == pytest.approx((mpp, mpp))
+        assert sl.mpp_source == "TIFF resolution tags"
+        assert sl.with_mpp(1.0).mpp_source == "given"
+    assert main(["info", str(path)]) == 0
+    assert f"{mpp:.4f} x {mpp:.4f} um/px (TIFF resolution tags)" in capsys.readouterr().out

@@ -46,7 +46,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"file:       {facts['path']}")
     print(f"format:     {facts['format']}")
     print(f"dimensions: {facts['dimensions'][0]} x {facts['dimensions'][1]} px (level 0)")
-    print(f"mpp:        {f'{mpp[0]:.4f} x {mpp[1]:.4f} um/px' if mpp else 'not recorded'}")
+    src = f" ({facts['mpp_source']})" if facts.get("mpp_source") else ""
+    print(f"mpp:        {f'{mpp[0]:.4f} x {mpp[1]:.4f} um/px{src}' if mpp else 'not recorded'}")
     obj = facts["objective_power"]
     print(f"objective:  {f'{obj:g}x' if obj else 'not recorded'}")
     print(f"levels:     {facts['level_count']}")

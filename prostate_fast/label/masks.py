@@ -7,6 +7,13 @@ is the exact area average of its code over each tile, from integral images of ho
 about 8 M mask pixels (bounded memory whatever the mask size); with ``rule="centre"`` the code
 under the tile's centre decides. :func:`mask_coverage` is what
 :func:`~prostate_fast.label.label_tiles` runs.
+
+Size limits: a TIFF mask (striped or tiled, any size: a level-0 mask of a 40,000 x 30,000 slide is
+1.2 gigapixels) is read by strips with tifffile, a band at a time, without decoding it whole; its
+strips or tiles may each take up to :data:`~prostate_fast.slide.tiff.MAX_SEGMENT_BYTES` decoded.
+A PNG/BMP mask is decoded whole by OpenCV, so its header is checked first: decoding must stay
+under :data:`~prostate_fast.slide.headers.MAX_DECODE_BYTES` (1 GiB; an 8-bit grey mask up to 268
+megapixels, 16,384 px square); a larger one is refused with a line that says to save it as TIFF.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, SlideError
 from ..slide import Slide
 from ..tile import TileGrid
 from .classes import ClassMap
@@ -34,40 +41,144 @@ def mask_coverage(
 ) -> TileCoverage:
     """Share of each tile of ``grid`` every class of the label mask ``annotation`` covers.
 
-    Raises AnnotationError naming the file when the mask cannot be read, is a colour image, is
-    not a 2-D integer image, fits the slide at no downsample, or holds a code the class map does
-    not know.
+    Raises AnnotationError naming the file when the mask cannot be read, is too large to decode
+    whole (a PNG; see the module docstring), is a colour image, is not a 2-D integer image, fits
+    the slide at no downsample, or holds a code the class map does not know.
     """
-    arr, name = _read_mask(annotation)
-    arr = _mask_plane(arr, name)
-    dx, dy = _mask_downsample(arr.shape, slide, name)
-    present = np.unique(arr)
-    unknown = [int(c) for c in present if int(c) not in cmap.codes]
-    if unknown:
-        raise AnnotationError(
-            f"{name}: mask codes {unknown[:10]} are not in the code map {sorted(cmap.codes)}"
-        )
-    xy = grid.l0_xy.astype(np.float64)
-    cover = _area_cover(arr, present, cmap, xy, grid.l0_tile_size, dx, dy)
-    inside = np.zeros_like(cover, bool)
-    if centre:
-        inside = _centre_hits(arr, cmap, xy, grid.l0_tile_size, dx, dy)
+    src = _open_mask(annotation)
+    try:
+        dx, dy = _mask_downsample(src.shape, slide, src.name)
+        present = src.codes()
+        unknown = [int(c) for c in present if int(c) not in cmap.codes]
+        if unknown:
+            raise AnnotationError(
+                f"{src.name}: mask codes {unknown[:10]} are not in the code map {sorted(cmap.codes)}"
+            )
+        xy = grid.l0_xy.astype(np.float64)
+        cover = _area_cover(src, present, cmap, xy, grid.l0_tile_size, dx, dy)
+        inside = np.zeros_like(cover, bool)
+        if centre:
+            inside = _centre_hits(src, cmap, xy, grid.l0_tile_size, dx, dy)
+    finally:
+        src.close()
     path = str(annotation) if isinstance(annotation, str | Path) else None
     return TileCoverage(np.clip(cover, 0.0, 1.0), inside, "mask", path)
 
 
-def _read_mask(annotation: object) -> tuple[np.ndarray, str]:
-    if isinstance(annotation, np.ndarray):
-        return annotation, "<array>"
-    import cv2
+#: Mask pixels per band read at once.
+_BAND_PIXELS = 8 << 20
 
+
+class _MaskRows:
+    """A label mask read by rows: an array in memory, or a TIFF decoded strip by strip."""
+
+    def __init__(self, name: str, shape: tuple[int, int], arr: np.ndarray | None = None) -> None:
+        self.name, self.shape, self._arr = name, shape, arr
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Codes of mask rows [r0, r1), (r1 - r0, width) integers."""
+        assert self._arr is not None
+        return self._arr[r0:r1]
+
+    def bands(self) -> list[tuple[int, int]]:
+        """Row ranges of about :data:`_BAND_PIXELS` pixels covering the mask."""
+        h, w = self.shape
+        step = max(1, _BAND_PIXELS // max(w, 1))
+        return [(r, min(h, r + step)) for r in range(0, h, step)]
+
+    def codes(self) -> np.ndarray:
+        """The distinct codes of the mask, ascending."""
+        found: set[int] = set()
+        for r0, r1 in self.bands():
+            band = self.rows(r0, r1)
+            if band.dtype.kind == "u" and band.dtype.itemsize <= 2:  # a count is faster
+                found.update(np.flatnonzero(np.bincount(band.ravel())).tolist())
+            else:
+                found.update(np.unique(band).tolist())
+        return np.array(sorted(found), np.int64)
+
+    def close(self) -> None:
+        """Release the file (in-memory masks hold none)."""
+
+
+class _TiffMaskRows(_MaskRows):
+    """A TIFF label mask decoded a strip (or tile row) at a time with tifffile."""
+
+    def __init__(self, path: Path) -> None:
+        from ..slide.tiff import TiffLevels
+
+        try:
+            self._levels = TiffLevels(path)  # structure and strip-size checks
+        except SlideError as exc:
+            raise AnnotationError(f"label mask: {exc}") from None
+        page = self._levels.pages[0]
+        if page.dtype is None or page.dtype.kind not in "ui" or page.samplesperpixel != 1:
+            self._levels.close()
+            what = f"{page.samplesperpixel} samples of {page.dtype}"
+            raise AnnotationError(f"{path}: a label mask must be a 2-D integer image, got {what}")
+        super().__init__(str(path), (int(page.imagelength), int(page.imagewidth)))
+        self._page = page
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        page, (h, w) = self._page, self.shape
+        th, tw, per_row = self._levels._geometry(0)
+        out = np.empty((r1 - r0, w), page.dtype)
+        for r in range(r0 // th, -(-r1 // th)):
+            for c in range(per_row):
+                i = r * per_row + c
+                data = self._levels._bytes(int(page.dataoffsets[i]), int(page.databytecounts[i]))
+                try:
+                    seg, _, _ = page.decode(data, i, jpegtables=page.jpegtables)
+                except (RuntimeError, ValueError, OSError) as exc:  # imagecodecs errors
+                    raise AnnotationError(f"{self.name}: cannot decode strip {i} ({exc})") from None
+                if seg is None:
+                    raise AnnotationError(f"{self.name}: empty strip {i}")
+                seg = np.asarray(seg).reshape(seg.shape[-3:-1])
+                a, b = max(r0, r * th), min(r1, r * th + th, h)
+                x1 = min(w, c * tw + tw)
+                out[a - r0 : b - r0, c * tw : x1] = seg[a - r * th : b - r * th, : x1 - c * tw]
+        return out
+
+    def close(self) -> None:
+        self._levels.close()
+
+
+def _open_mask(annotation: object) -> _MaskRows:
+    if isinstance(annotation, np.ndarray):
+        arr = _mask_plane(annotation, "<array>")
+        return _MaskRows("<array>", arr.shape, arr)  # type: ignore[arg-type]
     p = Path(annotation)  # type: ignore[arg-type]
     if not p.is_file():
         raise AnnotationError(f"{p}: no such mask file")
-    arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _TiffMaskRows(p)
+    arr = _mask_plane(_decode_flat(p, head), str(p))
+    return _MaskRows(str(p), arr.shape, arr)  # type: ignore[arg-type]
+
+
+def _decode_flat(p: Path, head: bytes) -> np.ndarray:
+    """A PNG/BMP/JPEG mask decoded whole, after its header showed that stays under the limit."""
+    import cv2
+
+    from ..slide.headers import check_decode, image_header
+
+    kind = next((k for m, k in _FLAT.items() if head.startswith(m)), None)
+    try:
+        if kind is not None:
+            check_decode(p, kind, image_header(p, kind), "label mask")
+        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    except SlideError as exc:
+        raise AnnotationError(str(exc)) from None
+    except cv2.error as exc:
+        raise AnnotationError(f"{p}: OpenCV cannot decode this label mask ({exc.err})") from None
     if arr is None:
         raise AnnotationError(f"{p}: cannot decode this label mask (PNG or TIFF expected)")
-    return arr, str(p)
+    return arr
+
+
+_FLAT = {b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"\xff\xd8\xff": "jpeg"}
 
 
 def _mask_downsample(shape: tuple[int, int], slide: Slide, name: str) -> tuple[float, float]:
@@ -100,7 +211,7 @@ def _mask_plane(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def _area_cover(
-    arr: np.ndarray,
+    src: _MaskRows,
     present: np.ndarray,
     cmap: ClassMap,
     xy: np.ndarray,
@@ -113,9 +224,9 @@ def _area_cover(
 
     n, k = len(xy), len(cmap.names)
     cover = np.zeros((n, k), np.float64)
-    mh, mw = arr.shape
+    mh, mw = src.shape
     order = np.argsort(xy[:, 1], kind="stable")
-    rows_per_chunk = max(1, (8 << 20) // max(mw, 1))
+    rows_per_chunk = max(1, _BAND_PIXELS // max(mw, 1))
     start = 0
     while start < n:
         # tiles whose mask rows fit in one band of about 8 M mask pixels
@@ -125,7 +236,7 @@ def _area_cover(
         tiles = order[start:stop]
         r0 = int(np.clip(np.floor(top), 0, mh))
         r1 = int(np.clip(np.ceil((xy[tiles, 1].max() + t) / dy), r0, mh))
-        band = arr[r0:r1]
+        band = src.rows(r0, r1)
         for code, cls in cmap.codes.items():
             if cls is None or code not in present or band.size == 0:
                 continue
@@ -140,14 +251,18 @@ def _area_cover(
 
 
 def _centre_hits(
-    arr: np.ndarray, cmap: ClassMap, xy: np.ndarray, t: float, dx: float, dy: float
+    src: _MaskRows, cmap: ClassMap, xy: np.ndarray, t: float, dx: float, dy: float
 ) -> np.ndarray:
     """(n, n_classes) bool: the code under each tile's centre maps to the class."""
     inside = np.zeros((len(xy), len(cmap.names)), bool)
-    mh, mw = arr.shape
+    mh, mw = src.shape
     cx = np.clip(((xy[:, 0] + t / 2) / dx).astype(np.int64), 0, mw - 1)
     cy = np.clip(((xy[:, 1] + t / 2) / dy).astype(np.int64), 0, mh - 1)
-    codes = arr[cy, cx]
+    codes = np.zeros(len(xy), np.int64)
+    for r0, r1 in src.bands():
+        sel = np.flatnonzero((cy >= r0) & (cy < r1))
+        if len(sel):
+            codes[sel] = src.rows(r0, r1)[cy[sel] - r0, cx[sel]]
     for code, cls in cmap.codes.items():
         if cls is not None:
             inside[codes == code, cls] = True

@@ -21,7 +21,7 @@ from .classes import ClassMap
 from .shapes import Annotation, Polygon
 from .table import TileCoverage
 
-__all__ = ["polygon_coverage", "polygon_tile_coverage"]
+__all__ = ["MAX_CROSSINGS", "TooComplexError", "polygon_coverage", "polygon_tile_coverage"]
 
 
 def polygon_tile_coverage(
@@ -46,9 +46,15 @@ def polygon_tile_coverage(
             f"{ann.path}: no polygon lies on the slide {slide.name} ({w} x {h} px at level 0); "
             "is it the annotation of another slide?"
         )
-    cover, inside = polygon_coverage(
-        pos, neg, grid.l0_xy, grid.l0_tile_size, samples=samples, centres=centre
-    )
+    try:
+        cover, inside = polygon_coverage(
+            pos, neg, grid.l0_xy, grid.l0_tile_size, samples=samples, centres=centre
+        )
+    except TooComplexError as exc:
+        raise AnnotationError(
+            f"{ann.path}: {exc} on the {len(grid)} tiles; simplify the polygons (fewer "
+            "vertices) or use a label mask"
+        ) from None
     path = str(ann.path) if isinstance(ann.path, str | Path) else None
     return TileCoverage(cover, inside, ann.format, path)
 
@@ -82,6 +88,24 @@ def _by_class(
     return pos, neg
 
 
+#: Most edge crossings of the sample lines (64 per tile row) one annotation may need: the work of
+#: :func:`polygon_coverage` is proportional to them (a polygon whose edges zig-zag across the whole
+#: slide crosses every line at every edge). About 10 s of work at the limit.
+MAX_CROSSINGS = 50_000_000
+#: Crossings handled at once (bounds memory to some 100 MB whatever the annotation).
+_CHUNK_CROSSINGS = 1 << 20
+
+
+class TooComplexError(ValueError):
+    """The polygons cross the sample lines more than ``max_crossings`` times."""
+
+    def __init__(self, crossings: int, limit: int) -> None:
+        super().__init__(
+            f"the polygons cross the sample lines {crossings:,} times (limit {limit:,})"
+        )
+        self.crossings, self.limit = crossings, limit
+
+
 def polygon_coverage(
     positive: list[list[Polygon]],
     negative: list[list[Polygon]],
@@ -90,6 +114,7 @@ def polygon_coverage(
     *,
     samples: int = 64,
     centres: bool = False,
+    max_crossings: int = MAX_CROSSINGS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Share of each square tile covered by the union of each group of polygons.
 
@@ -108,6 +133,9 @@ def polygon_coverage(
         Sample rows per tile (default 64).
     centres : bool
         Also test whether each tile's centre lies inside each class.
+    max_crossings : int
+        Refuse polygons whose edges cross the sample lines more often (default
+        :data:`MAX_CROSSINGS`).
 
     Returns
     -------
@@ -116,14 +144,21 @@ def polygon_coverage(
     inside : numpy.ndarray
         (n, n_classes) bool: tile centre inside the class (all False unless ``centres``).
 
+    Raises
+    ------
+    TooComplexError
+        More than ``max_crossings`` crossings (counted before any is computed).
+
     Notes
     -----
     Each tile is cut into ``samples`` horizontal lines (centres of equal bands); on each line the
     polygons' even-odd spans are intersected **exactly** with the tile, so the only error is the
     vertical sampling: at most ``1 / (2 * samples)`` of the tile per horizontal edge (0.8 % at
     64), far less for slanted or curved edges. Unions, holes and negative regions are resolved
-    per line by counting span starts and ends; nothing is rasterised, so memory is
-    O(tiles x samples + crossings) whatever the slide size.
+    per line by counting span starts and ends; nothing is rasterised. Only the lines of the tile
+    rows are sampled, and the crossings are counted first (O(edges log lines)) then computed in
+    chunks of about a million, so memory is O(tiles x samples + edges + chunk) whatever the
+    slide size and time O(crossings + tiles x samples).
     """
     xy = np.asarray(l0_xy, dtype=np.float64).reshape(-1, 2)
     n, k = len(xy), len(positive)
@@ -138,72 +173,117 @@ def polygon_coverage(
         offs = np.append(offs, t / 2)
     ys, row_of = np.unique((uy[:, None] + offs[None, :]).ravel(), return_inverse=True)
     row_of = row_of.reshape(len(uy), len(offs))[inv]  # (n, samples[+1]) line index per tile
+    edges = [(_edges(positive[c]), _edges(negative[c])) for c in range(k)]
+    per_line = [_per_line(pe, ys) + _per_line(ne, ys) for pe, ne in edges]
+    total = int(sum(int(v.sum()) for v in per_line))
+    if total > max_crossings:
+        raise TooComplexError(total, max_crossings)
     for c in range(k):
-        if not positive[c]:
-            continue
-        pieces = _class_pieces(positive[c], negative[c], ys)
-        if pieces is None:
+        if not positive[c] or not per_line[c].any():
             continue
         b = np.array([p.bounds for p in positive[c]])
         box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
         near = (xy[:, 0] < box[2]) & (xy[:, 0] + t > box[0])
         hit = np.flatnonzero(near & (xy[:, 1] < box[3]) & (xy[:, 1] + t > box[1]))
-        for s in range(0, len(hit), 2048):
-            tiles = hit[s : s + 2048]
-            rows = row_of[tiles, :samples]
-            x0 = np.broadcast_to(xy[tiles, 0:1], rows.shape)
-            covered = _covered(pieces, rows, x0 + t) - _covered(pieces, rows, x0)
-            cover[tiles, c] = np.clip(covered.sum(axis=1) / (t * samples), 0.0, 1.0)
-            if centres:
-                inside[tiles, c] = _contains(pieces, row_of[tiles, samples], xy[tiles, 0] + t / 2)
-    return cover, inside
-
-
-def _spans(polys: list[Polygon], ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Even-odd spans of each polygon on the lines ``ys``: (line, start x, end x)."""
-    pids, lines, xs = [], [], []
-    for pid, poly in enumerate(polys):
-        for ring in (poly.exterior, *poly.holes):
-            xa, ya = ring[:, 0], ring[:, 1]
-            xb, yb = np.roll(xa, -1), np.roll(ya, -1)
-            keep = ya != yb
-            xa, ya, xb, yb = xa[keep], ya[keep], xb[keep], yb[keep]
-            # An edge crosses line y when min(ya, yb) <= y < max(ya, yb): each closed ring then
-            # crosses every line an even number of times.
-            k0 = np.searchsorted(ys, np.minimum(ya, yb), "left")
-            cnt = np.searchsorted(ys, np.maximum(ya, yb), "left") - k0
-            total = int(cnt.sum())
-            if total == 0:
+        for l0, l1 in _chunks(per_line[c]):
+            pieces = _class_pieces(*edges[c], ys, l0, l1)
+            if pieces is None:
                 continue
-            e = np.repeat(np.arange(len(cnt)), cnt)
-            line = k0[e] + np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-            x = xa[e] + (ys[line] - ya[e]) * (xb[e] - xa[e]) / (yb[e] - ya[e])
-            pids.append(np.full(total, pid))
-            lines.append(line)
-            xs.append(x)
-    if not lines:
+            first, last = row_of[hit, 0], row_of[hit, samples - 1]
+            band = hit[(first < l1) & (last >= l0)]
+            for s in range(0, len(band), 2048):
+                tiles = band[s : s + 2048]
+                rows = row_of[tiles, :samples]
+                x0 = np.broadcast_to(xy[tiles, 0:1], rows.shape)
+                covered = _covered(pieces, rows, x0 + t) - _covered(pieces, rows, x0)
+                cover[tiles, c] += covered.sum(axis=1) / (t * samples)
+                if centres:
+                    mid = row_of[tiles, samples]
+                    own = (mid >= l0) & (mid < l1)
+                    inside[tiles[own], c] = _contains(pieces, mid[own], xy[tiles[own], 0] + t / 2)
+    return np.clip(cover, 0.0, 1.0), inside
+
+
+_Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _edges(polys: list[Polygon]) -> _Edges:
+    """The non-horizontal edges of every ring: (polygon id, xa, ya, xb, yb)."""
+    rings = [(pid, r) for pid, poly in enumerate(polys) for r in (poly.exterior, *poly.holes)]
+    if not rings:
+        z = np.zeros(0)
+        return z.astype(np.int64), z, z, z, z
+    lengths = np.array([len(r) for _, r in rings], np.int64)
+    a = np.concatenate([r for _, r in rings])
+    starts = np.cumsum(lengths) - lengths
+    nxt = np.arange(len(a)) + 1
+    nxt[starts + lengths - 1] = starts  # each ring closes on its first vertex
+    pid = np.repeat(np.array([p for p, _ in rings], np.int64), lengths)
+    keep = a[:, 1] != a[nxt, 1]
+    b = a[nxt]
+    return pid[keep], a[keep, 0], a[keep, 1], b[keep, 0], b[keep, 1]
+
+
+def _line_range(e: _Edges, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First line index each edge crosses, and the index past its last.
+
+    An edge crosses line y when min(ya, yb) <= y < max(ya, yb): each closed ring then crosses
+    every line an even number of times.
+    """
+    _, _, ya, _, yb = e
+    k0 = np.searchsorted(ys, np.minimum(ya, yb), "left")
+    return k0, np.searchsorted(ys, np.maximum(ya, yb), "left")
+
+
+def _per_line(e: _Edges, ys: np.ndarray) -> np.ndarray:
+    """Crossings on each line (int64, len(ys))."""
+    k0, k1 = _line_range(e, ys)
+    diff = np.bincount(k0, minlength=len(ys) + 1) - np.bincount(k1, minlength=len(ys) + 1)
+    return np.cumsum(diff[:-1])
+
+
+def _chunks(per_line: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive line ranges of about ``_CHUNK_CROSSINGS`` crossings (at least one line)."""
+    cum = np.cumsum(per_line)
+    cuts = np.searchsorted(cum, np.arange(_CHUNK_CROSSINGS, int(cum[-1]), _CHUNK_CROSSINGS))
+    bounds = np.unique(np.r_[0, cuts + 1, len(per_line)].clip(0, len(per_line)))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _spans(e: _Edges, ys: np.ndarray, l0: int, l1: int) -> tuple[np.ndarray, ...]:
+    """Even-odd spans of each polygon on the lines [l0, l1) of ``ys``: (line, start x, end x)."""
+    pid, xa, ya, xb, yb = e
+    k0, k1 = _line_range(e, ys)
+    k0, k1 = np.clip(k0, l0, l1), np.clip(k1, l0, l1)
+    cnt = k1 - k0
+    total = int(cnt.sum())
+    if total == 0:
         empty = np.zeros(0)
         return empty.astype(np.int64), empty, empty
-    pid, line, x = (np.concatenate(v) for v in (pids, lines, xs))
-    order = np.lexsort((x, line, pid))
+    i = np.repeat(np.arange(len(cnt)), cnt)
+    line = k0[i] + np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    x = xa[i] + (ys[line] - ya[i]) * (xb[i] - xa[i]) / (yb[i] - ya[i])
+    order = np.lexsort((x, line, pid[i]))
     line, x = line[order], x[order]
     return line[0::2], x[0::2], x[1::2]
 
 
 def _class_pieces(
-    pos: list[Polygon], neg: list[Polygon], ys: np.ndarray
+    pos: _Edges, neg: _Edges, ys: np.ndarray, l0: int, l1: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Disjoint covered pieces per line, sorted: (search keys, line, start, cumulative length)."""
+    """Disjoint covered pieces per line of [l0, l1), sorted: (line, start, end, length before)."""
     lines, xs, dp, dq = [], [], [], []
-    for polys, is_neg in ((pos, False), (neg, True)):
-        if not polys:
+    for e, is_neg in ((pos, False), (neg, True)):
+        if not len(e[0]):
             continue
-        line, a, b = _spans(polys, ys)
+        line, a, b = _spans(e, ys, l0, l1)
         one = np.ones(len(line), np.int64)
         lines += [line, line]
         xs += [a, b]
         (dq if is_neg else dp).extend([one, -one])
         (dp if is_neg else dq).extend([0 * one, 0 * one])
+    if not lines:
+        return None
     line, x = np.concatenate(lines), np.concatenate(xs)
     if len(line) == 0:
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AnnotationError
-from .shapes import Annotation, Polygon, no_polygon, read_text, ring_of
+from .shapes import Annotation, Polygon, check_counts, no_polygon, read_text, ring_of
 
 __all__ = ["load_geojson"]
 
@@ -87,6 +87,8 @@ def _geojson_document(p: Path, doc: Any) -> Annotation:
         polygons.extend(_geometry(p, geom, name, f"feature {i}"))
     if not polygons:
         raise no_polygon(p, skipped)
+    vertices = sum(len(q.exterior) + sum(len(h) for h in q.holes) for q in polygons)
+    check_counts(p, len(polygons), vertices)
     return Annotation(p, "geojson", tuple(polygons))
 
 

@@ -3,6 +3,13 @@
 Coordinates are level-0 pixels ``l0_xy`` (x to the right, y down), rings are (n, 2) float64 without
 the closing vertex. The readers (:mod:`.qupath` for GeoJSON, :mod:`.xml_annotations` for ASAP and
 Aperio XML) build these objects; :mod:`.annotation` picks the reader for a file.
+
+Limits (an annotation file is small, but what it describes need not be): a file over
+:data:`MAX_ANNOTATION_BYTES` (64 MiB) is refused before it is parsed; one with more than
+:data:`MAX_POLYGONS` (100,000) polygons or :data:`MAX_VERTICES` (1,000,000) vertices in all is
+refused (XML: counted in the text before the tree is built; GeoJSON: while its rings are read).
+The work of turning polygons into tile coverage is bounded separately
+(:data:`~.polygons.MAX_CROSSINGS`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,14 @@ import numpy as np
 
 from ..errors import AnnotationError
 
-__all__ = ["Annotation", "Polygon"]
+__all__ = ["MAX_ANNOTATION_BYTES", "MAX_POLYGONS", "MAX_VERTICES", "Annotation", "Polygon"]
+
+#: Largest annotation file read (bytes).
+MAX_ANNOTATION_BYTES = 64 << 20
+#: Most polygons (rings with holes count once) one annotation file may hold.
+MAX_POLYGONS = 100_000
+#: Most vertices, all rings together, one annotation file may hold.
+MAX_VERTICES = 1_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +123,12 @@ def read_text(path: str | Path) -> tuple[Path, str, bytes]:
     """The file as (path, decoded text, raw bytes); AnnotationError if unreadable or empty."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_ANNOTATION_BYTES and p.is_file():
+            raise AnnotationError(
+                f"{p}: annotation file of {size / 2**20:.0f} MiB, over the limit of "
+                f"{MAX_ANNOTATION_BYTES >> 20} MiB"
+            )
         data = p.read_bytes()
     except FileNotFoundError:
         raise AnnotationError(f"{p}: no such annotation file") from None
@@ -126,6 +146,21 @@ def read_text(path: str | Path) -> tuple[Path, str, bytes]:
     if not text.strip():
         raise AnnotationError(f"{p}: empty annotation file")
     return p, text, data
+
+
+def check_counts(path: Path, polygons: int, vertices: int) -> None:
+    """AnnotationError when ``polygons`` or ``vertices`` exceed :data:`MAX_POLYGONS` /
+    :data:`MAX_VERTICES`."""
+    if polygons > MAX_POLYGONS:
+        raise AnnotationError(
+            f"{path}: more than {MAX_POLYGONS:,} polygons ({polygons:,}); split the annotation "
+            "or use a label mask"
+        )
+    if vertices > MAX_VERTICES:
+        raise AnnotationError(
+            f"{path}: more than {MAX_VERTICES:,} vertices ({vertices:,}); simplify the "
+            "polygons or use a label mask"
+        )
 
 
 def no_polygon(path: Path, skipped: int = 0) -> AnnotationError:

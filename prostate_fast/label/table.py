@@ -6,7 +6,9 @@ Every label table on disk is written by :meth:`LabelTable.save` and read by
 * ``.csv``: a first line ``# prostate-fast label table v1 {JSON}`` (slide name and path, classes,
   tile size, stride, downsample, level, source, rule, threshold), then the columns ``tile_row,
   tile_col, l0_x, l0_y, label, class, coverage_<class>..., white_fraction``.
-* ``.npz``: the arrays under the same names plus ``meta`` (the JSON text).
+* ``.npz``: the arrays under the same names plus ``meta`` (the JSON text). A table whose zip
+  directory says its members inflate past :data:`MAX_TABLE_BYTES` (512 MiB) is refused before
+  anything is decompressed (a few MB of zip can inflate to gigabytes).
 
 Slide identity: a table records the slide's level-0 ``slide_dimensions`` and a content
 ``slide_fingerprint`` (:func:`slide_fingerprint`: a 32 x 32 grey thumbnail of the whole slide), so
@@ -230,7 +232,39 @@ def load_label_table(path: str | Path) -> LabelTable:
         raise DatasetError(f"{p}: not a readable label table ({exc})") from None
 
 
+#: Most bytes the arrays of a ``.npz`` label table may inflate to (about 5 million tiles of
+#: two classes); the sizes are read from the zip directory before anything is decompressed.
+MAX_TABLE_BYTES = 512 << 20
+
+
+def _check_npz_sizes(p: Path) -> None:
+    """DatasetError when the zip directory says the members inflate past MAX_TABLE_BYTES."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            total = sum(i.file_size for i in z.infolist())
+            if total <= MAX_TABLE_BYTES:
+                for info in z.infolist():  # an .npy header must not promise more than it holds
+                    with z.open(info) as fh:
+                        version = np.lib.format.read_magic(fh)
+                        read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                            version, np.lib.format.read_array_header_2_0
+                        )
+                        shape, _, dtype = read(fh)
+                    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+                        raise ValueError(f"{info.filename} claims shape {shape}")
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{p}: not a readable label table ({exc})") from None
+    if total > MAX_TABLE_BYTES:
+        raise DatasetError(
+            f"{p}: its arrays inflate to {total / 2**20:.0f} MiB, over the label table limit of "
+            f"{MAX_TABLE_BYTES >> 20} MiB; refused before decompressing"
+        )
+
+
 def _read_npz(p: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    _check_npz_sizes(p)
     with np.load(p, allow_pickle=False) as z:
         meta, arrays = json.loads(str(z["meta"])), {k: z[k] for k in _ARRAYS}
     for k in ("tile_rc", "l0_xy", "label"):

@@ -1,7 +1,9 @@
 """ASAP and Aperio ImageScope XML readers: :func:`load_asap_xml`, :func:`load_aperio_xml`.
 
 Both parse with :mod:`defusedxml` (no entity expansion, no external entities or DTDs), so an
-"entity bomb" fails fast with :class:`~prostate_fast.errors.AnnotationError`. What each format's
+"entity bomb" fails fast with :class:`~prostate_fast.errors.AnnotationError`. The regions and
+vertices are counted in the text before the tree is built (:func:`~.shapes.check_counts`), so a
+file of a million regions is refused without parsing it. What each format's
 elements mean is described in :mod:`.annotation`.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnnotationError
-from .shapes import Annotation, Polygon, no_polygon, read_text, ring_of
+from .shapes import Annotation, Polygon, check_counts, no_polygon, read_text, ring_of
 
 __all__ = ["EXCLUSION_GROUPS", "load_aperio_xml", "load_asap_xml", "parse_xml"]
 
@@ -23,8 +25,16 @@ EXCLUSION_GROUPS = frozenset({"_2", "exclusion"})
 
 
 def parse_xml(path: Path, data: bytes) -> Any:
-    """The root element of XML ``data``, parsed safely; AnnotationError naming ``path``."""
+    """The root element of XML ``data``, parsed safely; AnnotationError naming ``path``.
+
+    Regions (``<Annotation``, ``<Region``) and vertices (``<Coordinate``, ``<Vertex``) are
+    counted in the bytes first (UTF-8 and UTF-16), so an oversized file is refused unparsed.
+    """
     import xml.etree.ElementTree as ET  # noqa: N817 - only for its ParseError
+
+    check_counts(
+        path, _count(data, "<Annotation", "<Region"), _count(data, "<Coordinate", "<Vertex")
+    )
 
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import fromstring
@@ -39,6 +49,12 @@ def parse_xml(path: Path, data: bytes) -> Any:
         raise AnnotationError(f"{path}: malformed XML ({exc})") from None
     except (LookupError, ValueError) as exc:  # an unknown or multi-byte declared encoding
         raise AnnotationError(f"{path}: unreadable XML ({exc})") from None
+
+
+def _count(data: bytes, *tags: str) -> int:
+    """Occurrences of the tags in ``data``, whichever of UTF-8/16 it is written in."""
+    codecs = ("utf-8", "utf-16-le", "utf-16-be")
+    return max(sum(data.count(t.encode(c)) for t in tags) for c in codecs)
 
 
 def _float_attr(path: Path, el: Any, key: str, where: str) -> float:

@@ -31,6 +31,7 @@ a :class:`~prostate_fast.slide.strips.StripReader` belongs to one thread at a ti
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,12 @@ from .strips import StripReader
 if TYPE_CHECKING:
     from .tiff import TiffLevels
 
-__all__ = ["LEVEL_TOLERANCE", "LevelChoice", "Slide"]
+__all__ = ["LEVEL_TOLERANCE", "THUMBNAIL_READ_PIXELS", "LevelChoice", "Slide"]
 
 #: Relative tolerance within which a pyramid level counts as matching the requested scale.
 LEVEL_TOLERANCE = 0.02
+#: Level pixels :meth:`Slide.get_thumbnail` reads at once (larger levels are read in bands).
+THUMBNAIL_READ_PIXELS = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Slide(ABC):
         self.n_threads = n_threads
         self._level_dimensions: list[tuple[int, int]] = []
         self._mpp: tuple[float, float] | None = None
+        self._mpp_source: str | None = None
         self._objective: float | None = None
         self.properties: dict[str, str] = {}
 
@@ -125,6 +129,12 @@ class Slide(ABC):
     def mpp(self) -> tuple[float, float] | None:
         """(x, y) microns per level-0 pixel, or None when the file does not say."""
         return self._mpp
+
+    @property
+    def mpp_source(self) -> str | None:
+        """Where :attr:`mpp` came from (e.g. ``"OpenSlide properties"``, ``"TIFF resolution
+        tags"``, ``"given"`` for :meth:`with_mpp`), None when there is no mpp."""
+        return self._mpp_source if self._mpp else None
 
     @property
     def objective_power(self) -> float | None:
@@ -197,7 +207,12 @@ class Slide(ABC):
         return out
 
     def get_thumbnail(self, max_size: tuple[int, int] = (1024, 1024)) -> np.ndarray:
-        """Whole slide as RGB uint8, fitting in ``max_size`` (width, height), aspect kept."""
+        """Whole slide as RGB uint8, fitting in ``max_size`` (width, height), aspect kept.
+
+        Read from the coarsest level not coarser than the thumbnail: whole when that level has at
+        most :data:`THUMBNAIL_READ_PIXELS` pixels, else in bands of about that many pixels, each
+        shrunk as it is read (a single-level slide of any size stays in bounded memory).
+        """
         import cv2
 
         w0, h0 = self.dimensions
@@ -205,10 +220,21 @@ class Slide(ABC):
         tw, th = max(1, round(w0 / factor)), max(1, round(h0 / factor))
         level = self.best_level_for_downsample(factor)
         lw, lh = self._level_dimensions[level]
-        img = self.read_region((0, 0), level, (lw, lh))
-        if (lw, lh) != (tw, th):
-            img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
-        return img
+        if lw * lh <= THUMBNAIL_READ_PIXELS:
+            img = self.read_region((0, 0), level, (lw, lh))
+            if (lw, lh) != (tw, th):
+                img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+            return img
+        out = np.empty((th, tw, 3), np.uint8)
+        lds = self.level_downsamples[level]
+        rows = max(1, THUMBNAIL_READ_PIXELS * th // (lw * lh))  # thumbnail rows per band
+        for r0 in range(0, th, rows):
+            r1 = min(th, r0 + rows)
+            y0, y1 = r0 * lh // th, max(r0 * lh // th + 1, r1 * lh // th)
+            l0_y = math.floor(y0 * lds) if level else y0
+            band = self.read_region((0, l0_y), level, (lw, y1 - y0))
+            out[r0:r1] = cv2.resize(band, (tw, r1 - r0), interpolation=cv2.INTER_AREA)
+        return out
 
     # -- magnification --------------------------------------------------------------------------
     @property
@@ -408,6 +434,7 @@ class Slide(ABC):
             "level_dimensions": [list(d) for d in self.level_dimensions],
             "level_downsamples": [round(d, 4) for d in self.level_downsamples],
             "mpp": list(self.mpp) if self.mpp else None,
+            "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
             "associated_images": list(self.associated_images),
         }
@@ -429,6 +456,7 @@ class _MppView(Slide):
         self.properties = base.properties
         self._level_dimensions = list(base.level_dimensions)
         self._mpp = (mpp, mpp)
+        self._mpp_source = "given"
         self._objective = None  # the magnification follows from the mpp given
 
     @property

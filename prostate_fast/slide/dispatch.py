@@ -3,8 +3,11 @@
 OpenSlide is asked first (every vendor format it knows, TIFF-based or not); TIFF-based files are
 also opened by the package's TIFF decoder, which checks their structure (truncation, a broken IFD
 chain) and then serves as the fast reader where it matches OpenSlide exactly. TIFFs that OpenSlide
-rejects are read with tifffile (:class:`TiffSlide`; a single stripped page is a plain image), and
-JPEG/PNG/BMP images with OpenCV (:class:`ImageSlide`). Every failure is a :class:`SlideError` that
+rejects are read with tifffile (:class:`TiffSlide`), by tiles or by strips (a striped TIFF of any
+size is read a few strips at a time); a single striped page tifffile cannot turn into RGB
+(palette, bilevel, CMYK) and JPEG/PNG/BMP images are decoded whole with OpenCV
+(:class:`ImageSlide`) after their header showed the decoding stays under
+:data:`~.headers.MAX_DECODE_BYTES`. Every failure is a :class:`SlideError` that
 names the file.
 """
 
@@ -98,7 +101,7 @@ def _open_any(p: Path, kind: str | None, head: bytes, n_threads: int | None) -> 
         return OpenSlideSlide(p, vendor, n_threads, tiff)
     if kind == "tiff":
         ts = TiffSlide(p, n_threads)
-        if ts.level_count == 1 and not ts.is_tiled:
+        if ts.level_count == 1 and not ts.is_tiled and not ts.strips_decodable:
             ts.close()
             return ImageSlide(p, "tiff", n_threads)
         return ts

@@ -36,7 +36,14 @@ from ..errors import SlideError
 from .core import Slide
 from .pixels import level_origin, paste, to_rgb, white
 
-__all__ = ["DIRECT_VENDORS", "SEGMENT_CACHE_BYTES", "TiffLevels", "TiffSlide"]
+__all__ = [
+    "DIRECT_VENDORS",
+    "MAX_SEGMENT_BYTES",
+    "SEGMENT_CACHE_BYTES",
+    "TiffLevels",
+    "TiffSlide",
+    "mpp_from_tiff",
+]
 
 #: OpenSlide vendors whose levels are plain tiled TIFF pages in pyramid order, which
 #: :class:`TiffLevels` may decode instead of OpenSlide (after proving the pixels equal).
@@ -44,6 +51,9 @@ DIRECT_VENDORS = ("generic-tiff", "aperio")
 
 #: Decoded TIFF tiles kept per file (tiles of neighbouring regions are decoded once).
 SEGMENT_CACHE_BYTES = 64 << 20
+#: Largest decoded tile or strip accepted (a file whose one strip is the whole image is refused
+#: above this size: it cannot be read by parts).
+MAX_SEGMENT_BYTES = 256 << 20
 
 
 class TiffLevels:
@@ -100,6 +110,19 @@ class TiffLevels:
                 )
             if page.planarconfig != 1 and page.samplesperpixel > 1:
                 raise SlideError(f"{self.path}: planar (separate-plane) TIFFs are not supported")
+            lw, lh = int(page.imagewidth), int(page.imagelength)
+            if page.is_tiled:
+                th, tw = int(page.tilelength), int(page.tilewidth)
+            else:
+                th, tw = min(int(page.rowsperstrip or lh), lh), lw
+            seg = th * tw * int(page.samplesperpixel) * page.dtype.itemsize * int(page.imagedepth)
+            if seg > MAX_SEGMENT_BYTES:
+                what = f"tiles of {tw} x {th} px" if page.is_tiled else f"strips of {th} rows"
+                raise SlideError(
+                    f"{self.path}: {what} of {lw} x {lh} px need {seg / 2**20:.0f} MiB each to "
+                    f"decode (limit {MAX_SEGMENT_BYTES >> 20} MiB); save it with smaller strips "
+                    "or tiles"
+                )
 
     @property
     def level_count(self) -> int:
@@ -217,14 +240,28 @@ class TiffSlide(Slide):
         self._level_dimensions = list(self._tiff.level_dimensions)
         first = self._tiff.pages[0]
         desc = first.description or ""
-        self._mpp = _mpp_from_tiff(first, desc)
+        self._mpp, self._mpp_source = mpp_from_tiff(first, desc)
         self._objective = objective_from_description(desc)
         self.properties = {"tiff.ImageDescription": desc}
 
     @property
     def is_tiled(self) -> bool:
-        """Whether level 0 is stored in tiles (a single stripped page is a plain image)."""
+        """Whether level 0 is stored in tiles (else in strips)."""
         return bool(self._tiff.pages[0].is_tiled)
+
+    @property
+    def strips_decodable(self) -> bool:
+        """Whether level 0's strips or tiles decode to what :func:`~.pixels.to_rgb` takes:
+        grey or RGB (JPEG YCbCr included), 8 or 16 bits, not old-style JPEG. Other pages
+        (palette, bilevel, CMYK, min-is-white) are left to OpenCV."""
+        page = self._tiff.pages[0]
+        photometric = int(page.photometric)
+        return (
+            (photometric in (1, 2) or (photometric == 6 and int(page.compression) == 7))
+            and page.dtype in (np.uint8, np.uint16)
+            and int(page.compression) != 6
+            and int(page.samplesperpixel) <= 4
+        )
 
     def _read(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         lx, ly = level_origin(l0_xy, self.level_downsamples[level])
@@ -254,17 +291,24 @@ def objective_from_description(desc: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def _mpp_from_tiff(page: Any, desc: str) -> tuple[float, float] | None:
-    """(x, y) µm per pixel from an Aperio description or the TIFF resolution tags."""
+def mpp_from_tiff(page: Any, desc: str) -> tuple[tuple[float, float] | None, str | None]:
+    """((x, y) µm per pixel, where it came from) from an Aperio description, else from the
+    TIFF resolution tags (``XResolution``/``YResolution`` in pixels per inch or centimetre);
+    (None, None) when neither gives a microscope scale."""
     m = _APERIO_MPP.search(desc)
     if m and float(m.group(1)) > 0:
-        return float(m.group(1)), float(m.group(1))
+        return (float(m.group(1)), float(m.group(1))), "Aperio description"
+    mpp = _mpp_from_tags(page)
+    return (mpp, "TIFF resolution tags") if mpp else (None, None)
+
+
+def _mpp_from_tags(page: Any) -> tuple[float, float] | None:
     tags = page.tags
     unit = tags.get("ResolutionUnit")
     xr, yr = tags.get("XResolution"), tags.get("YResolution")
-    if unit is None or xr is None or yr is None:
+    if xr is None or yr is None:
         return None
-    per = {2: 25400.0, 3: 10000.0}.get(int(unit.value))
+    per = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit is not None else 2)  # inch: default
     if per is None:
         return None
     xv, yv = (v.value[0] / v.value[1] if v.value[1] else 0 for v in (xr, yr))

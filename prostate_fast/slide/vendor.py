@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import SlideError
 from .core import Slide
 from .pixels import to_rgb
-from .tiff import DIRECT_VENDORS, TiffLevels, objective_from_description
+from .tiff import DIRECT_VENDORS, TiffLevels, mpp_from_tiff, objective_from_description
 
 __all__ = ["OpenSlideSlide"]
 
@@ -70,10 +70,12 @@ class OpenSlideSlide(Slide):
         self._level_dimensions = [tuple(map(int, d)) for d in self._osr.level_dimensions]
         mx = self.properties.get("openslide.mpp-x")
         my = self.properties.get("openslide.mpp-y")
-        if mx and my and float(mx) > 0 and float(my) > 0:
-            self._mpp = (float(mx), float(my))
-        obj = self.properties.get("openslide.objective-power")
         desc = self.properties.get("tiff.ImageDescription", "")
+        if mx and my and float(mx) > 0 and float(my) > 0:
+            self._mpp, self._mpp_source = (float(mx), float(my)), "OpenSlide properties"
+        elif tiff is not None:  # e.g. resolution tags in inches, which OpenSlide ignores
+            self._mpp, self._mpp_source = mpp_from_tiff(tiff.pages[0], desc)
+        obj = self.properties.get("openslide.objective-power")
         self._objective = float(obj) if obj else objective_from_description(desc)
         if tiff is not None and vendor in DIRECT_VENDORS:
             self._prove_levels(tiff)
