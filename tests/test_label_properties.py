@@ -16,8 +16,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import pytest
+from _hypothesis import FEW, SOME
 from _references import painted_reference
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -29,15 +30,6 @@ from prostate_fast.label.annotation import (
     load_asap_xml,
     load_geojson,
 )
-
-# deadline=None: the machine is shared; database=None: nothing written into the repository
-FEW = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SOME = settings(FEW, max_examples=60)
 
 
 @pytest.fixture(scope="module")

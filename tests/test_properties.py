@@ -6,18 +6,10 @@ test_label_properties.py.)
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from _hypothesis import FEW, SOME
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-# deadline=None: the machine is shared; database=None: nothing written into the repository
-FEW = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SOME = settings(FEW, max_examples=60)
 
 
 # -- the whitespace kernel -----------------------------------------------------------------------
