@@ -419,3 +419,94 @@ def test_overlay_real_slides(data_dir, tmp_path, name, level, mpp) -> None:
             assert "openslide.mpp-x" not in osr.properties
         else:
             assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(mpp, rel=1e-3)
+
+
+# -- tiles partly off tissue -----------------------------------------------------------------------
+def _scores_with_tissue(syn):
+    """Every tissue tile (128 px, 20x) predicted cancer, with the tissue share and mask recorded."""
+    from prostate_fast.slide import open_slide
+    from prostate_fast.tile import build_grid
+    from prostate_fast.tissue import detect_tissue
+
+    with open_slide(syn.slide) as sl:
+        tissue = detect_tissue(sl)
+        grid = build_grid(sl, tissue, tile_size=128)
+        base = sl.read_region((0, 0), 0, sl.dimensions)
+    s = make_scores(syn)
+    n = len(grid)
+    prob = np.tile(np.array([[0.1, 0.9]], np.float32), (n, 1))
+    s = replace(
+        s,
+        tile_rc=grid.tile_rc.astype(np.int32),
+        l0_xy=grid.l0_xy.astype(np.int64),
+        prob=prob,
+        tissue_fraction=grid.tissue_fraction.astype(np.float32),
+        tissue_mask=tissue.mask.astype(bool),
+        tissue_downsample=float(tissue.downsample),
+    )
+    return s, base
+
+
+def test_overlay_tints_tissue_pixels_only(synthetic_small, tmp_path) -> None:
+    from prostate_fast.predict.scoregrid import load_score_grid, tissue_pixels
+
+    s, base = _scores_with_tissue(synthetic_small)
+    partial = s.tissue_fraction < 1.0
+    assert partial.sum() >= 5 and (~partial).sum() >= 5
+    s.save(tmp_path / "s.npz")
+    for scores in (s, tmp_path / "s.npz"):  # in memory and through the file
+        out = tmp_path / f"ov{len(str(scores))}.tif"
+        write_overlay(synthetic_small.slide, scores, out, compression="none", n_threads=2)
+        with tifffile.TiffFile(out) as tf:
+            got = tf.pages[0].asarray()
+        tinted = blend_tiles(base, blend_tables(s))  # the kernel: whole tiles
+        h, w = base.shape[:2]
+        tissue = tissue_pixels(s.tissue_mask, s.tissue_downsample, 1.0, (0, 0, w, h))
+        np.testing.assert_array_equal(got[tissue], tinted[tissue])  # tissue: the kernel's bytes
+        np.testing.assert_array_equal(got[~tissue], base[~tissue])  # glass: untouched
+        for (r, c), part in zip(s.tile_rc, partial, strict=True):
+            box = (slice(r * 128, r * 128 + 128), slice(c * 128, c * 128 + 128))
+            if not part:  # fully on tissue: exactly as before
+                np.testing.assert_array_equal(got[box], tinted[box])
+            else:  # an edge tile: tinted on its tissue, its glass left as it is
+                on = tissue[box]
+                assert on.any() and (~on).any()
+                assert (got[box][on] != base[box][on]).any()
+                np.testing.assert_array_equal(got[box][~on], base[box][~on])
+    # a grid without the mask (version 1, or a CSV) tints whole tiles as before
+    old = replace(s, tissue_mask=None, tissue_downsample=None)
+    write_overlay(synthetic_small.slide, old, tmp_path / "old.tif", compression="none")
+    with tifffile.TiffFile(tmp_path / "old.tif") as tf:
+        np.testing.assert_array_equal(tf.pages[0].asarray(), blend_tiles(base, blend_tables(s)))
+    assert load_score_grid(tmp_path / "s.npz").tissue_mask.shape == s.tissue_mask.shape
+
+
+def test_score_grid_files_keep_the_tissue(synthetic_small, tmp_path) -> None:
+    import json as _json
+
+    from prostate_fast.predict.scoregrid import load_score_grid
+
+    s, _ = _scores_with_tissue(synthetic_small)
+    a = load_score_grid(s.save(tmp_path / "s.npz"))
+    np.testing.assert_array_equal(a.tissue_mask, s.tissue_mask)
+    np.testing.assert_array_equal(a.tissue_fraction, s.tissue_fraction)
+    assert a.tissue_downsample == s.tissue_downsample
+    b = load_score_grid(s.save(tmp_path / "s.csv"))
+    np.testing.assert_array_equal(b.tissue_fraction, s.tissue_fraction)
+    assert b.tissue_mask is None  # the CSV keeps the share, not the mask
+    header = (tmp_path / "s.csv").read_text().splitlines()[1]
+    assert header == "row,col,x,y,p_benign,p_cancer,tissue,predicted"
+    # version 1 files (no tissue) still load
+    old = replace(s, tissue_fraction=None, tissue_mask=None, tissue_downsample=None)
+    text = (old.save(tmp_path / "v1.csv")).read_text().splitlines()
+    meta = _json.loads(text[0].split(" grid ", 1)[1])
+    meta["version"] = 1
+    rows = [",".join(r.split(",")[:-2] + r.split(",")[-1:]) for r in text[1:]]
+    (tmp_path / "v1.csv").write_text(
+        f"# prostate-fast score grid {_json.dumps(meta)}\n" + "\n".join(rows) + "\n"
+    )
+    v1 = load_score_grid(tmp_path / "v1.csv")
+    assert v1.tissue_fraction is None and v1.tissue_mask is None
+    np.testing.assert_array_equal(v1.prob, s.prob)
+    with pytest.raises(ValueError, match="both or neither"):
+        replace(s, tissue_downsample=None)

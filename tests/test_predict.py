@@ -304,9 +304,12 @@ def test_predict_slide_matches_predict_batch_and_reads_in_background(
         pred = load_model(model_dir, engine="native", batch_size=32)
         grid = predict_slide(pred, slide)
         slide._read = original  # type: ignore[method-assign]
-        direct = pred.predict_batch(read_tiles(slide, build_grid(slide, tile_size=TILE)))
-    assert len(grid) == len(direct) > 32
-    assert np.abs(grid.prob - direct).max() < 1e-6
+        tg = build_grid(slide, tile_size=TILE)
+        direct = pred.predict_batch(read_tiles(slide, tg))
+    full = tg.tissue_fraction == 1.0  # partial tiles are scored on their tissue (test below)
+    assert len(grid) == len(direct) > 32 and full.sum() > 32
+    assert np.abs(grid.prob[full] - direct[full]).max() < 1e-6
+    np.testing.assert_array_equal(grid.tissue_fraction, tg.tissue_fraction)
     assert any(name.startswith("pf-read") for name in threads)
     assert grid.level == 0 and grid.downsample == 1.0 and grid.mpp == pytest.approx(0.5)
     assert grid.engine == "native" and grid.classes == ("benign", "cancer")
@@ -441,7 +444,8 @@ def test_score_grid_csv_is_plain(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# prostate-fast score grid {") and '"thresholds"' in lines[0]
     rows = list(csv.DictReader(lines[1:]))
-    assert list(rows[0]) == ["row", "col", "x", "y", "p_benign", "p_cancer", "predicted"]
+    assert list(rows[0]) == ["row", "col", "x", "y", "p_benign", "p_cancer", "tissue", "predicted"]
+    assert {r["tissue"] for r in rows} == {"nan"}  # a grid that records no tissue share
     assert len(rows) == 25 and {r["predicted"] for r in rows} <= {"0", "1"}
 
 
@@ -544,3 +548,56 @@ def test_cli_slide_without_mpp(
     line = _one_line(capsys)
     assert "--slide-mpp or --level" in line and "tcga-cr-7395" in line
     assert not os.listdir(tmp_path)
+
+
+def test_tiles_partly_off_tissue_are_scored_on_their_tissue(
+    model_dir: Path, synthetic_slide: Path
+) -> None:
+    """Ink painted on the glass of edge tiles does not change their score (it did before)."""
+    from prostate_fast.predict import load_model, predict_slide
+    from prostate_fast.predict.core import glass_colour
+    from prostate_fast.predict.scoregrid import tissue_pixels
+    from prostate_fast.slide import ArraySlide, open_slide
+    from prostate_fast.tile import build_grid, read_tiles
+    from prostate_fast.tissue import detect_tissue
+
+    with open_slide(synthetic_slide) as sl:
+        image = sl.read_region((0, 0), 0, sl.dimensions)
+    kw = {"mpp": 0.5, "objective_power": 20.0, "name": synthetic_slide.name}
+    clean = ArraySlide(image, **kw)
+    tissue = detect_tissue(clean)
+    grid = build_grid(clean, tissue, tile_size=TILE)
+    partial = np.flatnonzero(grid.tissue_fraction < 1.0)
+    assert len(partial) >= 5
+    inked = image.copy()
+    for k in partial[::2]:  # ink on the glass of every other edge tile
+        (x, y), (r, c) = grid.l0_xy[k], grid.tile_rc[k]
+        on = tissue_pixels(tissue.mask, tissue.downsample, 1.0, (c * TILE, r * TILE, TILE, TILE))
+        inked[y : y + TILE, x : x + TILE][~on] = (20, 30, 140)
+    inked_slide = ArraySlide(inked, **kw)
+
+    pred = load_model(model_dir, engine="native", batch_size=32)
+
+    def darkness(x: np.ndarray) -> np.ndarray:  # a model that looks at every pixel
+        p = np.clip(1.0 - x.mean(axis=(1, 2, 3)), 0.0, 1.0)
+        return np.stack([1.0 - p, p], 1).astype(np.float32)
+
+    pred._run = darkness  # type: ignore[method-assign]
+    a = predict_slide(pred, clean, tissue=tissue)
+    b = predict_slide(pred, inked_slide, tissue=tissue)
+    full = grid.tissue_fraction == 1.0
+    np.testing.assert_array_equal(a.prob[full], b.prob[full])
+    raw = pred.predict_batch(read_tiles(inked_slide, grid, partial[::2]))[:, 1]
+    clean_raw = pred.predict_batch(read_tiles(clean, grid, partial[::2]))[:, 1]
+    assert np.abs(raw - clean_raw).min() > 0.02  # the ink matters to this model ...
+    assert np.abs(a.prob[partial, 1] - b.prob[partial, 1]).max() < 0.005  # ... not to the score
+    # the score of an edge tile is the score of its tissue on the slide's glass colour
+    fill = glass_colour(clean, tissue)
+    assert (fill > 200).all()
+    tiles = read_tiles(clean, grid, partial)
+    for i, k in enumerate(partial):
+        r, c = grid.tile_rc[k]
+        on = tissue_pixels(tissue.mask, tissue.downsample, 1.0, (c * TILE, r * TILE, TILE, TILE))
+        tiles[i][~on] = fill
+    np.testing.assert_allclose(a.prob[partial], pred.predict_batch(tiles), atol=1e-6)
+    assert a.tissue_mask is not None and a.tissue_downsample == tissue.downsample

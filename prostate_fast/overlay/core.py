@@ -21,6 +21,9 @@ Colours: per class, from ``colours=`` (overrides), else the ScoreGrid's (the mod
 a palette whose first entry is green (:mod:`prostate_fast.overlay.colours`). Modes: ``"class"`` blends ``alpha`` over tiles predicted as a
 non-negative class; ``"graded"`` blends every scored tile with ``alpha * p`` where p is the
 probability of its most probable non-negative class (a heat map, the predicted tiles included).
+
+Tiles partly off tissue: only their tissue pixels are tinted when the scores record the tissue
+mask (:mod:`prostate_fast.overlay.edges`); tiles fully on tissue keep the kernel's bytes.
 """
 
 from __future__ import annotations
@@ -351,14 +354,18 @@ def overlay_geometry(slide: Any, scores: Any, *, check_name: bool = True) -> tup
 
 
 def _strips(
-    read: Any, width: int, height: int, rows: int, tables: BlendTables, threads: int
+    read: Any, width: int, height: int, rows: int, tables: BlendTables, threads: int, glass: Any
 ) -> Iterator[np.ndarray]:
-    """Read (and shrink, when the tiling level is not a pyramid level) and blend, by strips."""
+    """Read (and shrink, when the tiling level is not a pyramid level) and blend, by strips;
+    ``glass`` (a GlassCells or None) untints the off-tissue pixels of partial tiles."""
     for y0 in range(0, height, rows):
         strip = read(y0, min(rows, height - y0))
         if not (strip.flags.writeable and strip.flags.c_contiguous):
             strip = np.array(strip, order="C")
+        saved = glass.save(strip, y0) if glass is not None else []
         _blend_native(strip, 0, y0, tables, threads)
+        if saved:
+            glass.restore(strip, saved)
         yield strip
 
 
@@ -461,7 +468,7 @@ def write_overlay(
             "n_threads": threads,
         }
         tmp, strips = _tiff_target(
-            stack, sl, choice, tables, (width, height), out, overwrite, encoding
+            stack, sl, choice, grid, tables, (width, height), out, overwrite, encoding
         )
         info = write_pyramid(tmp, strips, width, height, tile=TIFF_TILE, **encoding)
         if thumb_path is not None:
@@ -522,6 +529,7 @@ def _tiff_target(
     stack: Any,
     sl: Any,
     choice: Any,
+    scores: Any,
     tables: BlendTables,
     size: tuple[int, int],
     out: Path,
@@ -533,13 +541,15 @@ def _tiff_target(
 
     from ..slide import prefetch
     from ..slide.pyramid import strip_rows_for
+    from .edges import glass_cells
 
     (width, height), threads = size, encoding["n_threads"]
+    glass = glass_cells(scores, tables)
     rows = strip_rows_for(width, TIFF_TILE, encoding["strip_pixels"])
     read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
     tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
     strips = stack.enter_context(
-        contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads)))
+        contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads, glass)))
     )
     return tmp, strips
 

@@ -27,6 +27,15 @@ stain) raises :class:`~prostate_fast.model.domain.OutOfDomainError` unless ``ign
 A model written before the domain was recorded is applied without the check (a warning says so,
 once per model and process).
 
+Tiles partly off tissue: a tile is kept when the tissue mask covers at least ``min_tissue`` of
+it (25 % by default), so edge tiles can be mostly glass. Such a tile is scored on its tissue:
+before the model sees it, its pixels off the mask (the rule of
+:meth:`ScoreGrid.tissue_window`: nearest neighbour of the low-resolution mask) are filled with
+the slide's glass colour (:func:`glass_colour`: per-channel median of the off-tissue pixels of a
+thumbnail; white when there are none), so pen ink, dust and glass texture beside a biopsy do
+not drive its score. Tiles fully on tissue are scored exactly as read. The ScoreGrid records
+every tile's tissue share and the mask, and the overlay tints only tissue pixels.
+
 Decision rule (:attr:`ScoreGrid.predicted`): class 0 is the negative class. A tile is assigned
 the non-negative class with the highest probability among those whose probability reaches their
 threshold; 0 when none does. For two classes: cancer iff ``p_cancer >= threshold``.
@@ -48,12 +57,12 @@ from ..errors import ModelError
 from ..model import ModelInfo
 from ..slide.core import Slide
 from .engines import Engine, Predictor, load_model
-from .scoregrid import ScoreGrid, merge_thresholds
+from .scoregrid import ScoreGrid, merge_thresholds, tissue_pixels
 
 #: ``progress(done, total, tiles_per_s)``: called after each batch of tiles.
 Progress = Callable[[int, int, float], None]
 
-__all__ = ["Progress", "predict_slide", "validate_scale"]
+__all__ = ["Progress", "glass_colour", "predict_slide", "validate_scale"]
 
 
 #: Largest relative difference between an explicit ``level``'s scale and the model's.
@@ -140,6 +149,38 @@ def validate_scale(mpp: Any, level: Any) -> None:
         raise ValueError(f"level must be an integer, got {level!r}")
 
 
+# -- tiles partly off tissue ----------------------------------------------------------------------
+def glass_colour(slide: Slide, tissue: Any) -> np.ndarray:
+    """(3,) uint8 colour of the slide's glass: the per-channel median of the pixels of a
+    512 px thumbnail that ``tissue`` (a TissueMask of the slide) calls background; white when
+    there are none."""
+    thumb = np.asarray(slide.get_thumbnail((512, 512)))[..., :3]
+    w0, h0 = slide.dimensions
+    th, tw = thumb.shape[:2]
+    if th == 0 or tw == 0:
+        return np.full(3, 255, np.uint8)
+    ds = max(w0 / tw, h0 / th)
+    off = ~tissue_pixels(
+        np.asarray(tissue.mask, bool), float(tissue.downsample), ds, (0, 0, tw, th)
+    )
+    if not off.any():
+        return np.full(3, 255, np.uint8)
+    return np.median(thumb[off], axis=0).round().astype(np.uint8)
+
+
+def _fill_off_tissue(
+    tiles: np.ndarray, grid: Any, idx: np.ndarray, tissue: Any, fill: np.ndarray
+) -> np.ndarray:
+    """``tiles`` (of grid positions ``idx``) with the off-tissue pixels of partial tiles = fill."""
+    t, s = grid.tile_size, grid.stride
+    mask, mds, ds = np.asarray(tissue.mask, bool), float(tissue.downsample), grid.downsample
+    for k in np.flatnonzero(grid.tissue_fraction[idx] < 1.0):
+        r, c = (int(v) for v in grid.tile_rc[idx[k]])
+        on = tissue_pixels(mask, mds, ds, (c * s, r * s, t, t))
+        tiles[k][~on] = fill
+    return tiles
+
+
 # -- the stage ------------------------------------------------------------------------------------
 def predict_slide(
     model: str | os.PathLike[str] | Predictor,
@@ -199,7 +240,8 @@ def predict_slide(
     Returns
     -------
     ScoreGrid
-        Tissue tiles only, in row-major order.
+        Tissue tiles only, in row-major order, with each tile's tissue share and the tissue mask.
+        Tiles partly off tissue are scored on their tissue (see the module notes).
 
     Raises
     ------
@@ -258,8 +300,13 @@ def predict_slide(
         kw: dict[str, Any] = {} if min_tissue is None else {"min_tissue": min_tissue}
         grid = build_grid(view, tissue, **request, tile_size=info.tile_size, **kw)
         _check_domain(info, view, grid, tissue, read_tiles, ignore_domain)
+        fill = glass_colour(view, tissue) if len(grid) else np.full(3, 255, np.uint8)
+
+        def read_on_tissue(slide: Slide, g: Any, idx: np.ndarray) -> np.ndarray:
+            return _fill_off_tissue(read_tiles(slide, g, idx), g, idx, tissue, fill)
+
         t2 = time.perf_counter()
-        prob = _run_grid(predictor, view, grid, read_tiles, progress)
+        prob = _run_grid(predictor, view, grid, read_on_tissue, progress)
         t3 = time.perf_counter()
     choice = grid.choice
     return ScoreGrid(
@@ -287,6 +334,9 @@ def predict_slide(
             "total": time.perf_counter() - t_start,
             "tiles_per_s": len(grid) / (t3 - t2) if len(grid) and t3 > t2 else 0.0,
         },
+        tissue_fraction=np.ascontiguousarray(grid.tissue_fraction, np.float32),
+        tissue_mask=np.ascontiguousarray(tissue.mask, np.bool_),
+        tissue_downsample=float(tissue.downsample),
     )
 
 

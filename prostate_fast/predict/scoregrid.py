@@ -7,6 +7,15 @@ the negative class; a tile gets the non-negative class with the highest probabil
 that reach their threshold, 0 when none does) and saves itself atomically as a versioned,
 self-describing ``.npz`` or ``.csv`` that :func:`load_score_grid` reads back. Tests build their
 ScoreGrids with this class too.
+
+Tissue (version 2): a grid may carry each tile's tissue share (``tissue_fraction``) and the
+low-resolution tissue mask it was scored against (``tissue_mask``, ``tissue_downsample``).
+:meth:`ScoreGrid.tissue_window` turns the mask into tissue pixels at the tiling level by one rule,
+shared by prediction (a tile partly off tissue is scored on its tissue) and the overlay (only its
+tissue pixels are tinted): tiling-level pixel (x, y) is tissue when the mask pixel holding its
+centre, level-0 ``((x + 0.5) * downsample, (y + 0.5) * downsample)``, is (nearest neighbour).
+The ``.npz`` keeps both; the ``.csv`` keeps the share (column ``tissue``) but not the mask.
+Version 1 files (no tissue) still load, with both None: the overlay then tints whole tiles.
 """
 
 from __future__ import annotations
@@ -30,13 +39,16 @@ __all__ = [
     "SCORE_FORMAT",
     "SCORE_VERSION",
     "ScoreGrid",
+    "tissue_pixels",
     "check_threshold",
     "load_score_grid",
     "merge_thresholds",
 ]
 
 SCORE_FORMAT = "prostate-fast score grid"
-SCORE_VERSION = 1
+SCORE_VERSION = 2
+#: Versions :func:`load_score_grid` reads (1: before the tissue share and mask were recorded).
+READABLE_VERSIONS = (1, 2)
 
 
 # -- the artefact ---------------------------------------------------------------------------------
@@ -83,6 +95,12 @@ class ScoreGrid:
     timings : dict
         Seconds spent per step (``tissue``, ``grid``, ``inference``, ``total``) and the
         ``tiles_per_s`` of the tiling + inference loop; informative only.
+    tissue_fraction : numpy.ndarray or None
+        (n,) float32 share of each tile covered by the tissue mask (None: not recorded).
+    tissue_mask : numpy.ndarray or None
+        (rows, cols) bool tissue mask of the slide (``mask_rc`` frame), None when not recorded.
+    tissue_downsample : float or None
+        Level-0 pixels per ``tissue_mask`` pixel (given with the mask, None without).
     """
 
     slide_path: str
@@ -103,6 +121,9 @@ class ScoreGrid:
     model: str
     engine: str
     timings: dict[str, float] = field(default_factory=dict)
+    tissue_fraction: np.ndarray | None = None
+    tissue_mask: np.ndarray | None = None
+    tissue_downsample: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tile_rc)
@@ -120,6 +141,20 @@ class ScoreGrid:
         missing = [c for c in self.classes[1:] if c not in self.thresholds]
         if missing:
             raise ValueError(f"thresholds lacks the classes {missing}")
+        frac = self.tissue_fraction
+        if frac is not None and (
+            not isinstance(frac, np.ndarray) or frac.shape != (n,) or frac.dtype != np.float32
+        ):
+            raise ValueError(f"tissue_fraction must be float32 of shape ({n},) or None")
+        mask, ds = self.tissue_mask, self.tissue_downsample
+        if (mask is None) != (ds is None):
+            raise ValueError("tissue_mask and tissue_downsample go together (both or neither)")
+        if mask is not None and (
+            not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.dtype != np.bool_
+        ):
+            raise ValueError("tissue_mask must be a 2-d bool array or None")
+        if ds is not None and not float(ds) > 0:
+            raise ValueError(f"tissue_downsample must be positive, got {ds!r}")
 
     # -- derived ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -166,6 +201,18 @@ class ScoreGrid:
         out[self.tile_rc[:, 0], self.tile_rc[:, 1]] = self.prob[:, i]
         return out
 
+    def tissue_window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray | None:
+        """(height, width) bool tissue pixels of a window at the tiling level, or None when the
+        grid records no tissue mask (see the module notes for the rule)."""
+        if self.tissue_mask is None or self.tissue_downsample is None:
+            return None
+        return tissue_pixels(
+            self.tissue_mask,
+            float(self.tissue_downsample),
+            float(self.downsample),
+            (int(x0), int(y0), int(width), int(height)),
+        )
+
     def with_thresholds(self, thresholds: Mapping[str, float]) -> ScoreGrid:
         """A copy with some thresholds replaced (``{"cancer": 0.3}``)."""
         return replace(self, thresholds=merge_thresholds(self.thresholds, self.classes, thresholds))
@@ -191,14 +238,19 @@ class ScoreGrid:
             "model": self.model,
             "engine": self.engine,
             "timings": dict(self.timings),
+            "tissue_downsample": (
+                None if self.tissue_downsample is None else float(self.tissue_downsample)
+            ),
         }
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write to ``.npz`` (arrays + JSON meta) or ``.csv`` (one row per tile), atomically.
 
         The CSV starts with one comment line ``# prostate-fast score grid {json meta}``, then
-        the header ``row,col,x,y,p_<class>...,predicted``; probabilities are written with 9
-        significant digits, so a load returns the same float32 values.
+        the header ``row,col,x,y,p_<class>...,tissue,predicted`` (``tissue``: the tile's tissue
+        share, ``nan`` when not recorded; version 1 files lack the column); probabilities are
+        written with 9 significant digits, so a load returns the same float32 values. The CSV
+        does not keep the tissue mask (the ``.npz`` does).
 
         Raises
         ------
@@ -214,33 +266,53 @@ class ScoreGrid:
         meta = json.dumps(self.meta())
         with atomic_path(path, overwrite=overwrite) as tmp:
             if kind == ".npz":
-                write_npz(
-                    tmp, meta=np.array(meta), tile_rc=self.tile_rc, l0_xy=self.l0_xy, prob=self.prob
-                )
+                tissue = {
+                    k: v
+                    for k, v in (
+                        ("tissue_fraction", self.tissue_fraction),
+                        ("tissue_mask", self.tissue_mask),
+                    )
+                    if v is not None
+                }
+                arrays = {"tile_rc": self.tile_rc, "l0_xy": self.l0_xy, "prob": self.prob}
+                write_npz(tmp, meta=np.array(meta), **arrays, **tissue)
             else:
                 with open(tmp, "w", newline="", encoding="utf-8") as fh:
                     fh.write(f"# {SCORE_FORMAT} {meta}\n")
                     w = csv.writer(fh, lineterminator="\n")
-                    w.writerow(
-                        ["row", "col", "x", "y", *(f"p_{c}" for c in self.classes), "predicted"]
-                    )
+                    head = ["row", "col", "x", "y", *(f"p_{c}" for c in self.classes)]
+                    w.writerow([*head, "tissue", "predicted"])
                     pred = self.predicted
+                    frac = self.tissue_fraction
                     for i in range(len(self)):
                         row, col = self.tile_rc[i].tolist()
                         x, y = self.l0_xy[i].tolist()
                         probs = (f"{v:.9g}" for v in self.prob[i].tolist())
-                        w.writerow([row, col, x, y, *probs, int(pred[i])])
+                        share = "nan" if frac is None else f"{float(frac[i]):.9g}"
+                        w.writerow([row, col, x, y, *probs, share, int(pred[i])])
             os.chmod(tmp, 0o644)
         return path
 
 
-def _grid_from_meta(
-    meta: dict[str, Any], tile_rc: np.ndarray, l0_xy: np.ndarray, prob: np.ndarray, path: Path
-) -> ScoreGrid:
+def _check_meta(meta: Any, path: Path) -> None:
     if not isinstance(meta, dict) or meta.get("format") != SCORE_FORMAT:
         raise ProstateFastError(f"{path}: not a prostate-fast score grid")
-    if meta.get("version") != SCORE_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise ProstateFastError(f"{path}: unsupported score grid version {meta.get('version')!r}")
+
+
+def _grid_from_meta(
+    meta: dict[str, Any],
+    tile_rc: np.ndarray,
+    l0_xy: np.ndarray,
+    prob: np.ndarray,
+    path: Path,
+    tissue: Mapping[str, Any] | None = None,
+) -> ScoreGrid:
+    _check_meta(meta, path)
+    tissue = dict(tissue or {})
+    frac, mask = tissue.get("tissue_fraction"), tissue.get("tissue_mask")
+    tds = meta.get("tissue_downsample") if mask is not None else None
     try:
         return ScoreGrid(
             slide_path=str(meta["slide_path"]),
@@ -261,6 +333,9 @@ def _grid_from_meta(
             model=str(meta["model"]),
             engine=str(meta["engine"]),
             timings={k: float(v) for k, v in meta.get("timings", {}).items()},
+            tissue_fraction=None if frac is None else np.asarray(frac, np.float32).reshape(-1),
+            tissue_mask=None if mask is None else np.asarray(mask, np.bool_),
+            tissue_downsample=None if tds is None else float(tds),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProstateFastError(f"{path}: damaged score grid ({exc})") from exc
@@ -286,28 +361,49 @@ def load_score_grid(path: str | os.PathLike[str]) -> ScoreGrid:
         if kind == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                return _grid_from_meta(meta, z["tile_rc"], z["l0_xy"], z["prob"], path)
+                tissue = {k: z[k] for k in ("tissue_fraction", "tissue_mask") if k in z.files}
+                return _grid_from_meta(meta, z["tile_rc"], z["l0_xy"], z["prob"], path, tissue)
         text = path.read_text(encoding="utf-8")
         first, _, body = text.partition("\n")
         prefix = f"# {SCORE_FORMAT} "
         if not first.startswith(prefix):
             raise ProstateFastError(f"{path}: not a prostate-fast score grid CSV")
         meta = json.loads(first[len(prefix) :])
+        _check_meta(meta, path)
         k = len(meta["classes"])
+        width = 5 + k + (meta["version"] >= 2)  # version 2 added the tissue column
         if body.strip().count("\n") == 0:  # the header only: no tiles
-            data = np.zeros((0, 5 + k))
+            data = np.zeros((0, width))
         else:
             data = np.loadtxt(
                 io.StringIO(body), delimiter=",", skiprows=1, ndmin=2, dtype=np.float64
             )
-        if data.shape[1] != 5 + k:
-            raise ProstateFastError(f"{path}: expected {5 + k} columns, got {data.shape[1]}")
+        if data.shape[1] != width:
+            raise ProstateFastError(f"{path}: expected {width} columns, got {data.shape[1]}")
         rows = data[:, :4].astype(np.int64)
-        return _grid_from_meta(meta, rows[:, :2], rows[:, 2:4], data[:, 4 : 4 + k], path)
+        share = data[:, 4 + k] if width > 5 + k else None
+        tissue = {} if share is None or np.isnan(share).any() else {"tissue_fraction": share}
+        return _grid_from_meta(meta, rows[:, :2], rows[:, 2:4], data[:, 4 : 4 + k], path, tissue)
     except ProstateFastError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise ProstateFastError(f"{path}: damaged score grid ({exc})") from exc
+
+
+def tissue_pixels(
+    mask: np.ndarray, mask_downsample: float, downsample: float, window: tuple[int, int, int, int]
+) -> np.ndarray:
+    """(h, w) bool: which pixels of ``window`` = (x0, y0, w, h) at the tiling level (``downsample``
+    level-0 pixels per pixel) the tissue ``mask`` (``mask_downsample`` level-0 pixels per mask
+    pixel) covers, by the pixel centre's mask pixel (nearest neighbour; clipped at the edges)."""
+    x0, y0, w, h = window
+    rows, cols = mask.shape
+    if rows == 0 or cols == 0:
+        return np.zeros((h, w), np.bool_)
+    scale = float(downsample) / float(mask_downsample)
+    mc = np.floor((np.arange(x0, x0 + w) + 0.5) * scale).astype(np.int64).clip(0, cols - 1)
+    mr = np.floor((np.arange(y0, y0 + h) + 0.5) * scale).astype(np.int64).clip(0, rows - 1)
+    return mask[mr[:, None], mc[None, :]]
 
 
 def check_threshold(key: str, value: Any) -> float:
