@@ -5,10 +5,11 @@ Tissue mask
 :func:`detect_tissue` reads the slide at about 1/32 of level 0 (16 µm per pixel at 20x) and calls
 :func:`tissue_mask_from_rgb`, which works on any RGB image:
 
-1. **Pixel classes** (native kernel, one pass): *dark* pixels (brightest channel < ``DARK_MAX``:
-   black scanner borders, black marker) and *pen* pixels (chroma >= ``PEN_MIN_CHROMA`` and an
-   HSV hue outside the haematoxylin-eosin band ``HE_HUE_RANGE``, 240° to 345°: green, blue, cyan
-   and red ink; eosin pink and haematoxylin purple lie inside) are never tissue.
+1. **Pixel classes**: *dark* pixels (brightest channel < ``DARK_MAX``: black borders and marker)
+   and *pen ink* are never tissue. Ink: chroma >= ``PEN_MIN_CHROMA``, hue outside the usual H&E
+   band ``HE_HUE_RANGE`` (240° to 345°), and either a hue no stain takes (``NEVER_STAIN_HUE``) or
+   flat (``INK_MAX_STD``): bluish H-heavy and red E-heavy stains leave the band too, but nuclei
+   and fibres texture them, while marker ink is flat.
 2. **Score and threshold.** The score is the chroma ``max(R, G, B) - min(R, G, B)``: it ignores
    every grey, so glass, grey scan-area borders, black borders and black ink score near 0 while
    stain scores 20 to 150. The threshold is Otsu's over the other pixels, clipped to
@@ -28,12 +29,9 @@ for a scanner border nor called tissue. ``background="bright"``/``"dark"`` force
 
 White fraction
 --------------
-:func:`white_fraction` gives the share of white pixels of each tile of a batch in one native pass.
-A pixel is white when ``min(R, G, B) >= min_brightness`` and ``max - min <= max_saturation``:
-integer comparisons on the uint8 channels, so the kernel and the plain-Python baseline agree bit
-for bit. Defaults 200 and 18: bare glass in H&E scans is 225 to 245 in every channel with a spread
-under 10; the palest stained tissue (loose stroma, fat septa) spreads 20 or more, and anything
-darker than 200 in some channel is stain, ink or debris.
+:func:`white_fraction`: share of white pixels (``min(R, G, B) >= 200``, ``max - min <= 18``; integer
+tests, so kernel and baseline agree bit for bit) per tile. Bare glass is 225 to 245 with a spread
+under 10; the palest stain (loose stroma, fat septa) spreads 20 or more.
 """
 
 from __future__ import annotations
@@ -76,8 +74,14 @@ DARK_MAX = 60
 DARK_OBJECT_MAX = 110
 #: Pixels with at least this chroma have their hue checked against the H&E band.
 PEN_MIN_CHROMA = 10
-#: Hue band (degrees, HSV) of haematoxylin and eosin; chromatic pixels outside it are pen ink.
+#: Usual hue band (degrees, HSV) of H&E; chromatic pixels outside it may be ink (module docstring).
 HE_HUE_RANGE = (240, 345)
+#: Flat: std of the brightest channel over the stained pixels of the window under this (real pen
+#: tiles: median std under 4; blue-violet H&E pixels in ucsb_breast: over 8 for 90 %).
+INK_WINDOW = 15
+INK_MAX_STD = 6
+#: Hues (degrees) no H&E stain takes, textured or not: yellow, green, cyan (ink, tinted glass).
+NEVER_STAIN_HUE = (30, 180)
 #: Otsu's threshold on chroma is clipped to this range.
 OTSU_RANGE = (10.0, 40.0)
 #: Chroma threshold of ``method="fixed"`` (bright field) when none is given.
@@ -270,7 +274,13 @@ def _score_bright(
         pen_chroma = max(1, min(PEN_MIN_CHROMA, math.ceil(t)))
     lo, hi = HE_HUE_RANGE
     _tissue_cy.classify_pixels(rgb, chroma, cls, DARK_MAX, pen_chroma, lo, hi, reject_pen, threads)
-    valid = cls == 0
+    pen = cls == 2
+    # Textured blue-violet or red (stain of an unusual balance) is tissue after all.
+    if reject_pen and pen.any():
+        hue = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)[..., 0].astype(np.int32) * 360 // 256
+        never = (hue >= NEVER_STAIN_HUE[0]) & (hue <= NEVER_STAIN_HUE[1])
+        pen &= never | _flat(rgb.max(axis=2), (cls != 1) & (chroma >= pen_chroma), INK_WINDOW)
+    valid = (cls == 0) | ((cls == 2) & ~pen)
     # A 3x3 median of the score removes JPEG and sensor speckle on glass at full resolution.
     chroma = cv2.medianBlur(np.where(valid, chroma, 0).astype(np.uint8), 3)
     if method == "otsu":
@@ -283,7 +293,20 @@ def _score_bright(
     seeded = np.zeros(n, bool)
     seeded[lab[weak & (chroma > t)]] = True
     seeded[0] = False
-    return seeded[lab], cls == 2, dark, t
+    return seeded[lab], pen, dark, t
+
+
+def _flat(value: np.ndarray, stained: np.ndarray, size: int) -> np.ndarray:
+    """Pixels whose ``size``-square window's ``stained`` pixels have a ``value`` std under
+    ``INK_MAX_STD`` (window sums of integers < 2**24 in float32: exact, thread-independent)."""
+    import cv2
+
+    v = np.where(stained, value, 0).astype(np.float32)
+    n, s, s2 = (
+        cv2.boxFilter(a, -1, (size, size), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        for a in (stained.astype(np.float32), v, v * v)
+    )
+    return n.astype(np.float64) * s2 - s.astype(np.float64) * s < (INK_MAX_STD * n) ** 2
 
 
 def _score_dark(
@@ -488,17 +511,10 @@ def tissue_mask_from_rgb(
     mask = _drop_components(mask, min_object_px, ink, bright)
     size0 = l0_size or (math.ceil(cols * downsample), math.ceil(rows * downsample))
     labels, regions = _regions(mask, merge_px, float(downsample), mpp, size0)
-    return TissueMask(
-        mask=np.ascontiguousarray(mask),
-        labels=labels,
-        downsample=float(downsample),
-        regions=regions,
-        threshold=float(t),
-        method=method,
-        background=background,
-        slide_name=slide_name,
-        mpp=float(mpp) if mpp else None,
-    )
+    mpp_out = float(mpp) if mpp else None
+    mask = np.ascontiguousarray(mask)
+    args = (labels, float(downsample), regions, float(t), method, background, slide_name, mpp_out)
+    return TissueMask(mask, *args)
 
 
 def _read_low_res(slide: Slide, target: float) -> tuple[np.ndarray, float]:
@@ -568,21 +584,12 @@ def detect_tissue(
     target = DEFAULT_MASK_DOWNSAMPLE if mask_downsample is None else mask_downsample
     rgb, ds = _read_low_res(slide, _check_num("mask_downsample", target, 1.0))
     base_mpp = (slide.mpp[0] + slide.mpp[1]) / 2.0 if slide.mpp else None
+    opts = {"method": method, "threshold": threshold, "reject_pen": reject_pen}
+    opts |= {"min_object_um2": min_object_um2, "min_hole_um2": min_hole_um2, "close_um": close_um}
+    opts |= {"merge_um": merge_um, "background": background, "n_threads": n_threads}
+    mpp, name, size = (base_mpp or 0.5) * ds, slide.name, slide.dimensions
     result = tissue_mask_from_rgb(
-        rgb,
-        mpp=(base_mpp or 0.5) * ds,
-        downsample=ds,
-        method=method,
-        threshold=threshold,
-        min_object_um2=min_object_um2,
-        min_hole_um2=min_hole_um2,
-        close_um=close_um,
-        merge_um=merge_um,
-        reject_pen=reject_pen,
-        background=background,
-        slide_name=slide.name,
-        l0_size=slide.dimensions,
-        n_threads=n_threads,
+        rgb, mpp=mpp, downsample=ds, slide_name=name, l0_size=size, **opts
     )
     if base_mpp is None:  # sizes used 0.5 µm/px; areas in µm² would be made up
         regions = tuple(replace(r, area_um2=None) for r in result.regions)
