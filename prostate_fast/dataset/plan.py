@@ -120,6 +120,7 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         fold=opts.fold,
         lookup=lookup,
         rng=rng,
+        counts={s.slide_name: _kept_counts(s, len(classes), opts) for s in sources},
     )
     plan = DatasetPlan(sources, classes, shares, {}, {}, {})
     for name in opts.split_names():
@@ -130,6 +131,12 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         pos = _select(name, members, classes, opts, balanced, rng, plan.splits)
         plan.jobs[name] = _split_jobs(name, members, pos, classes, patient_of, opts, plan.slides)
     return plan
+
+
+def _kept_counts(src: TableSource, n_classes: int, opts: BuildOptions) -> np.ndarray:
+    """Per-class counts of the slide's tiles that white cleaning keeps for sure (not white)."""
+    keep = src.white_fraction <= opts.white_threshold
+    return np.bincount(src.label[keep], minlength=n_classes)
 
 
 def _check_slide(src: TableSource) -> None:
