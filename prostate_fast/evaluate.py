@@ -55,7 +55,9 @@ import numpy as np
 from ._util import csv_cell
 from .errors import DatasetError
 from .metrics import (
+    MIN_CLASS_TILES,
     Confusion,
+    SmallSplitWarning,
     bootstrap_intervals,
     confusion,
     roc_auc,
@@ -82,14 +84,6 @@ __all__ = [
     "sensitivity_at_specificity",
     "threshold_for_sensitivity",
 ]
-
-
-#: Fewer tiles of a class than this in a reported or calibration split gives a warning.
-MIN_CLASS_TILES = 20
-
-
-class SmallSplitWarning(UserWarning):
-    """A split has too few tiles of a class for a trustworthy AUC, threshold or rate."""
 
 
 def _na(v: float, fmt: str = ".4f") -> str:

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MIN_CLASS_TILES",
     "SELECT_DEFAULT",
     "Confusion",
+    "SmallSplitWarning",
     "bootstrap_intervals",
     "check_select",
     "confusion",
@@ -307,6 +309,15 @@ def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, floor: float = 
         return math.nan
     ok = fpr <= 1.0 - floor + 1e-12
     return float(tpr[ok].max())
+
+
+# -- small splits and bootstrap intervals ---------------------------------------------------------
+#: Fewer tiles of a class than this in a reported or calibration split gives a warning.
+MIN_CLASS_TILES = 20
+
+
+class SmallSplitWarning(UserWarning):
+    """A split has too few tiles of a class for a trustworthy AUC, threshold or rate."""
 
 
 # -- bootstrap intervals --------------------------------------------------------------------------

@@ -301,6 +301,29 @@ def test_assign_splits_folds_grouped_and_stratified(seed: int) -> None:
     assert sorted(val_of) == slides
 
 
+def test_small_split_warning(tables, tmp_path, capsys) -> None:
+    """A val or test split with fewer than 20 tiles of a class is warned about, by name."""
+    from prostate_fast.metrics import SmallSplitWarning
+
+    with pytest.warns(SmallSplitWarning) as caught:
+        s = build_dataset(tables, tmp_path / "d", fractions=(0.5, 0.25, 0.25), seed=3)
+    small = {
+        (name, cls)
+        for name in ("val", "test")
+        for cls, n in zip(s.classes, s.splits[name]["per_class"], strict=True)
+        if n < 20
+    }
+    said = {(m.split("'")[1], m.split("'")[3]) for m in (str(w.message) for w in caught)}
+    assert small and said == small
+    paths = [str(t.save(tmp_path / f"{t.slide_name}.npz")) for t in tables]
+    args = ["dataset", *paths, "-o", str(tmp_path / "cli"), "--white-keep", "0.02"]
+    assert main([*args, "--fractions", "0.5,0.25,0.25", "--seed", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(small) and all(
+        e.startswith("prostate-fast: warning: split") for e in err
+    )
+
+
 def test_reordered_classes_and_a_slide_without_tiles(tables, tmp_path) -> None:
     t1 = tables[1]
     flipped = dataclasses.replace(
