@@ -21,6 +21,20 @@ training, and are re-exported here. :func:`evaluate_predictions` turns predictio
 :class:`Evaluation` (pooled and per slide, as tables and JSON); :func:`evaluate_model` runs an
 exported model (``prostate_fast.train``) on a dataset split, chooses the threshold on val and writes
 the report folder atomically. MXNet is imported only there.
+
+Honest validation (issue 14):
+
+* the threshold is tuned on the calibration split (``val``); reporting another split (``test``)
+  gives an unbiased estimate. Reporting ``val`` itself with the tuned threshold is allowed but
+  labelled "optimistic (tuned on this split)" in the report (text and JSON
+  ``threshold_optimistic``) and warned about;
+* a split (reported or calibration) with fewer than :data:`MIN_CLASS_TILES` tiles of a class
+  gives a :class:`SmallSplitWarning` (``prostate-fast: warning: ...`` in the CLI); AUC and the
+  threshold are "n/a" when a class is absent;
+* the pooled AUC, sensitivity and specificity carry bootstrap 95 % percentile intervals
+  (:func:`~prostate_fast.metrics.bootstrap_intervals`: slides resampled when there are several);
+* ``predictions.csv`` holds full-precision scores (``repr`` of float64: they round-trip), so
+  the AUC recomputed from it equals the reported one exactly.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import csv
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +55,10 @@ import numpy as np
 from ._util import csv_cell
 from .errors import DatasetError
 from .metrics import (
+    MIN_CLASS_TILES,
     Confusion,
+    SmallSplitWarning,
+    bootstrap_intervals,
     confusion,
     roc_auc,
     roc_curve,
@@ -54,8 +72,10 @@ if TYPE_CHECKING:
     from .model import ModelInfo
 
 __all__ = [
+    "MIN_CLASS_TILES",
     "Confusion",
     "Evaluation",
+    "SmallSplitWarning",
     "evaluate_model",
     "evaluate_predictions",
     "roc_auc",
@@ -64,6 +84,32 @@ __all__ = [
     "sensitivity_at_specificity",
     "threshold_for_sensitivity",
 ]
+
+
+def _na(v: float, fmt: str = ".4f") -> str:
+    """``v`` formatted, or "n/a" when it is NaN (a class absent)."""
+    return "n/a" if isinstance(v, float) and math.isnan(v) else format(v, fmt)
+
+
+def _sides(classes: Sequence[str], mask: np.ndarray) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The positive and the negative class names of a positive-class ``mask``."""
+    pos = tuple(c for c, m in zip(classes, mask, strict=True) if m)
+    return pos, tuple(c for c, m in zip(classes, mask, strict=True) if not m)
+
+
+def _class_notes(y: np.ndarray, classes: Sequence[str], mask: np.ndarray, where: str) -> list[str]:
+    """Warnings for a split whose binary truth ``y`` has fewer than MIN_CLASS_TILES of a class."""
+    notes = []
+    pos, neg = ("+".join(side) for side in _sides(classes, mask))
+    for name, n in ((pos, int(np.sum(y))), (neg, int(np.sum(~y)))):
+        if n == 0:
+            notes.append(f"{where} has no {name} tile: AUC and threshold are not available")
+        elif n < MIN_CLASS_TILES:
+            notes.append(
+                f"{where} has only {n} {name} tile(s) (< {MIN_CLASS_TILES}): its AUC, "
+                "threshold and rates are unreliable"
+            )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -81,6 +127,8 @@ class Evaluation:
     negative: tuple[str, ...]
     fpr: np.ndarray = field(repr=False)
     tpr: np.ndarray = field(repr=False)
+    intervals: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def metrics(self) -> dict[str, Any]:
         """Pooled counts, rates, AUC and thresholds."""
@@ -98,10 +146,16 @@ class Evaluation:
                 k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()
             }
 
+        boot = {
+            k: ([None if math.isnan(x) else x for x in v] if isinstance(v, list) else v)
+            for k, v in self.intervals.items()
+        }
         return {
             "positive": list(self.positive),
             "negative": list(self.negative),
             "pooled": clean(self.metrics()),
+            "bootstrap": boot,
+            "warnings": list(self.notes),
             "matrix": self.pooled.matrix().tolist(),
             "per_slide": {
                 s: clean(
@@ -117,20 +171,34 @@ class Evaluation:
 
         def block(title: str, c: Confusion, auc: float) -> str:
             rates = (
-                f"accuracy {c.accuracy:.4f}  sensitivity {c.sensitivity:.4f}  "
-                f"specificity {c.specificity:.4f}  PPV {c.ppv:.4f}  NPV {c.npv:.4f}  AUC {auc:.4f}"
+                f"accuracy {_na(c.accuracy)}  sensitivity {_na(c.sensitivity)}  "
+                f"specificity {_na(c.specificity)}  PPV {_na(c.ppv)}  NPV {_na(c.npv)}  "
+                f"AUC {_na(auc)}"
             )
             return f"{title}\n{c.table(pos, neg)}\n{rates}\n"
 
-        head = (
+        head = "".join(f"warning: {n}\n" for n in self.notes) + (
             f"threshold {self.threshold:.6g} (positive when p({pos}) >= threshold); "
             f"threshold reaching sensitivity {self.target_sensitivity:g} here: "
-            f"{self.threshold_for_target:.6g}\n\n"
+            f"{_na(self.threshold_for_target, '.6g')}\n\n"
         )
-        parts = [block(f"all slides ({self.pooled.n} tiles)", self.pooled, self.auc)]
+        pooled = block(f"all slides ({self.pooled.n} tiles)", self.pooled, self.auc)
+        parts = [pooled + self._interval_line()]
         for s, c in self.per_slide.items():
             parts.append(block(f"slide {s} ({c.n} tiles)", c, self.per_slide_auc[s]))
         return head + "\n".join(parts)
+
+    def _interval_line(self) -> str:
+        """The bootstrap intervals of the pooled AUC, sensitivity and specificity, as text."""
+        b = self.intervals
+        if not b:
+            return ""
+        unit = f"{b['clusters']} slides" if b["unit"] == "slide" else "tiles"
+        names = {"auc": "AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
+        ci = "  ".join(f"{t} [{_na(b[k][0])}, {_na(b[k][1])}]" for k, t in names.items())
+        return (
+            f"{b['level']:.0%} bootstrap interval ({b['replicates']} replicates of {unit}): {ci}\n"
+        )
 
 
 def evaluate_predictions(
@@ -142,6 +210,9 @@ def evaluate_predictions(
     positive: Sequence[str] | str | None = None,
     threshold: float = 0.5,
     target_sensitivity: float = 0.99,
+    split: str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
 ) -> Evaluation:
     """Evaluate tile predictions as a screening test, pooled and per slide.
 
@@ -161,6 +232,13 @@ def evaluate_predictions(
         A tile is test positive when its score is >= ``threshold``.
     target_sensitivity : float
         The evaluation also reports the largest threshold that reaches this sensitivity here.
+    split : str, optional
+        Name of the split, for the warnings.
+    bootstrap : int
+        Bootstrap replicates of the pooled intervals (1000; 0: none), resampling slides when
+        there are several, else tiles (:func:`~prostate_fast.metrics.bootstrap_intervals`).
+    seed : int
+        Seed of the bootstrap (0).
 
     Returns
     -------
@@ -170,6 +248,12 @@ def evaluate_predictions(
     ------
     ValueError
         Mismatched lengths, labels outside the classes, non-finite scores, no tile.
+
+    Warns
+    -----
+    SmallSplitWarning
+        Fewer than :data:`MIN_CLASS_TILES` positive or negative tiles (AUC and the threshold
+        for the target are NaN, "n/a" in the report, when a class is absent).
     """
     y_idx = np.asarray(y_true).ravel()
     if y_idx.size == 0:
@@ -193,6 +277,14 @@ def evaluate_predictions(
         per_auc[str(s)] = roc_auc(y[sel], score[sel])
     fpr, tpr, _ = roc_curve(y, score)
     t_target = threshold_for_sensitivity(y, score, target_sensitivity) if y.any() else math.nan
+    notes = _class_notes(y, classes, mask, f"split {split!r}" if split else "the evaluated set")
+    for note in notes:
+        warnings.warn(note, SmallSplitWarning, stacklevel=2)
+    boot = (
+        bootstrap_intervals(y, score, threshold, slide_arr, n_boot=bootstrap, seed=seed)
+        if bootstrap
+        else {}
+    )
     return Evaluation(
         pooled=confusion(y, test),
         per_slide=per_slide,
@@ -201,10 +293,12 @@ def evaluate_predictions(
         threshold=float(threshold),
         target_sensitivity=float(target_sensitivity),
         threshold_for_target=t_target,
-        positive=tuple(c for c, m in zip(classes, mask, strict=True) if m),
-        negative=tuple(c for c, m in zip(classes, mask, strict=True) if not m),
+        positive=_sides(classes, mask)[0],
+        negative=_sides(classes, mask)[1],
         fpr=fpr,
         tpr=tpr,
+        intervals=boot,
+        notes=tuple(notes),
     )
 
 
@@ -248,7 +342,10 @@ def evaluate_model(
         ``slides.csv``, ``predictions.csv``, ``roc.png``, ``confusion.png``; written atomically.
     threshold : float, optional
         Decision threshold. Default: the threshold reaching ``target_sensitivity`` on the
-        validation split (computed here, running the model on ``val`` too when needed).
+        validation (calibration) split, computed here, running the model on ``val`` too when
+        needed. Evaluating ``val`` itself with it is labelled "optimistic (tuned on this split)"
+        (``threshold_optimistic`` in report.json) and warned about: report ``test`` for an
+        unbiased estimate.
     target_sensitivity : float
         Sensitivity the chosen threshold must reach on the validation split (default 0.99).
     ctx, batch_size, n_threads
@@ -273,7 +370,16 @@ def evaluate_model(
 
     Notes
     -----
-    Cost: one forward pass over the split (and over ``val`` when the threshold is derived).
+    Cost: one forward pass over the split (and over ``val`` when the threshold is derived),
+    and 1,000 bootstrap replicates (O(n) each).
+
+    Warns
+    -----
+    SmallSplitWarning
+        The evaluated split or the calibration split has fewer than :data:`MIN_CLASS_TILES`
+        tiles of a class.
+    UserWarning
+        The threshold is tuned on the split it is reported on (optimistic).
     """
     from .model import read_model_info
     from .train.io import load_exported, predict_split
@@ -298,11 +404,21 @@ def evaluate_model(
         softmax=False,
     )
     labels, prob = run(split)
-    source = "given"
+    source, calibration = "given", None
     if threshold is None:
-        val = (labels, prob) if split == "val" else run("val")
-        threshold = _val_threshold(*val, classes, dataset_dir, target_sensitivity)
-        source = f"sensitivity {target_sensitivity:g} on val"
+        calibration = "val"
+        val = (labels, prob) if split == calibration else run(calibration)
+        threshold = _val_threshold(*val, classes, dataset_dir, target_sensitivity, split)
+        source = f"sensitivity {target_sensitivity:g} on {calibration}"
+    optimistic = calibration == split
+    if optimistic:
+        source += ", optimistic (tuned on this split)"
+        warnings.warn(
+            f"the threshold is tuned on the reported split {split!r}: its sensitivity and "
+            "specificity are optimistic; evaluate --split test for an unbiased estimate",
+            UserWarning,
+            stacklevel=2,
+        )
     slides = _split_slides(dataset_dir, split, labels.size)
     ev = evaluate_predictions(
         labels,
@@ -311,9 +427,11 @@ def evaluate_model(
         classes=classes,
         threshold=threshold,
         target_sensitivity=target_sensitivity,
+        split=split,
     )
     head = {"model": str(model_dir), "dataset": str(dataset_dir), "split": split}
-    head.update(epoch=info.epoch, threshold_source=source)
+    head.update(epoch=info.epoch, threshold_source=source, calibration_split=calibration)
+    head.update(threshold_optimistic=optimistic)
     _write_report(out, ev, head, (labels, prob, slides, classes))
     if write_threshold:
         _store_threshold(model_dir, info, ev, target_sensitivity, source)
@@ -326,9 +444,17 @@ def _val_threshold(
     classes: Sequence[str],
     dataset_dir: Path,
     target_sensitivity: float,
+    reported: str,
 ) -> float:
-    """The threshold reaching ``target_sensitivity`` on the val split's predictions."""
+    """The threshold reaching ``target_sensitivity`` on the val split's predictions.
+
+    Warns (:class:`SmallSplitWarning`) when val, not also the ``reported`` split, is small.
+    """
     y, score = screening_labels(labels, prob, classes)
+    if reported != "val":
+        mask = screening_score(prob, classes)[1]
+        for note in _class_notes(y, classes, mask, "calibration split 'val'"):
+            warnings.warn(note, SmallSplitWarning, stacklevel=3)
     if not y.any():
         raise DatasetError(f"{dataset_dir}: the val split has no positive tile; give --threshold")
     return threshold_for_sensitivity(y, score, target_sensitivity)
@@ -409,15 +535,18 @@ def _write_predictions(
     classes: Sequence[str],
     threshold: float,
 ) -> None:
-    """One row per tile: record, slide, true class, score, test result, class probabilities."""
+    """One row per tile: record, slide, true class, score, test result, class probabilities.
+
+    Numbers are written in full precision (``repr`` of float64, which round-trips).
+    """
     score = screening_score(prob, classes)[0]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["record", "slide", "label", "score", "test_positive", *map(csv_cell, classes)])
         for i in range(labels.size):
             name, label = csv_cell(str(slides[i])), csv_cell(classes[labels[i]])
-            row = [i, name, label, f"{score[i]:.6f}", int(score[i] >= threshold)]
-            w.writerow(row + [f"{p:.6f}" for p in prob[i]])
+            row = [i, name, label, repr(float(score[i])), int(score[i] >= threshold)]
+            w.writerow(row + [repr(float(p)) for p in prob[i]])
 
 
 def _store_threshold(

@@ -11,6 +11,8 @@ on that binary view:
   :func:`roc_auc`, the exact area under it;
 * :func:`threshold_for_sensitivity`: the largest threshold that reaches a target sensitivity,
   read off the ROC curve (the threshold stored in ``model.json``);
+* :func:`bootstrap_intervals`: percentile intervals of AUC, sensitivity and specificity,
+  resampling slides (the cluster) or tiles;
 * :func:`sensitivity_at_specificity` and the model-selection criterion of training
   (:data:`SELECT_DEFAULT`, :func:`check_select`, :func:`validation_metrics`,
   :func:`selection_key`).
@@ -31,8 +33,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MIN_CLASS_TILES",
     "SELECT_DEFAULT",
     "Confusion",
+    "SmallSplitWarning",
+    "bootstrap_intervals",
     "check_select",
     "confusion",
     "roc_auc",
@@ -304,6 +309,114 @@ def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, floor: float = 
         return math.nan
     ok = fpr <= 1.0 - floor + 1e-12
     return float(tpr[ok].max())
+
+
+# -- small splits and bootstrap intervals ---------------------------------------------------------
+#: Fewer tiles of a class than this in a reported or calibration split gives a warning.
+MIN_CLASS_TILES = 20
+
+
+class SmallSplitWarning(UserWarning):
+    """A split has too few tiles of a class for a trustworthy AUC, threshold or rate."""
+
+
+# -- bootstrap intervals --------------------------------------------------------------------------
+def bootstrap_intervals(
+    y: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    clusters: Sequence[object] | np.ndarray | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Bootstrap percentile intervals of AUC, sensitivity and specificity at ``threshold``.
+
+    Parameters
+    ----------
+    y, score : ndarray, shape (n,)
+        Binary truth and screening score (test positive when ``score >= threshold``).
+    threshold : float
+        The decision threshold of sensitivity and specificity.
+    clusters : sequence, optional
+        Cluster (slide) of each tile. With two or more clusters whole clusters are resampled
+        (tiles of one slide are not independent); otherwise tiles are.
+    n_boot : int
+        Replicates (1000).
+    seed : int
+        Seed of ``numpy.random.default_rng``; one seed, one result.
+    level : float
+        Coverage of the two-sided percentile interval (0.95).
+
+    Returns
+    -------
+    dict
+        ``replicates``, ``level``, ``seed``, ``unit`` (``"slide"`` or ``"tile"``), ``clusters``
+        (their number) and ``auc``, ``sensitivity``, ``specificity``: ``[low, high]``, the
+        ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles (NumPy's linear rule) over the
+        replicates where the value is defined; NaN when none is.
+
+    Raises
+    ------
+    ValueError
+        Mismatched lengths, non-finite scores, ``n_boot`` < 1, ``level`` outside (0, 1).
+
+    Notes
+    -----
+    Replicate b draws, from one generator in order, ``k`` cluster indices (``rng.integers(0, k,
+    k)``) or ``n`` tile indices (``rng.integers(0, n, n)``); a tile drawn m times weighs m. The AUC
+    of a replicate is the weighted Mann-Whitney U (ties one half) / (P N), computed from the
+    distinct scores in O(n) per replicate.
+    """
+    y, s = _check_binary(y, score)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if clusters is None:
+        cl = np.zeros(y.size, np.int64)
+    else:
+        names = np.asarray(list(clusters), dtype=object)
+        if names.size != y.size:
+            raise ValueError(f"clusters has {names.size} entries for {y.size} tiles")
+        cl = np.unique(names.astype(str), return_inverse=True)[1].ravel()
+    k = int(cl.max()) + 1 if cl.size else 0
+    values = _bootstrap_values(y, s, s >= threshold, cl, k, n_boot, seed)
+    q = [50 * (1 - level), 50 * (1 + level)]
+    out: dict[str, Any] = {"replicates": n_boot, "level": level, "seed": seed}
+    out.update(unit="slide" if k >= 2 else "tile", clusters=k)
+    for name, v in zip(("auc", "sensitivity", "specificity"), values, strict=True):
+        ok = v[np.isfinite(v)]
+        out[name] = [float(x) for x in np.percentile(ok, q)] if ok.size else [math.nan] * 2
+    return out
+
+
+def _bootstrap_values(
+    y: np.ndarray, s: np.ndarray, test: np.ndarray, cl: np.ndarray, k: int, n_boot: int, seed: int
+) -> np.ndarray:
+    """(3, n_boot) AUC, sensitivity, specificity of the replicates (NaN where undefined)."""
+    rng = np.random.default_rng(seed)
+    n = y.size
+    inv = np.unique(s, return_inverse=True)[1].ravel()
+    m = int(inv.max()) + 1 if n else 0
+    out = np.full((3, n_boot), math.nan)
+    yf, tf = y.astype(np.float64), test.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in range(n_boot):
+            if k >= 2:
+                w = np.bincount(rng.integers(0, k, k), minlength=k)[cl].astype(np.float64)
+            else:
+                w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+            wp, wn = w * yf, w * (1 - yf)
+            p, q = wp.sum(), wn.sum()
+            pos_u = np.bincount(inv, weights=wp, minlength=m)
+            neg_u = np.bincount(inv, weights=wn, minlength=m)
+            below = np.cumsum(neg_u) - neg_u
+            out[0, b] = np.sum(pos_u * (below + 0.5 * neg_u)) / (p * q) if p and q else math.nan
+            out[1, b] = np.dot(wp, tf) / p
+            out[2, b] = np.dot(wn, 1 - tf) / q
+    return out
 
 
 # -- the model-selection criterion of training ----------------------------------------------------

@@ -19,7 +19,13 @@ from prostate_fast.dataset import (
     read_records,
     record_iter,
 )
-from prostate_fast.dataset.selection import apportion, balance_indices, white_keep_mask
+from prostate_fast.dataset.selection import (
+    apportion,
+    assign_splits,
+    balance_indices,
+    stratified_group_folds,
+    white_keep_mask,
+)
 from prostate_fast.errors import DatasetError
 from prostate_fast.label import label_tiles
 from prostate_fast.slide import open_slide
@@ -237,6 +243,85 @@ def test_folds_partition_the_slides(tables, tmp_path) -> None:
         vals.append(set(s.splits["val"]["slides"]))
         assert not vals[-1] & set(s.splits["train"]["slides"])
     assert not vals[0] & vals[1] and len(vals[0] | vals[1]) == N_SLIDES
+
+
+def _fold_counts(counts: dict, of: dict, folds: int) -> np.ndarray:
+    out = np.zeros((folds, len(next(iter(counts.values())))), np.int64)
+    for g, f in of.items():
+        out[f] += counts[g]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_folds_are_stratified_by_class(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    counts = {f"g{i}": [int(rng.integers(0, 40)), int(rng.integers(0, 10))] for i in range(40)}
+    of = stratified_group_folds(counts, 5)
+    assert set(of) == set(counts) and set(of.values()) == set(range(5))
+    per_fold = _fold_counts(counts, of, 5)
+    share = per_fold / per_fold.sum(axis=0)
+    assert np.all(per_fold > 0) and np.abs(share - 0.2).max() < 0.05
+    assert stratified_group_folds(counts, 5) == of  # deterministic
+
+
+def test_rare_class_reaches_every_fold() -> None:
+    """One benign tile in each of three slides: each of three folds gets one (issue 14)."""
+    counts = {f"s{i}": [0, 50 + i] for i in range(9)} | {f"b{i}": [1, 40] for i in range(3)}
+    for folds in (2, 3):
+        per_fold = _fold_counts(counts, stratified_group_folds(counts, folds), folds)
+        assert np.all(per_fold > 0) and per_fold[:, 0].max() - per_fold[:, 0].min() <= 1
+    with pytest.raises(ValueError, match="folds"):
+        stratified_group_folds(counts, 13)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assign_splits_folds_grouped_and_stratified(seed: int) -> None:
+    """Two benign-only slides of one patient each, four cancer slides: every val fold has
+    benign tiles, a patient's slides stay together, and each slide is val exactly once."""
+    slides = ["b0", "b1", "c0", "c1", "c2", "c3"]
+    patient = {"b0": "P0", "b1": "P1", "c0": "P2", "c1": "P2", "c2": "P3", "c3": "P4"}
+    counts = {s: [100, 0] if s[0] == "b" else [0, 60] for s in slides}
+    val_of = {}
+    for fold in range(2):
+        a = assign_splits(
+            slides,
+            patient,
+            split=None,
+            fractions=(0.8, 0.2),
+            folds=2,
+            fold=fold,
+            lookup={s: s for s in slides},
+            rng=np.random.default_rng(seed),
+            counts=counts,
+        )
+        val = [s for s in slides if a[s] == "val"]
+        assert any(s[0] == "b" for s in val) and any(s[0] == "c" for s in val)
+        assert a["c0"] == a["c1"]
+        val_of.update({s: fold for s in val})
+    assert sorted(val_of) == slides
+
+
+def test_small_split_warning(tables, tmp_path, capsys) -> None:
+    """A val or test split with fewer than 20 tiles of a class is warned about, by name."""
+    from prostate_fast.metrics import SmallSplitWarning
+
+    with pytest.warns(SmallSplitWarning) as caught:
+        s = build_dataset(tables, tmp_path / "d", fractions=(0.5, 0.25, 0.25), seed=3)
+    small = {
+        (name, cls)
+        for name in ("val", "test")
+        for cls, n in zip(s.classes, s.splits[name]["per_class"], strict=True)
+        if n < 20
+    }
+    said = {(m.split("'")[1], m.split("'")[3]) for m in (str(w.message) for w in caught)}
+    assert small and said == small
+    paths = [str(t.save(tmp_path / f"{t.slide_name}.npz")) for t in tables]
+    args = ["dataset", *paths, "-o", str(tmp_path / "cli"), "--white-keep", "0.02"]
+    assert main([*args, "--fractions", "0.5,0.25,0.25", "--seed", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(small) and all(
+        e.startswith("prostate-fast: warning: split") for e in err
+    )
 
 
 def test_reordered_classes_and_a_slide_without_tiles(tables, tmp_path) -> None:

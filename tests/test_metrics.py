@@ -17,6 +17,7 @@ import pytest
 from prostate_fast.metrics import (
     SELECT_DEFAULT,
     Confusion,
+    bootstrap_intervals,
     check_select,
     confusion,
     roc_auc,
@@ -267,3 +268,59 @@ def test_import_is_light() -> None:
         "assert 'sklearn' not in sys.modules and 'mxnet' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- bootstrap intervals ------------------------------------------------------------------------
+def _ref_bootstrap(y, s, thr, clusters, n_boot, seed, level=0.95):
+    """Resample by building the replicate explicitly (whole slides or tiles), brute-force AUC."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(clusters)) if clusters is not None else []
+    vals = {"auc": [], "sensitivity": [], "specificity": []}
+    for _ in range(n_boot):
+        if len(names) >= 2:
+            drawn = rng.integers(0, len(names), len(names))
+            idx = np.concatenate([np.flatnonzero(clusters == names[d]) for d in drawn])
+        else:
+            idx = rng.integers(0, y.size, y.size)
+        yy, ss = y[idx], s[idx]
+        pos, neg = ss[yy], ss[~yy]
+        if pos.size and neg.size:
+            d = pos[:, None] - neg[None, :]
+            vals["auc"].append(((d > 0) + 0.5 * (d == 0)).mean())
+        if pos.size:
+            vals["sensitivity"].append((pos >= thr).mean())
+        if neg.size:
+            vals["specificity"].append((neg < thr).mean())
+    q = [50 * (1 - level), 50 * (1 + level)]
+    return {k: np.percentile(v, q) for k, v in vals.items()}
+
+
+@pytest.mark.parametrize("by_slide", [False, True])
+def test_bootstrap_intervals_match_explicit_resampling(by_slide: bool) -> None:
+    rng = np.random.default_rng(7)
+    y = rng.random(120) < 0.4
+    s = np.round(np.clip(0.3 * y + rng.random(120) * 0.7, 0, 1), 2)  # ties included
+    clusters = np.array(["a", "b", "c", "d", "e"])[rng.integers(0, 5, 120)] if by_slide else None
+    got = bootstrap_intervals(y, s, 0.5, clusters, n_boot=200, seed=3)
+    ref = _ref_bootstrap(y, s, 0.5, clusters, 200, 3)
+    assert got["unit"] == ("slide" if by_slide else "tile") and got["replicates"] == 200
+    for key in ("auc", "sensitivity", "specificity"):
+        assert got[key] == pytest.approx(list(ref[key]), abs=1e-12)
+        assert got[key][0] <= got[key][1]
+    assert got["auc"][0] <= roc_auc(y, s) <= got["auc"][1]
+
+
+def test_bootstrap_intervals_deterministic_and_errors() -> None:
+    rng = np.random.default_rng(1)
+    y, s = rng.random(60) < 0.5, rng.random(60)
+    a = bootstrap_intervals(y, s, 0.5, seed=4)
+    assert a == bootstrap_intervals(y, s, 0.5, seed=4) and a["replicates"] == 1000
+    assert a != bootstrap_intervals(y, s, 0.5, seed=5)
+    one = bootstrap_intervals(np.ones(10, bool), s[:10], 0.5, n_boot=50)
+    assert all(math.isnan(v) for v in one["auc"]) and all(math.isnan(v) for v in one["specificity"])
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_intervals(y, s, 0.5, n_boot=0)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_intervals(y, s, 0.5, level=1.0)
+    with pytest.raises(ValueError, match="clusters"):
+        bootstrap_intervals(y, s, 0.5, ["a"])

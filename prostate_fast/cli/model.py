@@ -237,7 +237,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="decision threshold (default: reach --target-sensitivity on val)",
+        help="decision threshold (default: reach --target-sensitivity on val, the calibration "
+        "split; reported on val itself it is labelled optimistic)",
     )
     p.add_argument(
         "--target-sensitivity",
@@ -248,7 +249,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--write-threshold",
         action="store_true",
-        help="store the threshold in model.json (read by predict)",
+        help="store the threshold in model.json (read by predict); it is tuned on val, "
+        "so use --split test for an unbiased report",
     )
     p.add_argument("--ctx", default="cpu", help="cpu (default) or gpu(N)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="tiles per batch (64)")
@@ -258,21 +260,30 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import warnings
+
     from ..evaluate import evaluate_model
 
-    ev = evaluate_model(
-        args.model,
-        args.dataset,
-        args.split,
-        out_dir=args.out,
-        threshold=args.threshold,
-        target_sensitivity=args.target_sensitivity,
-        ctx=args.ctx,
-        batch_size=args.batch_size,
-        n_threads=args.threads,
-        write_threshold=args.write_threshold,
-        overwrite=args.overwrite,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        ev = evaluate_model(
+            args.model,
+            args.dataset,
+            args.split,
+            out_dir=args.out,
+            threshold=args.threshold,
+            target_sensitivity=args.target_sensitivity,
+            ctx=args.ctx,
+            batch_size=args.batch_size,
+            n_threads=args.threads,
+            write_threshold=args.write_threshold,
+            overwrite=args.overwrite,
+        )
+    for w in caught:  # small splits, optimistic threshold; an error says it alone
+        if issubclass(w.category, UserWarning):
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(ev.report())
     out = args.out or args.model / f"evaluation-{args.split}"
     print(f"wrote:     {out}")

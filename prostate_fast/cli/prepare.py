@@ -351,14 +351,33 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from ..dataset import WHITE_THRESHOLD, build_dataset
+    import warnings
 
     split = {}
     if args.val_slides:
         split["val"] = args.val_slides
     if args.test_slides:
         split["test"] = args.test_slides
-    summary = build_dataset(
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        summary = _build(args, split)
+    for w in caught:  # splits too small for a trustworthy AUC or threshold
+        if issubclass(w.category, UserWarning):
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary.format())
+    return 0
+
+
+def _build(args: argparse.Namespace, split: dict[str, Any]) -> Any:
+    """``build_dataset`` with the ``dataset`` command's arguments."""
+    from ..dataset import WHITE_THRESHOLD, build_dataset
+
+    return build_dataset(
         args.tables,
         args.out,
         white_threshold=WHITE_THRESHOLD if args.white_threshold is None else args.white_threshold,
@@ -377,8 +396,3 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         overwrite=args.overwrite,
     )
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        print(summary.format())
-    return 0

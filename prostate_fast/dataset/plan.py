@@ -11,6 +11,7 @@ select (:mod:`.selection`, one seeded generator drawn in a fixed order). The res
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..metrics import MIN_CLASS_TILES, SmallSplitWarning
 from .reading import TableSource, load_tables
 from .records import TileJob
 from .selection import (
@@ -97,6 +99,11 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         empty selection, a split left empty, a patient in two splits.
     ValueError
         A bad ``balance`` or ``split`` argument.
+
+    Warns
+    -----
+    SmallSplitWarning
+        A val or test split with fewer than 20 tiles of a class.
     """
     sources, classes = load_tables(tables)
     shares = parse_balance(opts.balance, classes)
@@ -120,6 +127,7 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         fold=opts.fold,
         lookup=lookup,
         rng=rng,
+        counts={s.slide_name: _kept_counts(s, len(classes), opts) for s in sources},
     )
     plan = DatasetPlan(sources, classes, shares, {}, {}, {})
     for name in opts.split_names():
@@ -130,6 +138,12 @@ def make_plan(tables: Sequence[Any], opts: BuildOptions) -> DatasetPlan:
         pos = _select(name, members, classes, opts, balanced, rng, plan.splits)
         plan.jobs[name] = _split_jobs(name, members, pos, classes, patient_of, opts, plan.slides)
     return plan
+
+
+def _kept_counts(src: TableSource, n_classes: int, opts: BuildOptions) -> np.ndarray:
+    """Per-class counts of the slide's tiles that white cleaning keeps for sure (not white)."""
+    keep = src.white_fraction <= opts.white_threshold
+    return np.bincount(src.label[keep], minlength=n_classes)
 
 
 def _check_slide(src: TableSource) -> None:
@@ -199,9 +213,18 @@ def _select(
         raise DatasetError(
             f"{origins(members)}: split {name!r} is empty after white cleaning and balancing"
         )
+    per_class = np.bincount(labels[pos], minlength=n_cls)
+    for c in np.flatnonzero(per_class < MIN_CLASS_TILES) if name != "train" else []:
+        warnings.warn(
+            f"split {name!r} has only {per_class[c]} {classes[c]!r} tile(s) "
+            f"(< {MIN_CLASS_TILES}): an AUC or threshold on it is unreliable "
+            f"(slides {', '.join(s.slide_name for s in members)})",
+            SmallSplitWarning,
+            stacklevel=2,
+        )
     split_info[name] = {
         "records": int(len(pos)),
-        "per_class": [int(v) for v in np.bincount(labels[pos], minlength=n_cls)],
+        "per_class": [int(v) for v in per_class],
         "slides": [s.slide_name for s in members],
         "white_tiles": int(white.sum()),
         "white_kept": int(kept_white),

@@ -3,6 +3,10 @@
 Every random choice draws from one ``numpy.random.Generator`` passed in by the caller, in a fixed
 order (split assignment, then per split in the order train, val, test: white tiles kept, then
 class undersampling), over slides in sorted order, so one seed gives one dataset.
+
+Folds (:func:`stratified_group_folds`) are grouped and stratified: whole patients (or slides)
+go to one fold, dealt so that every fold's class counts come as close as they can to an equal
+share of each class.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "check_build_args",
     "parse_balance",
     "read_patients",
+    "stratified_group_folds",
     "white_keep_mask",
 ]
 
@@ -227,13 +232,16 @@ def assign_splits(
     fold: int | None,
     lookup: Mapping[str, str],
     rng: np.random.Generator,
+    counts: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, str]:
     """Slide → split name. Patients (or slides, without a mapping) never straddle two splits.
 
     Explicit ``split`` lists fix their slides; slides not listed go to ``train`` unless ``folds``
     is given, in which case ``split`` may only name ``test`` slides and the others are dealt into
-    folds (fold ``fold`` is ``val``). Without lists, groups are shuffled and dealt by
-    ``fractions`` (train, val[, test]), each split getting at least one group.
+    folds (fold ``fold`` is ``val``) by :func:`stratified_group_folds` on the per-class tile
+    ``counts`` of each slide (no counts: by size only, one tile per slide). Without lists, groups
+    are shuffled and dealt by ``fractions`` (train, val[, test]), each split getting at least one
+    group.
     """
     fixed = _listed(split, folds, lookup)
     free = [s for s in slides if s not in fixed]
@@ -254,7 +262,11 @@ def assign_splits(
     names = sorted(groups)
     if names:
         order = [names[i] for i in rng.permutation(len(names))]
-        for g, name in _deal(order, folds, fold, fractions).items():
+        g_counts = {
+            g: np.sum([np.asarray((counts or {}).get(s, [1]), np.int64) for s in groups[g]], 0)
+            for g in order
+        }
+        for g, name in _deal(order, folds, fold, fractions, g_counts).items():
             for s in groups[g]:
                 assign[s] = name
     by_patient: dict[str, set[str]] = {}
@@ -287,7 +299,11 @@ def _listed(
 
 
 def _deal(
-    order: Sequence[str], folds: int | None, fold: int | None, fractions: Sequence[float]
+    order: Sequence[str],
+    folds: int | None,
+    fold: int | None,
+    fractions: Sequence[float],
+    counts: Mapping[str, np.ndarray],
 ) -> dict[str, str]:
     """Group (patient or slide, in shuffled ``order``) → split: by folds, else by fractions."""
     out: dict[str, str] = {}
@@ -296,9 +312,8 @@ def _deal(
             raise DatasetError(
                 f"{folds} folds need at least {folds} slides or patients, got {len(order)}"
             )
-        parts = np.array_split(np.arange(len(order)), folds)
-        val = set(parts[int(fold or 0)].tolist())
-        return {g: "val" if i in val else "train" for i, g in enumerate(order)}
+        of = stratified_group_folds({g: counts[g] for g in order}, folds)
+        return {g: "val" if of[g] == int(fold or 0) else "train" for g in order}
     split_names = SPLIT_NAMES[: len(fractions)]
     if len(order) < len(fractions):
         raise DatasetError(
@@ -310,4 +325,56 @@ def _deal(
         for g in order[start : start + count]:
             out[g] = name
         start += count
+    return out
+
+
+def stratified_group_folds(counts: Mapping[str, Sequence[int]], folds: int) -> dict[str, int]:
+    """Group → fold in ``range(folds)``: whole groups, class counts per fold as even as can be.
+
+    Parameters
+    ----------
+    counts : mapping of str to sequence of int
+        Per-class tile counts of each group (patient or slide), all of one length. The mapping's
+        order breaks ties (shuffle it first for a seeded deal).
+    folds : int
+        Number of folds, at most the number of groups.
+
+    Returns
+    -------
+    dict
+        Group → fold index. Every fold gets at least one group.
+
+    Raises
+    ------
+    ValueError
+        ``folds`` < 2 or more folds than groups.
+
+    Notes
+    -----
+    Greedy: groups, largest first (stable, so equal sizes keep the given order), each go to the
+    fold where adding them least increases ``sum over folds and classes of ((n_fc - T_c) /
+    T_c)^2``, with ``T_c`` the class's total divided by ``folds``; ties go to the fold with fewer
+    tiles, then the lower index. A fold still empty when as many groups are left as empty folds
+    takes the next group. A class rarer than ``folds`` groups cannot reach every fold.
+    """
+    names = list(counts)
+    if folds < 2 or folds > len(names):
+        raise ValueError(f"folds must be in [2, {len(names)}] for {len(names)} groups, got {folds}")
+    c = np.array([np.asarray(counts[g], np.float64) for g in names]).reshape(len(names), -1)
+    target = c.sum(axis=0) / folds
+    weight = np.where(target > 0, 1.0 / np.maximum(target, 1e-300) ** 2, 0.0)
+    fold_c = np.zeros((folds, c.shape[1]))
+    n_groups = np.zeros(folds, np.int64)
+    out: dict[str, int] = {}
+    for k, i in enumerate(np.argsort(-c.sum(axis=1), kind="stable")):
+        empty = np.flatnonzero(n_groups == 0)
+        if len(names) - k <= len(empty):
+            f = int(empty[0])
+        else:
+            after = ((fold_c + c[i] - target) ** 2 - (fold_c - target) ** 2) @ weight
+            key = np.lexsort((np.arange(folds), fold_c.sum(axis=1), np.round(after, 12)))
+            f = int(key[0])
+        fold_c[f] += c[i]
+        n_groups[f] += 1
+        out[names[i]] = f
     return out
