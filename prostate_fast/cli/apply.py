@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from .common import (
     _engines,
     _no_tissue,
     _positive_int,
+    _print_warnings,
+    _recorded_warnings,
     _save_all,
     _screening_options,
     _threshold_pair,
@@ -118,8 +119,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
     options = _screening_options(args)
     progress = _predict_progress if args.progress else None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _recorded_warnings() as caught:
         grid = predict_slide(
             args.model,
             args.slide,
@@ -130,11 +130,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if len(grid) == 0:
         raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
     _save_all([lambda out=out: grid.save(out, overwrite=args.overwrite) for out in outs], outs)
-    for w in caught:  # unverified scale, unknown domain, dark field; an error says it alone
-        if issubclass(w.category, UserWarning):
-            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _print_warnings(caught)  # unverified scale, unknown domain, dark field; an error says it alone
     t = grid.timings
     thr = ", ".join(f"{k} >= {v:g}" for k, v in grid.thresholds.items())
     rows, cols = grid.grid_shape

@@ -8,9 +8,11 @@ Also the one place that turns parsed arguments into a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +60,26 @@ def _no_tissue(slide: Path, n_tiles: int, min_tissue: float | None = None) -> Pr
         f"{slide}: no tissue found (0 of {n_tiles} tiles are at least {min_tissue:.0%} "
         "tissue); nothing written"
     )
+
+
+@contextlib.contextmanager
+def _recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record the block's warnings (every UserWarning, repeats too) for :func:`_print_warnings`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield caught
+
+
+def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Print recorded UserWarnings as ``prostate-fast: warning:`` lines; re-issue the others.
+
+    Called once the command has succeeded: a failing command prints its one error line alone.
+    """
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _save_all(writers: Sequence[Callable[[], object]], paths: Sequence[Path]) -> None:

@@ -9,7 +9,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import _class_weights_arg, _int_list, _positive_float, _positive_int
+from .common import (
+    _class_weights_arg,
+    _int_list,
+    _positive_float,
+    _positive_int,
+    _print_warnings,
+    _recorded_warnings,
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -260,12 +267,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import warnings
 
     from ..evaluate import evaluate_model
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _recorded_warnings() as caught:
         ev = evaluate_model(
             args.model,
             args.dataset,
@@ -279,11 +284,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             write_threshold=args.write_threshold,
             overwrite=args.overwrite,
         )
-    for w in caught:  # small splits, optimistic threshold; an error says it alone
-        if issubclass(w.category, UserWarning):
-            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _print_warnings(caught)  # small splits, optimistic threshold; an error says it alone
     print(ev.report())
     out = args.out or args.model / f"evaluation-{args.split}"
     print(f"wrote:     {out}")

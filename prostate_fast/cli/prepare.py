@@ -18,6 +18,8 @@ from .common import (
     _no_tissue,
     _positive_float,
     _positive_int,
+    _print_warnings,
+    _recorded_warnings,
     _region_ids,
     _save_all,
     _share,
@@ -258,7 +260,6 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    import warnings
 
     from ..label import ClassMap, label_tiles
     from ..slide import open_slide
@@ -287,8 +288,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
             grid = build_grid(slide, tile_size=args.tile_size, stride=args.stride, **scale)
             if len(grid) == 0:
                 raise _no_tissue(args.slide, grid.grid_shape[0] * grid.grid_shape[1])
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
+        with _recorded_warnings() as caught:
             table = label_tiles(
                 slide,
                 annotation,
@@ -302,11 +302,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
                 n_threads=args.threads,
             )
     table.save(args.out, overwrite=args.overwrite)
-    for w in caught:  # a painted copy that does not register, or a colour no class has
-        if issubclass(w.category, UserWarning):
-            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _print_warnings(caught)  # a painted copy that does not register, or a colour no class has
     counts = ", ".join(f"{name} {n}" for name, n in table.counts().items())
     print(f"{len(table)} tiles of {slide.name}: {counts} -> {args.out}")
     return 0
@@ -351,21 +347,15 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    import warnings
 
     split = {}
     if args.val_slides:
         split["val"] = args.val_slides
     if args.test_slides:
         split["test"] = args.test_slides
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _recorded_warnings() as caught:
         summary = _build(args, split)
-    for w in caught:  # splits too small for a trustworthy AUC or threshold
-        if issubclass(w.category, UserWarning):
-            print(f"prostate-fast: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _print_warnings(caught)  # splits too small for a trustworthy AUC or threshold
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
