@@ -325,6 +325,8 @@ def _npz_ours(path: Path) -> bool:
     return (isinstance(fmt, str) and fmt.startswith("prostate-fast")) or label_table
 
 
+#: The names in a training run's work folder (``MODEL.partial``: state.json, train.log, ...).
+_TRAINING = ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png")
 #: Folder outputs: manifest file, its "format" (None: only its presence), the names inside.
 _FOLDERS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "dataset.json": ("prostate-fast-dataset", ("*.json", "*.rec", "*.idx", "*.lst", "*.csv")),
@@ -332,11 +334,8 @@ _FOLDERS: dict[str, tuple[str | None, tuple[str, ...]]] = {
         "prostate-fast-model",
         ("*.json", "*.params", "*.states", "*.log", "*.png", "*.onnx", "*.txt", "*.csv", ".*.part"),
     ),
-    "state.json": (
-        None,
-        ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png"),
-    ),
-    "train.log": (None, ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png")),
+    "state.json": (None, _TRAINING),
+    "train.log": (None, _TRAINING),
     ".prostate-fast-demo": (None, (".prostate-fast-demo",)),
 }
 
