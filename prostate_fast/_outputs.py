@@ -93,11 +93,12 @@ def command_inputs(paths: Iterable[object]) -> Iterator[None]:
         _INPUTS.reset(token)
 
 
-def _input_clash(out: Path) -> Path | None:
-    """The declared input that ``out`` (an existing path) is, contains or lies in, else None.
+def _input_clash(out: Path) -> tuple[Path, str] | None:
+    """The declared input that ``out`` (an existing path) is, holds or lies inside, else None.
 
-    Same file by inode (hard link) or real path (symlink, ``..``); a folder holding an input; a
-    path inside an input folder (part of that input).
+    Returned with that relation: ``"is"`` (same file by inode, a hard link, or by real path, a
+    symlink or ``..``), ``"holds"`` (a folder holding an input) or ``"is inside"`` (a path inside
+    an input folder, part of that input).
     """
     real_out = Path(os.path.realpath(out))
     for inp in _INPUTS.get():
@@ -105,10 +106,14 @@ def _input_clash(out: Path) -> Path | None:
             continue
         with contextlib.suppress(OSError):
             if os.path.samefile(inp, out):
-                return inp
+                return inp, "is"
         real_in = Path(os.path.realpath(inp))
-        if real_in == real_out or real_out in real_in.parents or real_in in real_out.parents:
-            return inp
+        if real_in == real_out:
+            return inp, "is"
+        if real_out in real_in.parents:
+            return inp, "holds"
+        if real_in in real_out.parents:
+            return inp, "is inside"
     return None
 
 
@@ -132,12 +137,8 @@ def check_replaceable(
         return
     clash = _input_clash(out)
     if clash is not None:
-        real_in, real_out = Path(os.path.realpath(clash)), Path(os.path.realpath(out))
-        what = "holds" if real_out in real_in.parents else "is"
-        what = "is inside" if real_in in real_out.parents else what
-        raise OutputError(
-            f"{out}: {what} an input of this command ({clash}); choose another output"
-        )
+        inp, what = clash
+        raise OutputError(f"{out}: {what} an input of this command ({inp}); choose another output")
     if folder and out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
         return  # an empty folder is filled, nothing is lost
     if not overwrite:
@@ -324,6 +325,8 @@ def _npz_ours(path: Path) -> bool:
     return (isinstance(fmt, str) and fmt.startswith("prostate-fast")) or label_table
 
 
+#: The names in a training run's work folder (``MODEL.partial``: state.json, train.log, ...).
+_TRAINING = ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png")
 #: Folder outputs: manifest file, its "format" (None: only its presence), the names inside.
 _FOLDERS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "dataset.json": ("prostate-fast-dataset", ("*.json", "*.rec", "*.idx", "*.lst", "*.csv")),
@@ -331,11 +334,8 @@ _FOLDERS: dict[str, tuple[str | None, tuple[str, ...]]] = {
         "prostate-fast-model",
         ("*.json", "*.params", "*.states", "*.log", "*.png", "*.onnx", "*.txt", "*.csv", ".*.part"),
     ),
-    "state.json": (
-        None,
-        ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png"),
-    ),
-    "train.log": (None, ("*.json", "*.params", "*.states", "*.log", "log.csv", ".*.part", "*.png")),
+    "state.json": (None, _TRAINING),
+    "train.log": (None, _TRAINING),
     ".prostate-fast-demo": (None, (".prostate-fast-demo",)),
 }
 
