@@ -285,6 +285,7 @@ def evaluate_predictions(
         if bootstrap
         else {}
     )
+    positive, negative = _sides(classes, mask)
     return Evaluation(
         pooled=confusion(y, test),
         per_slide=per_slide,
@@ -293,8 +294,8 @@ def evaluate_predictions(
         threshold=float(threshold),
         target_sensitivity=float(target_sensitivity),
         threshold_for_target=t_target,
-        positive=_sides(classes, mask)[0],
-        negative=_sides(classes, mask)[1],
+        positive=positive,
+        negative=negative,
         fpr=fpr,
         tpr=tpr,
         intervals=boot,

@@ -199,21 +199,20 @@ def _select(
     white = np.concatenate([s.white_fraction for s in members]) > opts.white_threshold
     keep, kept_white = white_keep_mask(white, opts.white_keep, rng)
     pos = np.flatnonzero(keep)
+    per_class = np.bincount(labels[pos], minlength=n_cls)
     if shares is not None:
-        counts = np.bincount(labels[pos], minlength=n_cls)
-        short = [classes[c] for c in range(n_cls) if shares[c] > 0 and counts[c] == 0]
+        short = [classes[c] for c in range(n_cls) if shares[c] > 0 and per_class[c] == 0]
         if short:
             raise DatasetError(
                 f"split {name!r} has no {', '.join(map(repr, short))} tile to balance "
                 f"{opts.balance!r} (slides {', '.join(s.slide_name for s in members)})"
             )
-        sub, _ = balance_indices(labels[pos], shares, rng)
+        sub, per_class = balance_indices(labels[pos], shares, rng)  # the counts it kept
         pos = pos[sub]
     if len(pos) == 0:
         raise DatasetError(
             f"{origins(members)}: split {name!r} is empty after white cleaning and balancing"
         )
-    per_class = np.bincount(labels[pos], minlength=n_cls)
     for c in np.flatnonzero(per_class < MIN_CLASS_TILES) if name != "train" else []:
         warnings.warn(
             f"split {name!r} has only {per_class[c]} {classes[c]!r} tile(s) "
