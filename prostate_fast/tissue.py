@@ -511,10 +511,17 @@ def tissue_mask_from_rgb(
     mask = _drop_components(mask, min_object_px, ink, bright)
     size0 = l0_size or (math.ceil(cols * downsample), math.ceil(rows * downsample))
     labels, regions = _regions(mask, merge_px, float(downsample), mpp, size0)
-    mpp_out = float(mpp) if mpp else None
-    mask = np.ascontiguousarray(mask)
-    args = (labels, float(downsample), regions, float(t), method, background, slide_name, mpp_out)
-    return TissueMask(mask, *args)
+    return TissueMask(
+        mask=np.ascontiguousarray(mask),
+        labels=labels,
+        downsample=float(downsample),
+        regions=regions,
+        threshold=float(t),
+        method=method,
+        background=background,
+        slide_name=slide_name,
+        mpp=float(mpp) if mpp else None,
+    )
 
 
 def detect_tissue(
@@ -563,12 +570,21 @@ def detect_tissue(
     target = DEFAULT_MASK_DOWNSAMPLE if mask_downsample is None else mask_downsample
     rgb, ds = slide.read_low_res(_check_num("mask_downsample", target, 1.0))
     base_mpp = (slide.mpp[0] + slide.mpp[1]) / 2.0 if slide.mpp else None
-    opts = {"method": method, "threshold": threshold, "reject_pen": reject_pen}
-    opts |= {"min_object_um2": min_object_um2, "min_hole_um2": min_hole_um2, "close_um": close_um}
-    opts |= {"merge_um": merge_um, "background": background, "n_threads": n_threads}
-    mpp, name, size = (base_mpp or 0.5) * ds, slide.name, slide.dimensions
     result = tissue_mask_from_rgb(
-        rgb, mpp=mpp, downsample=ds, slide_name=name, l0_size=size, **opts
+        rgb,
+        mpp=(base_mpp or 0.5) * ds,
+        downsample=ds,
+        method=method,
+        threshold=threshold,
+        min_object_um2=min_object_um2,
+        min_hole_um2=min_hole_um2,
+        close_um=close_um,
+        merge_um=merge_um,
+        reject_pen=reject_pen,
+        background=background,
+        slide_name=slide.name,
+        l0_size=slide.dimensions,
+        n_threads=n_threads,
     )
     if base_mpp is None:  # sizes used 0.5 µm/px; areas in µm² would be made up
         regions = tuple(replace(r, area_um2=None) for r in result.regions)
