@@ -511,31 +511,17 @@ def tissue_mask_from_rgb(
     mask = _drop_components(mask, min_object_px, ink, bright)
     size0 = l0_size or (math.ceil(cols * downsample), math.ceil(rows * downsample))
     labels, regions = _regions(mask, merge_px, float(downsample), mpp, size0)
-    mpp_out = float(mpp) if mpp else None
-    mask = np.ascontiguousarray(mask)
-    args = (labels, float(downsample), regions, float(t), method, background, slide_name, mpp_out)
-    return TissueMask(mask, *args)
-
-
-def _read_low_res(slide: Slide, target: float) -> tuple[np.ndarray, float]:
-    """The slide at ``level_downsample * k`` ~ ``target``, read in bands, block-mean shrunk by k."""
-    import cv2
-
-    level = slide.best_level_for_downsample(target)
-    lds = slide.level_downsamples[level]
-    k = max(1, int(round(target / lds)))
-    lw, lh = slide.level_dimensions[level]
-    mw, mh = -(-lw // k), -(-lh // k)
-    out = np.empty((mh, mw, 3), np.uint8)
-    band = max(1, (16 << 20) // (mw * k * k))
-    for r0 in range(0, mh, band):
-        r1 = min(mh, r0 + band)
-        l0_y = math.ceil(r0 * k * lds) if level else r0 * k
-        img = slide.read_region((0, l0_y), level, (mw * k, (r1 - r0) * k))
-        if k > 1:
-            img = cv2.resize(img, (mw, r1 - r0), interpolation=cv2.INTER_AREA)
-        out[r0:r1] = img
-    return out, lds * k
+    return TissueMask(
+        mask=np.ascontiguousarray(mask),
+        labels=labels,
+        downsample=float(downsample),
+        regions=regions,
+        threshold=float(t),
+        method=method,
+        background=background,
+        slide_name=slide_name,
+        mpp=float(mpp) if mpp else None,
+    )
 
 
 def detect_tissue(
@@ -582,14 +568,23 @@ def detect_tissue(
     Reading the low-resolution level dominates the cost; memory stays under ~50 MB.
     """
     target = DEFAULT_MASK_DOWNSAMPLE if mask_downsample is None else mask_downsample
-    rgb, ds = _read_low_res(slide, _check_num("mask_downsample", target, 1.0))
+    rgb, ds = slide.read_low_res(_check_num("mask_downsample", target, 1.0))
     base_mpp = (slide.mpp[0] + slide.mpp[1]) / 2.0 if slide.mpp else None
-    opts = {"method": method, "threshold": threshold, "reject_pen": reject_pen}
-    opts |= {"min_object_um2": min_object_um2, "min_hole_um2": min_hole_um2, "close_um": close_um}
-    opts |= {"merge_um": merge_um, "background": background, "n_threads": n_threads}
-    mpp, name, size = (base_mpp or 0.5) * ds, slide.name, slide.dimensions
     result = tissue_mask_from_rgb(
-        rgb, mpp=mpp, downsample=ds, slide_name=name, l0_size=size, **opts
+        rgb,
+        mpp=(base_mpp or 0.5) * ds,
+        downsample=ds,
+        method=method,
+        threshold=threshold,
+        min_object_um2=min_object_um2,
+        min_hole_um2=min_hole_um2,
+        close_um=close_um,
+        merge_um=merge_um,
+        reject_pen=reject_pen,
+        background=background,
+        slide_name=slide.name,
+        l0_size=slide.dimensions,
+        n_threads=n_threads,
     )
     if base_mpp is None:  # sizes used 0.5 µm/px; areas in µm² would be made up
         regions = tuple(replace(r, area_um2=None) for r in result.regions)

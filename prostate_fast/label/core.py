@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import AnnotationError
 from ..slide import Slide, open_slide
+from ..slide.headers import TIFF_MAGICS
 from ..tile import TileGrid, tile_white_fraction
 from .annotation import Annotation, load_annotation
 from .classes import ClassMap
@@ -215,7 +216,7 @@ def _sniff_source(annotation: object) -> Source:
         return "polygons"
     if head.startswith(b"\x89PNG") and len(head) > 25:
         return "mask" if head[25] in (0, 4) else "painted"  # IHDR colour type: grey(+alpha)
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head[:4] in TIFF_MAGICS:
         import tifffile
 
         try:

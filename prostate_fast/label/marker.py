@@ -143,9 +143,7 @@ def _low_res_grey(slide: Any, target: float, shape: tuple[int, int] | None) -> n
     set to the median (resized to ``shape`` (w, h) when given)."""
     import cv2
 
-    from ..tissue import _read_low_res
-
-    rgb, _ = _read_low_res(slide, max(1.0, target))
+    rgb, _ = slide.read_low_res(max(1.0, target))
     if shape is not None and (rgb.shape[1], rgb.shape[0]) != shape:
         rgb = cv2.resize(rgb, shape, interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import AnnotationError, SlideError
 from ..slide import Slide
+from ..slide.headers import check_decode, image_header, sniff
 from ..tile import TileGrid
 from .classes import ClassMap
 from .table import TileCoverage
@@ -150,23 +151,19 @@ def _open_mask(annotation: object) -> _MaskRows:
     p = Path(annotation)  # type: ignore[arg-type]
     if not p.is_file():
         raise AnnotationError(f"{p}: no such mask file")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    kind, _ = sniff(p)
+    if kind == "tiff":
         return _TiffMaskRows(p)
-    arr = _mask_plane(_decode_flat(p, head), str(p))
+    arr = _mask_plane(_decode_flat(p, kind), str(p))
     return _MaskRows(str(p), arr.shape, arr)  # type: ignore[arg-type]
 
 
-def _decode_flat(p: Path, head: bytes) -> np.ndarray:
+def _decode_flat(p: Path, kind: str | None) -> np.ndarray:
     """A PNG/BMP/JPEG mask decoded whole, after its header showed that stays under the limit."""
     import cv2
 
-    from ..slide.headers import check_decode, image_header
-
-    kind = next((k for m, k in _FLAT.items() if head.startswith(m)), None)
     try:
-        if kind is not None:
+        if kind in ("png", "bmp", "jpeg"):
             check_decode(p, kind, image_header(p, kind), "label mask")
         arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     except SlideError as exc:
@@ -176,9 +173,6 @@ def _decode_flat(p: Path, head: bytes) -> np.ndarray:
     if arr is None:
         raise AnnotationError(f"{p}: cannot decode this label mask (PNG or TIFF expected)")
     return arr
-
-
-_FLAT = {b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp", b"\xff\xd8\xff": "jpeg"}
 
 
 def _mask_downsample(shape: tuple[int, int], slide: Slide, name: str) -> tuple[float, float]:

@@ -292,11 +292,9 @@ def slide_fingerprint(slide: Any) -> str:
     """
     import cv2
 
-    from ..tissue import _read_low_res
-
     w, h = slide.dimensions
     target = max(1.0, min(w, h) / (2 * FINGERPRINT_SIZE))
-    rgb, _ = _read_low_res(slide, target)
+    rgb, _ = slide.read_low_res(target)
     size = (FINGERPRINT_SIZE, FINGERPRINT_SIZE)
     grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(grey, np.uint8).tobytes().hex()

@@ -236,6 +236,29 @@ class Slide(ABC):
             out[r0:r1] = cv2.resize(band, (tw, r1 - r0), interpolation=cv2.INTER_AREA)
         return out
 
+    def read_low_res(self, downsample: float) -> tuple[np.ndarray, float]:
+        """Whole slide as RGB uint8 at about ``downsample`` level-0 px per pixel, and its exact
+        downsample: a level read in bands (bounded memory), each block-mean shrunk by the whole
+        factor k that brings the level's downsample nearest ``downsample`` (the tissue mask's and
+        the label table fingerprint's image)."""
+        import cv2
+
+        level = self.best_level_for_downsample(downsample)
+        lds = self.level_downsamples[level]
+        k = max(1, int(round(downsample / lds)))
+        lw, lh = self.level_dimensions[level]
+        mw, mh = -(-lw // k), -(-lh // k)
+        out = np.empty((mh, mw, 3), np.uint8)
+        band = max(1, (16 << 20) // (mw * k * k))
+        for r0 in range(0, mh, band):
+            r1 = min(mh, r0 + band)
+            l0_y = math.ceil(r0 * k * lds) if level else r0 * k
+            img = self.read_region((0, l0_y), level, (mw * k, (r1 - r0) * k))
+            if k > 1:
+                img = cv2.resize(img, (mw, r1 - r0), interpolation=cv2.INTER_AREA)
+            out[r0:r1] = img
+        return out, lds * k
+
     # -- magnification --------------------------------------------------------------------------
     @property
     def base_magnification(self) -> float | None:

@@ -17,29 +17,14 @@ from pathlib import Path
 
 from ..errors import SlideError
 from .core import Slide
+from .headers import sniff
 from .memory import ImageSlide
 from .tiff import TiffLevels, TiffSlide
 from .vendor import OpenSlideSlide
 
 __all__ = ["open_slide"]
 
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_IMAGE_MAGICS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp"}
 _SLIDE_SUFFIXES = {".svs", ".ndpi", ".scn", ".mrxs", ".bif", ".vms", ".tif", ".tiff"}
-
-
-def _sniff(path: Path) -> tuple[str | None, bytes]:
-    """(kind, first bytes): kind is tiff, jpeg, png, bmp, dicom, or None when unknown."""
-    with open(path, "rb") as fh:
-        head = fh.read(136)
-    if head[:4] in _TIFF_MAGICS:
-        return "tiff", head
-    for magic, kind in _IMAGE_MAGICS.items():
-        if head.startswith(magic):
-            return kind, head
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom", head
-    return None, head
 
 
 def open_slide(path: str | Path, *, n_threads: int | None = None) -> Slide:
@@ -76,7 +61,7 @@ def open_slide(path: str | Path, *, n_threads: int | None = None) -> Slide:
     try:
         if p.stat().st_size == 0:
             raise SlideError(f"{p}: empty file (0 bytes)")
-        kind, head = _sniff(p)
+        kind, head = sniff(p)
     except PermissionError as exc:
         raise SlideError(f"{p}: permission denied") from exc
     slide = _open_any(p, kind, head, n_threads)

@@ -6,7 +6,8 @@ size from the header (PNG ``IHDR``, JPEG ``SOFn``, BMP ``BITMAPINFOHEADER``, TIF
 tifffile without reading data) and :func:`check_decode` refuses an image whose whole decoding would
 need more than :data:`MAX_DECODE_BYTES` (1 GiB): about 358 megapixels of 8-bit RGB (18,900 px
 square), 268 of 8-bit grey, 153 of 8-bit RGBA, 97 of 16-bit RGBA. Large images belong in a tiled
-(or striped) TIFF, which is read by tiles or strips whatever its size.
+(or striped) TIFF, which is read by tiles or strips whatever its size. :func:`sniff` tells the kind
+of a file from its first bytes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,21 @@ from pathlib import Path
 
 from ..errors import SlideError
 
-__all__ = ["MAX_DECODE_BYTES", "ImageHeader", "check_decode", "image_header"]
+__all__ = [
+    "MAX_DECODE_BYTES",
+    "TIFF_MAGICS",
+    "ImageHeader",
+    "check_decode",
+    "image_header",
+    "sniff",
+]
 
 #: Most bytes decoding one flat image whole (decoded samples plus the RGB copy) may take.
 MAX_DECODE_BYTES = 1 << 30
+
+#: First four bytes of a TIFF (little- or big-endian, classic or BigTIFF).
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_IMAGE_MAGICS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"BM": "bmp"}
 
 #: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic ...).
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -46,6 +58,20 @@ class ImageHeader:
         """Bytes of decoding it whole: the decoded samples, plus the RGB copy unless 8-bit RGB."""
         plain = self.channels == 3 and self.sample_bytes == 1
         return self.pixels * (self.channels * self.sample_bytes + (0 if plain else 3))
+
+
+def sniff(path: Path) -> tuple[str | None, bytes]:
+    """(kind, first bytes): kind is tiff, jpeg, png, bmp, dicom, or None when unknown."""
+    with open(path, "rb") as fh:
+        head = fh.read(136)
+    if head[:4] in TIFF_MAGICS:
+        return "tiff", head
+    for magic, kind in _IMAGE_MAGICS.items():
+        if head.startswith(magic):
+            return kind, head
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom", head
+    return None, head
 
 
 def image_header(path: Path, kind: str) -> ImageHeader:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..slide import Slide, open_slide
-from .grid import MIN_TISSUE, TileGrid, build_grid, full_grid, tile_white_fraction
+from .grid import MIN_TISSUE, TileGrid, build_grid, tile_white_fraction
 from .thumbnail import render_grid_thumbnail
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ class TiledSlide:
         The low-resolution tissue mask and its regions.
     grid : TileGrid
         The tiles kept (empty when no tile lies on tissue).
-    n_full : int
-        Tiles of the full grid at the same scale, tissue or not.
     min_tissue : float
         The tissue share a tile needed to be kept.
     white_fraction : numpy.ndarray
@@ -56,11 +54,16 @@ class TiledSlide:
     dimensions: tuple[int, int]
     tissue: TissueMask
     grid: TileGrid
-    n_full: int
     min_tissue: float
     white_fraction: np.ndarray
     thumbnail: np.ndarray
     seconds: dict[str, float]
+
+    @property
+    def n_full(self) -> int:
+        """Tiles of the full grid at the same scale, tissue or not."""
+        rows, cols = self.grid.grid_shape
+        return rows * cols
 
 
 def tile_slide(
@@ -147,7 +150,6 @@ def tile_slide(
             **scale,
         )
         t2 = time.perf_counter()
-        n_full = len(full_grid(sl, grid.choice, grid.tile_size, grid.stride))
         white = tile_white_fraction(sl, grid, n_threads=n_threads)
         t3 = time.perf_counter()
         thumb = render_grid_thumbnail(sl, grid, tissue, max_size=thumbnail_size)
@@ -155,6 +157,4 @@ def tile_slide(
         if own:
             sl.close()
     seconds = {"mask": t1 - t0, "grid": t2 - t1, "white_fraction": t3 - t2}
-    return TiledSlide(
-        sl.name, sl.dimensions, tissue, grid, n_full, min_tissue, white, thumb, seconds
-    )
+    return TiledSlide(sl.name, sl.dimensions, tissue, grid, min_tissue, white, thumb, seconds)
