@@ -534,7 +534,14 @@ def _screen_one(
     except Exception as exc:  # noqa: BLE001 - reported in the worklist
         if not isinstance(exc, OSError | ValueError | ProstateFastError):
             traceback.print_exc()
-        return WorklistRow(rank=0, slide=path.name, status=error_status(exc), path=str(path))
+        return error_row(path, exc)
+
+
+def error_row(path: Path, exc: BaseException, seconds: float = 0.0) -> WorklistRow:
+    """The (unranked) worklist row of slide ``path`` that failed with ``exc``
+    (:func:`error_status`)."""
+    status = error_status(exc)
+    return WorklistRow(rank=0, slide=path.name, status=status, path=str(path), seconds=seconds)
 
 
 def error_status(exc: BaseException) -> str:
