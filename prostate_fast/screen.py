@@ -135,16 +135,12 @@ class ScreeningOptions:
         from .overlay.colours import check_rgb
         from .overlay.core import check_encoding, check_look
         from .predict.core import validate_scale
-        from .predict.engines import ENGINES
+        from .predict.engines.base import check_engine
         from .predict.scoregrid import check_threshold
 
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        check_engine(self.engine, self.batch_size)
         if not isinstance(self.ctx, str):
             raise ValueError(f"ctx must be a string like 'cpu' or 'gpu(0)', got {self.ctx!r}")
-        size = self.batch_size
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {size!r}")
         validate_scale(self.mpp, self.level)
         for name in ("ignore_domain", "ignore_scale"):
             if not isinstance(getattr(self, name), bool):
@@ -534,7 +530,14 @@ def _screen_one(
     except Exception as exc:  # noqa: BLE001 - reported in the worklist
         if not isinstance(exc, OSError | ValueError | ProstateFastError):
             traceback.print_exc()
-        return WorklistRow(rank=0, slide=path.name, status=error_status(exc), path=str(path))
+        return error_row(path, exc)
+
+
+def error_row(path: Path, exc: BaseException, seconds: float = 0.0) -> WorklistRow:
+    """The (unranked) worklist row of slide ``path`` that failed with ``exc``
+    (:func:`error_status`)."""
+    status = error_status(exc)
+    return WorklistRow(rank=0, slide=path.name, status=status, path=str(path), seconds=seconds)
 
 
 def error_status(exc: BaseException) -> str:

@@ -255,12 +255,11 @@ def _predictor(task: _Task, options: ScreeningOptions) -> Any:
 
 
 def _error(task: _Task, exc: BaseException, seconds: float = 0.0) -> SlideResult:
-    from ..screen import WorklistRow, error_status
+    from ..screen import error_row
 
-    status = error_status(exc)  # "error: <one line>" or "needs manual read: <reason>"
     slide = Path(task.slide)
-    row = WorklistRow(rank=0, slide=slide.name, status=status, path=str(slide), seconds=seconds)
-    kind, _, reason = status.partition(": ")
+    row = error_row(slide, exc, seconds)  # "error: <one line>" or "needs manual read: <reason>"
+    kind, _, reason = row.status.partition(": ")
     return SlideResult(slide.name, str(slide), kind, reason, "", seconds, row)
 
 

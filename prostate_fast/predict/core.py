@@ -57,6 +57,7 @@ from ..errors import ModelError
 from ..model import ModelInfo
 from ..slide.core import Slide
 from .engines import Engine, Predictor, load_model
+from .engines.base import chunks
 from .scoregrid import ScoreGrid, merge_thresholds, tissue_pixels
 
 #: ``progress(done, total, tiles_per_s)``: called after each batch of tiles.
@@ -348,7 +349,7 @@ def _run_grid(
     prob = np.empty((n, predictor.info.n_classes), np.float32)
     if n == 0:
         return prob
-    bounds = [(s, min(s + predictor.batch_size, n)) for s in range(0, n, predictor.batch_size)]
+    bounds = chunks(n, predictor.batch_size)
 
     def load(b: tuple[int, int]) -> np.ndarray:
         return predictor.prepare(read_tiles(slide, grid, np.arange(b[0], b[1])))

@@ -19,11 +19,32 @@ import numpy as np
 from ..._util import resolve_threads
 from ...model import ModelInfo
 
-__all__ = ["ENGINES", "Engine", "Predictor", "chunks", "mxnet_with_threads", "parse_device"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "Predictor",
+    "check_engine",
+    "chunks",
+    "mxnet_with_threads",
+    "parse_device",
+]
 
 Engine = Literal["gluon", "native", "onnx"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 """Engine names accepted by :func:`~prostate_fast.predict.load_model` (the CLI's choices)."""
+
+
+def check_engine(engine: Any, batch_size: Any) -> None:
+    """ValueError unless ``engine`` is one of :data:`ENGINES` and ``batch_size`` a positive
+    integer."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def mxnet_with_threads(n_threads: int | None, *, warn: bool = True) -> ModuleType:

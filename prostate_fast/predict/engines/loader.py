@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from ..._util import resolve_threads
 from ...model import check_network, read_model_info
-from .base import ENGINES, Engine, Predictor, mxnet_with_threads, parse_device
+from .base import Engine, Predictor, check_engine, mxnet_with_threads, parse_device
 from .gluon import GluonPredictor
 from .native import NativePredictor
 from .onnxrt import OnnxPredictor
@@ -63,14 +61,7 @@ def load_model(
     (:func:`prostate_fast.model.check_network`, about 0.2 s for the study network), so a damaged
     model fails here, with the same message for every engine.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_engine(engine, batch_size)
     threads = resolve_threads(n_threads)
     device = parse_device(ctx)
     info = read_model_info(model_dir)
