@@ -54,7 +54,12 @@ __all__ = [
 SELECT_DEFAULT = "sensitivity@specificity>=0.5"
 _SELECT_RE = re.compile(r"sensitivity@specificity>=(0(?:\.\d+)?|1(?:\.0*)?)$")
 # select name -> the validation_metrics key it maximises (sensitivity@... -> "val_select")
-_SELECT_KEYS = {"accuracy": "val_accuracy", "auc": "val_auc", "loss": "val_loss"}
+_SELECT_KEYS = {
+    "accuracy": "val_accuracy",
+    "balanced_accuracy": "val_balanced_accuracy",
+    "auc": "val_auc",
+    "loss": "val_loss",
+}
 
 
 def _ratio(a: int, b: int) -> float:
@@ -421,8 +426,8 @@ def _bootstrap_values(
 
 # -- the model-selection criterion of training ----------------------------------------------------
 def check_select(select: str) -> None:
-    """Check a selection criterion: ``"accuracy"``, ``"auc"``, ``"loss"`` or
-    ``"sensitivity@specificity>=F"`` (F in [0, 1]).
+    """Check a selection criterion: ``"accuracy"``, ``"balanced_accuracy"``, ``"auc"``,
+    ``"loss"`` or ``"sensitivity@specificity>=F"`` (F in [0, 1]).
 
     Raises
     ------
@@ -431,7 +436,8 @@ def check_select(select: str) -> None:
     """
     if select not in _SELECT_KEYS and not _SELECT_RE.fullmatch(select):
         raise ValueError(
-            "select must be accuracy, auc, loss or sensitivity@specificity>=F, got " + repr(select)
+            "select must be auc, balanced_accuracy, accuracy, loss or sensitivity@specificity>=F, "
+            f"got {select!r}"
         )
 
 
@@ -446,16 +452,20 @@ def validation_metrics(
         ``val_loss`` (mean cross-entropy), ``val_accuracy`` (arg-max class), ``val_sensitivity``
         and ``val_specificity`` (screening test at threshold 0.5), ``val_auc`` and
         ``val_select`` (the best sensitivity at specificity >= F of ``select``, F = 0.5 when
-        ``select`` names another criterion). NaN where a class is absent.
+        ``select`` names another criterion), ``val_balanced_accuracy`` (the mean recall of the
+        classes present, arg-max decision). NaN where a class is absent.
     """
     y, score = screening_labels(labels, prob, classes)
     pooled = confusion(y, score >= 0.5)
     m = _SELECT_RE.fullmatch(select)
     floor = float(m.group(1)) if m else 0.5
     loss = -np.log(np.clip(prob[np.arange(labels.size), labels], 1e-12, None)).mean()
+    decided = prob.argmax(axis=1)
+    recalls = [float((decided[labels == c] == c).mean()) for c in np.unique(labels)]
     return {
         "val_loss": float(loss),
-        "val_accuracy": float((prob.argmax(axis=1) == labels).mean()),
+        "val_accuracy": float((decided == labels).mean()),
+        "val_balanced_accuracy": float(np.mean(recalls)) if recalls else math.nan,
         "val_sensitivity": pooled.sensitivity,
         "val_specificity": pooled.specificity,
         "val_auc": roc_auc(y, score),
@@ -463,12 +473,19 @@ def validation_metrics(
     }
 
 
-def selection_key(select: str, row: Mapping[str, Any]) -> float:
+def selection_key(select: str, row: Mapping[str, Any], floor: float = 0.0) -> float:
     """The value to maximise for ``select`` in a :func:`validation_metrics` row.
 
     Loss is negated; NaN or None (e.g. the AUC of a one-class split) is -inf, so any defined
-    value wins over it.
+    value wins over it. With ``floor`` > 0 an epoch whose sensitivity or specificity (arg-max
+    decision) is below ``floor``, or undefined, is -inf too: a constant model (one of them 0)
+    can never be chosen.
     """
+    if floor > 0:
+        for name in ("val_sensitivity", "val_specificity"):
+            v = row.get(name)
+            if v is None or math.isnan(v) or v < floor:
+                return -math.inf
     key = _SELECT_KEYS.get(select, "val_select")
     value = row.get(key)
     if value is None or math.isnan(value):

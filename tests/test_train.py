@@ -17,7 +17,7 @@ from prostate_fast.errors import DatasetError, ModelError
 from prostate_fast.model.networks import StudyConfig, build_network, network_spec
 from prostate_fast.train import train
 
-FAST = {"lr": 0.05, "progress": False, "n_threads": 2, "log": lambda line: None}
+FAST = {"recipe": "study", "lr": 0.05, "progress": False, "n_threads": 2, "log": lambda line: None}
 
 
 def _params(path: Path) -> dict[str, np.ndarray]:
@@ -343,6 +343,8 @@ def test_cli_train_and_errors(ds, tmp_path: Path, capsys: pytest.CaptureFixture[
         "--dense-units",
         "32,16,8",
         "--quiet",
+        "--recipe",
+        "study",
     ]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -396,3 +398,87 @@ def test_accuracy_on_synthetic_slides(tmp_path: Path) -> None:
     accuracy = [round(r["val_accuracy"], 3) for r in result.history]
     assert result.best["val_accuracy"] >= 0.90, accuracy
     assert result.best["val_auc"] >= 0.95, accuracy
+
+
+# -- recipes (issue 14) -----------------------------------------------------------------------------
+def test_recipe_study_is_the_study_exactly() -> None:
+    """``--recipe study``: the study's CNN, input / 255 only, Xavier, SGD lr 0.001, momentum 0.8,
+    batch 32, 100 epochs, no weight decay, weights, augmentation or steps, epoch by accuracy."""
+    from prostate_fast.train import RECIPES, resolve_recipe
+
+    r = resolve_recipe("study")
+    assert (r["network"], r["epochs"], r["batch_size"], r["lr"], r["momentum"]) == (
+        "study",
+        100,
+        32,
+        0.001,
+        0.8,
+    )
+    assert (r["wd"], r["lr_steps"], r["class_weights"], r["augment"]) == (0.0, [], None, False)
+    assert (r["standardise"], r["init"], r["select"], r["select_floor"]) == (
+        False,
+        "xavier",
+        "accuracy",
+        0.0,
+    )
+    d = resolve_recipe("default", epochs=20, lr=0.01)
+    assert d["lr"] == 0.01 and d["lr_steps"] == [13, 18] and d["class_weights"] == "dataset"
+    assert d["standardise"] and d["select"] == "auc" and d["select_floor"] == 0.5
+    assert set(RECIPES["default"]) == set(RECIPES["study"])
+    with pytest.raises(ValueError, match="recipe"):
+        resolve_recipe("paper")
+
+
+def test_cli_recipe_study_trains_with_the_study_settings(ds, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    argv = ["train", str(ds), "-o", str(out), "--recipe", "study", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--threads", "2"]) == 0
+    t = json.loads((out / "model.json").read_text())["training"]
+    assert (t["recipe"], t["lr"], t["momentum"], t["batch_size"], t["wd"]) == (
+        "study",
+        0.001,
+        0.8,
+        32,
+        0.0,
+    )
+    assert t["architecture"]["name"] == "study" and "standardise" not in t["architecture"]
+    assert t["init"] == "xavier" and t["select"] == "accuracy" and t["class_weights"] == [1, 1]
+
+
+def test_default_recipe_standardises_inside_the_exported_network(ds, tmp_path: Path) -> None:
+    """The default recipe measures the train split's channel mean and std, stores them in
+    model.json and as constants of the network's first layer: every engine applies them."""
+    from prostate_fast.dataset import read_records
+    from prostate_fast.predict import load_model
+
+    out = tmp_path / "d"
+    result = train(ds, out, epochs=3, lr_steps=[], progress=False, n_threads=2, log=lambda s: 0)
+    info = json.loads((out / "model.json").read_text())
+    arch = info["architecture"]
+    assert arch["name"] == "resnet10" and arch["initialisation"] == "scaled"
+    px = np.concatenate([rgb.reshape(-1, 3) for _, rgb, _ in read_records(ds, "train")]) / 255
+    np.testing.assert_allclose(arch["standardise"]["mean"], px.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(arch["standardise"]["std"], px.std(axis=0), rtol=1e-5)
+    assert result.select == "auc"
+    tiles = np.stack([rgb for _, rgb, _ in read_records(ds, "val")][:8])
+    engines = ("gluon", "native", "onnx")
+    probs = [load_model(out, engine=e, n_threads=2).predict_batch(tiles) for e in engines]
+    for p in probs[1:]:
+        np.testing.assert_allclose(p, probs[0], atol=1e-5)
+
+
+def test_selection_never_picks_a_constant_model(ds, tmp_path: Path) -> None:
+    from prostate_fast.errors import ModelError
+    from prostate_fast.metrics import selection_key
+
+    constant = {"val_sensitivity": 1.0, "val_specificity": 0.0, "val_auc": 0.9}
+    learnt = {"val_sensitivity": 0.8, "val_specificity": 0.7, "val_auc": 0.8}
+    assert selection_key("auc", constant, 0.5) == -np.inf < selection_key("auc", learnt, 0.5)
+    assert selection_key("auc", constant) == 0.9  # no floor: the study's behaviour
+    nan = {"val_sensitivity": float("nan"), "val_specificity": 1.0, "val_auc": 0.5}
+    assert selection_key("balanced_accuracy", nan, 0.5) == -np.inf
+    # no epoch reaches the floor: nothing is exported, the run is kept for --resume
+    out = tmp_path / "m"
+    with pytest.raises(ModelError, match="no epoch reached validation sensitivity"):
+        train(ds, out, epochs=1, select_floor=1.0, **FAST)
+    assert not out.exists() and (tmp_path / "m.partial" / "state.json").is_file()

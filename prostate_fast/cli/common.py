@@ -285,12 +285,14 @@ def _int_list(text: str) -> list[int]:
 
 
 def _class_weights_arg(text: str) -> str | list[float]:
-    if text == "dataset":
+    if text in ("dataset", "none"):
         return text
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'dataset' or numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 'dataset', 'none' or numbers, got {text!r}"
+        ) from None
     if any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"class weights must be positive, got {text!r}")
     return values

@@ -22,19 +22,29 @@ from .common import (
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train the study's CNN (or another network) on a dataset and export the model",
-        description="Train on DATASET_DIR's train split with MXNet (defaults: the 2018 study's "
-        "CNN, SGD lr 0.001, momentum 0.8, batch 32, 100 epochs), keep the best epoch on the "
+        help="train a network on a dataset and export the model",
+        description="Train on DATASET_DIR's train split with MXNet, keep the best epoch on the "
         "val split and export MODEL_DIR (model-symbol.json, model-NNNN.params, model.json, "
-        "log.csv, train.log, accuracy.png, checkpoints/).",
+        "log.csv, train.log, accuracy.png, checkpoints/). --recipe default (ResNet-10, "
+        "standardised input, class weights, flips and turns, SGD lr 0.05 momentum 0.9 wd 1e-4, "
+        "30 epochs, lr/10 at 60%% and 85%%, epoch by val AUC with sensitivity and specificity "
+        ">= 0.5) learns on real tissue; --recipe study is the 2018 study exactly (its CNN, "
+        "input/255, Xavier, SGD lr 0.001 momentum 0.8, batch 32, 100 epochs, epoch by "
+        "accuracy). Any option below overrides the recipe's value.",
     )
     p.add_argument("dataset", type=Path, help="dataset folder written by `dataset`")
     p.add_argument("-o", "--out", type=Path, required=True, help="model folder to create")
     p.add_argument(
+        "--recipe",
+        default="default",
+        choices=("default", "study"),
+        help="settings to start from (default: the recipe that learns on real tissue)",
+    )
+    p.add_argument(
         "--network",
-        default="study",
+        default=None,
         choices=("study", "resnet10", "resnet18"),
-        help="architecture (default: the study's CNN)",
+        help="architecture (recipe: resnet10 / study)",
     )
     p.add_argument(
         "--conv-filters",
@@ -57,25 +67,42 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_train_optimiser(p: argparse.ArgumentParser) -> None:
     """``train``'s optimisation options: epochs, batch, SGD, learning-rate steps, weights, seed."""
-    p.add_argument("--epochs", type=_positive_int, default=100, help="epochs (100)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (32)")
-    p.add_argument("--lr", type=_positive_float, default=0.001, help="SGD learning rate (0.001)")
-    p.add_argument("--momentum", type=float, default=0.8, help="SGD momentum (0.8)")
-    p.add_argument("--wd", type=float, default=0.0, help="weight decay (0)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (recipe: 30 / 100)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (32)")
+    p.add_argument(
+        "--lr", type=_positive_float, default=None, help="SGD learning rate (0.05 / 0.001)"
+    )
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9 / 0.8)")
+    p.add_argument("--wd", type=float, default=None, help="weight decay (1e-4 / 0)")
     p.add_argument(
         "--lr-steps",
         type=_int_list,
         default=None,
         metavar="E,E",
-        help="epochs at whose start the learning rate is multiplied by --lr-factor",
+        help="epochs at whose start the learning rate is multiplied by --lr-factor "
+        "(recipe: 60%%,85%% of the epochs / none)",
     )
-    p.add_argument("--lr-factor", type=_positive_float, default=0.1, help="(default 0.1)")
+    p.add_argument("--lr-factor", type=_positive_float, default=None, help="(default 0.1)")
     p.add_argument(
         "--class-weights",
         type=_class_weights_arg,
         default=None,
-        metavar="dataset|W,W",
-        help="loss weight per class: 'dataset' or numbers",
+        metavar="dataset|none|W,W",
+        help="loss weight per class: 'dataset' (inverse frequencies), 'none' or numbers "
+        "(recipe: dataset / none)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        choices=("xavier", "scaled"),
+        help="weight initialisation (recipe: scaled / xavier)",
+    )
+    p.add_argument(
+        "--standardise",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="standardise the input per channel with the train split's mean and std "
+        "(recipe: yes / no)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
@@ -91,9 +118,16 @@ def _add_train_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--select",
-        default="sensitivity@specificity>=0.5",
-        help="validation metric that picks the exported epoch: "
-        "sensitivity@specificity>=F (default F=0.5), accuracy, auc or loss",
+        default=None,
+        help="validation metric that picks the exported epoch: auc, balanced_accuracy, "
+        "accuracy, loss or sensitivity@specificity>=F (recipe: auc / accuracy)",
+    )
+    p.add_argument(
+        "--select-floor",
+        type=float,
+        default=None,
+        help="only epochs with val sensitivity and specificity >= this can be exported "
+        "(recipe: 0.5 / 0)",
     )
     p.add_argument(
         "--target-sensitivity",
@@ -101,7 +135,12 @@ def _add_train_run(p: argparse.ArgumentParser) -> None:
         default=0.99,
         help="the stored threshold reaches this sensitivity on val (0.99)",
     )
-    p.add_argument("--augment", action="store_true", help="random mirror and 90-degree turns")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random mirror and 90-degree turns (recipe: yes / no)",
+    )
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all)")
     p.add_argument(
         "--log-interval", type=_positive_int, default=50, help="batches between Speed lines (50)"
@@ -128,6 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(
         args.dataset,
         args.out,
+        recipe=args.recipe,
         network=args.network,
         study=study,
         epochs=args.epochs,
@@ -143,8 +183,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kvstore=args.kvstore,
         resume=args.resume,
         select=args.select,
+        select_floor=args.select_floor,
         target_sensitivity=args.target_sensitivity,
         augment=args.augment,
+        standardise=args.standardise,
+        init=args.init,
         n_threads=args.threads,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_interval=args.log_interval,

@@ -26,16 +26,33 @@ imported lazily, inside the functions, through :func:`prostate_fast._mx.import_m
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
 from .._mx import import_mxnet
 
-__all__ = ["NETWORKS", "StudyConfig", "build_network", "network_spec", "with_softmax"]
+__all__ = [
+    "INITIALISERS",
+    "NETWORKS",
+    "StudyConfig",
+    "build_network",
+    "initializer",
+    "network_spec",
+    "with_softmax",
+]
 
 NETWORKS = ("study", "resnet10", "resnet18")
 """Names accepted by :func:`build_network`."""
+
+INITIALISERS = ("xavier", "scaled")
+"""Weight initialisations (:func:`initializer`): ``"xavier"`` is MXNet's ``Xavier()`` for every
+weight (Glorot uniform, what the study's MXNet code used); ``"scaled"`` gives each layer the
+variance its activation needs: He (Kaiming) normal for ReLU convolutions, Glorot uniform times 4
+for sigmoid dense layers (sigmoid's slope at 0 is 1/4, so Glorot's tanh-derived range is 4x too
+small: the layers start almost linear and their gradients vanish through three of them), Glorot
+for the output layer. Batch-norm parameters keep their own (ones and zeros) in both."""
 
 
 @dataclass(frozen=True)
@@ -116,19 +133,94 @@ def _classes() -> dict[str, type]:
         def hybrid_forward(self, F: Any, x: Any) -> Any:  # noqa: N803 - MXNet's name
             return F.softmax(self.body(x), axis=-1)
 
-    return {"StudyCNN": StudyCNN, "Softmax": Softmax}
+    class Standardised(mx.gluon.HybridBlock):
+        """``body((x - mean) / std)`` per channel, with ``mean`` and ``std`` fixed constants
+        (measured on the training split; exported with the weights, never trained)."""
+
+        def __init__(self, body: Any, mean: Any, std: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.body = body
+            with self.name_scope():
+                self.mean = self.params.get_constant("mean", mx.nd.array(mean).reshape(1, 3, 1, 1))
+                self.inv_std = self.params.get_constant(
+                    "inv_std", 1.0 / mx.nd.array(std).reshape(1, 3, 1, 1)
+                )
+
+        def hybrid_forward(self, F: Any, x: Any, mean: Any, inv_std: Any) -> Any:  # noqa: N803
+            return self.body(F.broadcast_mul(F.broadcast_sub(x, mean), inv_std))
+
+    class PerLayer(mx.init.Initializer):
+        """``"scaled"`` initialisation: each weight by its layer's activation (INITIALISERS)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._sigmoid = mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=48)
+            self._linear = mx.init.Xavier()
+            self._relu = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+        def _init_weight(self, name: Any, arr: Any) -> None:
+            name = str(name)
+            if "features_dense" in name:  # the study CNN's sigmoid layers
+                init = self._sigmoid
+            elif "dense" in name or "output" in name:  # a network's output layer
+                init = self._linear
+            else:  # convolutions, all followed by ReLU
+                init = self._relu
+            init._init_weight(name, arr)
+
+    return {
+        "StudyCNN": StudyCNN,
+        "Softmax": Softmax,
+        "Standardised": Standardised,
+        "PerLayer": PerLayer,
+    }
+
+
+def _check_standardise(standardise: Any) -> dict[str, list[float]] | None:
+    if standardise is None:
+        return None
+    try:
+        mean, std = ([float(v) for v in standardise[k]] for k in ("mean", "std"))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"standardise must be {{'mean': 3 numbers, 'std': 3 numbers}}, got {standardise!r}"
+        ) from None
+    if (
+        len(mean) != 3
+        or len(std) != 3
+        or not all(math.isfinite(v) for v in mean)
+        or not all(math.isfinite(v) and v > 0 for v in std)
+    ):
+        raise ValueError(
+            f"standardise needs 3 finite means and 3 positive stds, got {standardise!r}"
+        )
+    return {"mean": mean, "std": std}
 
 
 def network_spec(
-    name: str, n_classes: int, tile_size: int, config: StudyConfig | None = None
+    name: str,
+    n_classes: int,
+    tile_size: int,
+    config: StudyConfig | None = None,
+    *,
+    init: str = "xavier",
+    standardise: Any = None,
 ) -> dict[str, Any]:
     """The JSON-able description of a network (stored in ``model.json`` as ``"architecture"``).
+
+    ``init`` names the weight initialisation (:data:`INITIALISERS`); ``standardise`` is
+    ``{"mean": [r, g, b], "std": [r, g, b]}`` (in the units of the scaled input) when the network
+    standardises its input per channel, else None.
 
     Raises
     ------
     ValueError
-        Unknown ``name``, fewer than 2 classes, or a tile too small for the network.
+        Unknown ``name`` or ``init``, fewer than 2 classes, a tile too small for the network, or a
+        malformed ``standardise``.
     """
+    if init not in INITIALISERS:
+        raise ValueError(f"init must be one of {', '.join(INITIALISERS)}, got {init!r}")
+    standardise = _check_standardise(standardise)
     if name not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {name!r}")
     if not isinstance(n_classes, int) or n_classes < 2:
@@ -148,8 +240,29 @@ def network_spec(
     elif tile_size < 32:
         raise ValueError(f"tile_size must be >= 32 for {name}, got {tile_size}")
     spec["output"] = "logits (training); softmax probabilities (exported)"
-    spec["initialisation"] = "xavier"
+    spec["initialisation"] = init
+    if standardise is not None:
+        spec["standardise"] = {
+            **standardise,
+            "where": "first layer of the network: (x - mean) / std",
+        }
     return spec
+
+
+def initializer(init: str = "xavier") -> Any:
+    """The MXNet initializer of ``init`` (:data:`INITIALISERS`).
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    """
+    if init not in INITIALISERS:
+        raise ValueError(f"init must be one of {', '.join(INITIALISERS)}, got {init!r}")
+    mx = import_mxnet()
+    if init == "xavier":
+        return mx.init.Xavier()
+    return _classes()["PerLayer"]()
 
 
 def build_network(
@@ -159,6 +272,7 @@ def build_network(
     tile_size: int = 128,
     config: StudyConfig | None = None,
     prefix: str = "net_",
+    standardise: Any = None,
 ) -> Any:
     """Build an uninitialised Gluon ``HybridBlock`` that maps (N, 3, T, T) input to N-class logits.
 
@@ -177,18 +291,33 @@ def build_network(
     prefix : str
         Parameter-name prefix; a fixed prefix keeps exported names independent of how many blocks
         the process built before.
+    standardise : dict, optional
+        ``{"mean": [r, g, b], "std": [r, g, b]}``: the network's first step is then
+        ``(x - mean) / std`` per channel, with both stored as constants (``input_mean``,
+        ``input_inv_std``) in the exported parameters, so every engine applies it.
 
     Returns
     -------
     mxnet.gluon.HybridBlock
-        Call ``initialize(mx.init.Xavier(), ctx=...)`` before use.
+        Call ``initialize(initializer(...), ctx=...)`` before use.
 
     Raises
     ------
     ValueError
         See :func:`network_spec`.
     """
-    network_spec(name, n_classes, tile_size, config)
+    standardise = network_spec(name, n_classes, tile_size, config, standardise=standardise).get(
+        "standardise"
+    )
+    net = _body(name, n_classes, tile_size, config, prefix)
+    if standardise is None:
+        return net
+    return _classes()["Standardised"](net, standardise["mean"], standardise["std"], prefix="input_")
+
+
+def _body(
+    name: str, n_classes: int, tile_size: int, config: StudyConfig | None, prefix: str
+) -> Any:
     mx = import_mxnet()
     if name == "study":
         return _classes()["StudyCNN"](n_classes, config or StudyConfig(), prefix=prefix)

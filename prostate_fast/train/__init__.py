@@ -2,6 +2,8 @@
 
 * :mod:`.loop`: :func:`train` (the training loop, resume, epoch selection, the export through
   :func:`prostate_fast.model.write_model`) and :class:`TrainResult`;
+* :mod:`.recipes`: the named settings ``train`` starts from (``"default"``, which learns on real
+  tissue, and ``"study"``, the 2018 study exactly);
 * :mod:`.config`: what a training is asked and where it writes (settings, class weights, the
   working folder and the resume rules);
 * :mod:`.io`: the reading side (dataset checks, record batches, :func:`predict_split`,
@@ -16,17 +18,19 @@ evaluation; this package never imports a later stage. MXNet is imported inside t
 from __future__ import annotations
 
 from .loop import (
-    SELECT_DEFAULT,
     TrainResult,
     load_exported,
     predict_split,
     train,
 )
+from .recipes import RECIPE_DEFAULT, RECIPES, resolve_recipe
 
 __all__ = [
-    "SELECT_DEFAULT",
+    "RECIPES",
+    "RECIPE_DEFAULT",
     "TrainResult",
     "load_exported",
     "predict_split",
+    "resolve_recipe",
     "train",
 ]

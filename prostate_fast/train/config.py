@@ -36,7 +36,10 @@ _RESUME_KEYS = (
     "class_weights",
     "seed",
     "select",
+    "select_floor",
     "augment",
+    "init",
+    "recipe",
     "classes",
 )
 
@@ -45,6 +48,7 @@ _RESUME_KEYS = (
 class _Config:
     """:func:`train`'s settings, checked on creation (``ValueError`` naming the argument)."""
 
+    recipe: str
     epochs: int
     batch_size: int
     lr: float
@@ -54,8 +58,10 @@ class _Config:
     seed: int
     kvstore: str
     select: str
+    select_floor: float
     target_sensitivity: float
     augment: bool
+    init: str
     n_threads: int | None
     progress: bool
     log_interval: int
@@ -71,6 +77,8 @@ class _Config:
         if not self.wd >= 0:
             raise ValueError(f"wd must be >= 0, got {self.wd!r}")
         check_select(self.select)
+        if not 0.0 <= self.select_floor <= 1.0:
+            raise ValueError(f"select_floor must be in [0, 1], got {self.select_floor!r}")
         if not 0.0 < self.lr_factor <= math.inf:
             raise ValueError(f"lr_factor out of range, got {self.lr_factor!r}")
         if not 0.0 < self.target_sensitivity <= 1.0:
@@ -84,11 +92,11 @@ class _Config:
 
 def _class_weights(spec: Any, info: Any) -> list[float]:
     n_classes = len(info.classes)
-    if spec is None:
+    if spec is None or spec == "none":
         return [1.0] * n_classes
     if isinstance(spec, str):
         if spec != "dataset":
-            raise ValueError(f"class_weights must be None, 'dataset' or numbers, got {spec!r}")
+            raise ValueError(f"class_weights must be 'none', 'dataset' or numbers, got {spec!r}")
         if info.class_weights:
             return [float(w) for w in info.class_weights]
         counts = np.maximum(np.asarray(info.split("train").per_class, float), 1)
@@ -111,6 +119,7 @@ def _settings(
     """The settings saved in state.json and model.json (resume compares ``_RESUME_KEYS``)."""
     return {
         "dataset": str(info.path.resolve()),
+        "recipe": cfg.recipe,
         "architecture": arch,
         "classes": list(info.classes),
         "batch_size": cfg.batch_size,
@@ -122,9 +131,10 @@ def _settings(
         "class_weights": weights,
         "seed": cfg.seed,
         "select": cfg.select,
+        "select_floor": cfg.select_floor,
         "augment": cfg.augment,
         "optimizer": "sgd",
-        "initializer": "xavier",
+        "init": cfg.init,
         "epochs": cfg.epochs,
         "ctx": [str(c) for c in ctxs],
         "kvstore": cfg.kvstore,

@@ -23,10 +23,12 @@ from .._mx import import_mxnet, parse_context
 from ..errors import DatasetError, ModelError
 from ..model import ModelInfo, load_network, read_model_info
 
-__all__ = ["load_exported", "predict_split", "training_domain"]
+__all__ = ["channel_stats", "load_exported", "predict_split", "training_domain"]
 
 #: Train-split tiles measured for the model's stain domain (spread evenly over the split).
 DOMAIN_SAMPLE = 512
+#: Train-split tiles measured for the input standardisation (spread evenly over the split).
+STATS_SAMPLE = 2048
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -54,6 +56,35 @@ def training_domain(info: Any, n_records: int) -> Any:
     ids = list(sample_indices(n_records, DOMAIN_SAMPLE))
     tiles = [rgb for _, rgb, _ in read_records(info.path, "train", ids)]
     return measure_domain(np.stack(tiles)) if tiles else None
+
+
+def channel_stats(info: Any, n_records: int) -> dict[str, list[float]]:
+    """Per-channel mean and standard deviation (RGB) of the train split, in the units the network
+    sees (pixels times the dataset's scale), over at most :data:`STATS_SAMPLE` records spread
+    evenly over the split (the split's order is random by slide, so this is a fair sample).
+
+    A channel whose deviation is below 1e-3 of the scale (a flat colour) gets the scale itself,
+    so that standardising never divides by almost nothing.
+    """
+    from ..dataset import read_records
+    from ..model.domain import sample_indices
+
+    ids = list(sample_indices(n_records, STATS_SAMPLE))
+    total = np.zeros(3)
+    square = np.zeros(3)
+    count = 0
+    for _, rgb, _ in read_records(info.path, "train", ids):
+        px = rgb.reshape(-1, 3).astype(np.float64)
+        total += px.sum(axis=0)
+        square += (px * px).sum(axis=0)
+        count += px.shape[0]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(square / max(count, 1) - mean * mean, 0.0))
+    std = np.where(std < 1e-3 * 255, 255.0, std)
+    return {
+        "mean": [float(v) for v in mean * info.scale],
+        "std": [float(v) for v in std * info.scale],
+    }
 
 
 def _count(info: Any, split: str) -> int:

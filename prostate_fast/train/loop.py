@@ -1,9 +1,12 @@
-"""Train the study's CNN (or another network) on a packed dataset with MXNet Gluon, and export it.
+"""Train a network on a packed dataset with MXNet Gluon, and export it.
 
-The defaults are the 2018 study's: its CNN (:mod:`prostate_fast.networks`), SGD with learning rate
-0.001 and momentum 0.8, batch 32, 100 epochs, Xavier initialisation. Its "input / 255" is the
-dataset's ``normalisation`` (applied by the record iterator here and by prediction from
-``model.json``), never a layer inside the network.
+The settings start from a recipe (:mod:`prostate_fast.train.recipes`): ``"default"`` (ResNet-10,
+per-channel standardisation, class weights, augmentation, AUC selection with floors), which learns
+on real tissue, or ``"study"``, the 2018 study's exactly (its CNN, SGD lr 0.001, momentum 0.8,
+batch 32, 100 epochs, Xavier). The study's "input / 255" is the dataset's ``normalisation``
+(applied by the record iterator here and by prediction from ``model.json``); the per-channel
+standardisation, when asked, is the network's first layer, with its constants in the exported
+weights, so every engine applies it.
 
 Data: ``train``/``val`` RecordIO files streamed through ``mx.io.ImageRecordIter``
 (:func:`prostate_fast.dataset.record_iter`), a fresh iterator per epoch seeded with
@@ -56,16 +59,15 @@ import numpy as np
 from .._mx import import_mxnet, parse_context
 from .._outputs import command_inputs, output_lock
 from .._util import write_json as _write_json
-from ..errors import DatasetError
+from ..errors import DatasetError, ModelError
 from ..metrics import (
-    SELECT_DEFAULT,
     screening_score,
     selection_key,
     threshold_for_sensitivity,
     validation_metrics,
 )
 from ..model import write_model
-from ..model.networks import StudyConfig, build_network, network_spec
+from ..model.networks import StudyConfig, build_network, initializer, network_spec
 from .config import _class_weights, _Config, _finish_dir, _prepare_dir, _settings
 from .io import (
     _batches,
@@ -73,12 +75,14 @@ from .io import (
     _dataset,
     _open_records,
     _Progress,
+    channel_stats,
     load_exported,
     predict_split,
     training_domain,
 )
+from .recipes import RECIPE_DEFAULT, resolve_recipe
 
-__all__ = ["SELECT_DEFAULT", "TrainResult", "load_exported", "predict_split", "train"]
+__all__ = ["TrainResult", "load_exported", "predict_split", "train"]
 
 
 @dataclass(frozen=True)
@@ -147,23 +151,27 @@ def train(
     dataset_dir: str | os.PathLike[str],
     model_dir: str | os.PathLike[str],
     *,
-    network: str = "study",
+    recipe: str = RECIPE_DEFAULT,
+    network: str | None = None,
     study: StudyConfig | None = None,
-    epochs: int = 100,
-    batch_size: int = 32,
-    lr: float = 0.001,
-    momentum: float = 0.8,
-    wd: float = 0.0,
-    lr_steps: Sequence[int] | None = None,
-    lr_factor: float = 0.1,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    momentum: float | None = None,
+    wd: float | None = None,
+    lr_steps: Sequence[int] | str | None = None,
+    lr_factor: float | None = None,
     class_weights: str | Sequence[float] | None = None,
     seed: int = 0,
     ctx: Any = "cpu",
     kvstore: str = "local",
     resume: bool = False,
-    select: str = SELECT_DEFAULT,
+    select: str | None = None,
+    select_floor: float | None = None,
     target_sensitivity: float = 0.99,
-    augment: bool = False,
+    augment: bool | None = None,
+    standardise: bool | None = None,
+    init: str | None = None,
     n_threads: int | None = None,
     progress: bool = True,
     log_interval: int = 50,
@@ -178,19 +186,21 @@ def train(
         A dataset folder (``prostate_fast.dataset``: dataset.json, train/val .rec/.idx/.csv).
     model_dir : path
         Output folder (module docstring); must not exist unless ``overwrite`` or ``resume``.
-    network : {"study", "resnet10", "resnet18"}
+    recipe : {"default", "study"}
+        The settings every other None argument takes (:mod:`prostate_fast.train.recipes`):
+        ``"default"`` learns on real tissue (ResNet-10, standardised input, class weights,
+        augmentation, AUC selection with floors); ``"study"`` is the 2018 study exactly.
+    network : {"study", "resnet10", "resnet18"}, optional
         Architecture (:func:`prostate_fast.model.networks.build_network`); output size = the
         dataset's class count.
     study : StudyConfig, optional
         Filter and unit counts of the study's CNN (defaults: 32, 64 filters 5x5; 256-128-64).
-    epochs, batch_size, lr, momentum : optional
-        The study's defaults: 100 epochs, batch 32, SGD learning rate 0.001, momentum 0.8.
-    wd : float
-        Weight decay (L2), 0 in the study.
+    epochs, batch_size, lr, momentum, wd : optional
+        Epochs, batch size, SGD learning rate, momentum and weight decay (L2).
     lr_steps, lr_factor : optional
         Multiply the learning rate by ``lr_factor`` at the start of each epoch in ``lr_steps``
-        (1-based epoch numbers).
-    class_weights : None, "dataset" or sequence of float
+        (1-based epoch numbers, or ``"60%,85%"``: shares of the epochs).
+    class_weights : "none", "dataset" or sequence of float, optional
         Per-class loss weights: none, the dataset's (or inverse train frequencies), or given.
     seed : int
         Seeds the initialisation, every epoch's shuffle and augmentation.
@@ -202,14 +212,22 @@ def train(
     resume : bool
         Continue ``MODEL_DIR.partial`` (an interrupted run) or a finished ``MODEL_DIR`` up to
         ``epochs``; the settings must match the saved ones.
-    select : str
-        Validation metric that picks the exported epoch: ``"sensitivity@specificity>=F"``
-        (default F = 0.5: best sensitivity over thresholds keeping specificity >= F),
-        ``"accuracy"``, ``"auc"`` or ``"loss"``.
+    select : str, optional
+        Validation metric that picks the exported epoch: ``"auc"``, ``"balanced_accuracy"``,
+        ``"accuracy"``, ``"loss"`` or ``"sensitivity@specificity>=F"`` (best sensitivity over
+        thresholds keeping specificity >= F).
+    select_floor : float, optional
+        Only epochs whose validation sensitivity and specificity at the arg-max decision are both
+        >= this can be chosen (0: any epoch); ModelError when no epoch qualifies.
     target_sensitivity : float
         The threshold stored in model.json reaches this sensitivity on val (best epoch).
-    augment : bool
+    augment : bool, optional
         Random mirror and 90-degree turns (the dataset loader's augmentation).
+    standardise : bool, optional
+        Standardise the input per channel with the train split's mean and standard deviation
+        (the network's first layer, exported with it).
+    init : {"xavier", "scaled"}, optional
+        Weight initialisation (:func:`prostate_fast.model.networks.initializer`).
     n_threads : int, optional
         Threads for MXNet and decoding (None: all cores).
     progress : bool
@@ -243,29 +261,53 @@ def train(
     about 800 tiles/s on 32 px tiles.
     """
     t_start = time.time()
-    cfg = _Config(
+    r = resolve_recipe(
+        recipe,
+        network=network,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         momentum=momentum,
         wd=wd,
+        lr_steps=lr_steps,
         lr_factor=lr_factor,
+        class_weights=class_weights,
+        select=select,
+        select_floor=select_floor,
+        augment=augment,
+        standardise=standardise,
+        init=init,
+    )
+    cfg = _Config(
+        recipe=recipe,
+        epochs=r["epochs"],
+        batch_size=r["batch_size"],
+        lr=r["lr"],
+        momentum=r["momentum"],
+        wd=r["wd"],
+        lr_factor=r["lr_factor"],
         seed=seed,
         kvstore=kvstore,
-        select=select,
+        select=r["select"],
+        select_floor=r["select_floor"],
         target_sensitivity=target_sensitivity,
-        augment=augment,
+        augment=r["augment"],
+        init=r["init"],
         n_threads=n_threads,
         progress=progress,
         log_interval=log_interval,
     )
     final = Path(model_dir)
     info = _dataset(Path(dataset_dir))
-    arch = network_spec(network, len(info.classes), info.tile_size, study)
-    weights = _class_weights(class_weights, info)
-    steps = sorted(int(s) for s in (lr_steps or []))
     n_train = _count(info, "train")
     _count(info, "val")
+    network_spec(r["network"], len(info.classes), info.tile_size, study)  # checked before reading
+    stats = channel_stats(info, n_train) if r["standardise"] else None
+    arch = network_spec(
+        r["network"], len(info.classes), info.tile_size, study, init=cfg.init, standardise=stats
+    )
+    weights = _class_weights(r["class_weights"], info)
+    steps = r["lr_steps"]
     mx = import_mxnet(n_threads)
     ctxs = parse_context(ctx)
     kv, parts, rank = _kvstore(mx, kvstore)
@@ -278,7 +320,7 @@ def train(
         logfile = (work / "train.log").open("a")
         run = _Run(cfg, info, ctxs, weights, steps, parts, rank, work, _tee(logfile, log), n_train)
         try:
-            history, best, threshold = _fit(run, network, study, kv, state, settings, arch)
+            history, best, threshold = _fit(run, study, kv, state, settings, arch)
         except BaseException:
             logfile.close()
             if created and run.ran == 0:  # nothing worth resuming: leave no partial output
@@ -286,9 +328,9 @@ def train(
             raise
         logfile.close()
         _finish_dir(work, final)
-    best_score = selection_key(select, history[best - 1])
+    best_score = selection_key(cfg.select, history[best - 1])
     seconds = time.time() - t_start
-    return TrainResult(final, best, select, best_score, threshold, history, seconds)
+    return TrainResult(final, best, cfg.select, best_score, threshold, history, seconds)
 
 
 def _tee(logfile: IO[str], log: Callable[[str], None]) -> Callable[[str], None]:
@@ -304,7 +346,6 @@ def _tee(logfile: IO[str], log: Callable[[str], None]) -> Callable[[str], None]:
 
 def _fit(
     run: _Run,
-    network: str,
     study: StudyConfig | None,
     kv: Any,
     state: dict[str, Any] | None,
@@ -316,26 +357,32 @@ def _fit(
     Returns the history (one log row per epoch), the best epoch and the stored threshold.
     """
     cfg = run.cfg
-    net, trainer = _build(run, network, study, kv)
+    net, trainer = _build(run, arch, study, kv)
     history, best = _restore(run, net, trainer, state)
     last_plot = time.time()
     net.hybridize(static_alloc=True, static_shape=True)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         row = _run_epoch(run, net, trainer, epoch)
         history.append(row)
-        key = selection_key(cfg.select, row)
-        if best == 0 or key > selection_key(cfg.select, history[best - 1]):
+        key = selection_key(cfg.select, row, cfg.select_floor)
+        if best == 0 or key > selection_key(cfg.select, history[best - 1], cfg.select_floor):
             best = epoch
         state = {"settings": settings, "history": history, "best_epoch": best}
         _checkpoint(run, net, trainer, epoch, state)
         last_plot = _write_log_timed(run.work, history, epoch == cfg.epochs, last_plot)
         run.ran += 1
+    if selection_key(cfg.select, history[best - 1], cfg.select_floor) == -math.inf:
+        raise ModelError(
+            f"{run.work}: no epoch reached validation sensitivity and specificity >= "
+            f"{cfg.select_floor:g} (the network did not learn to tell the classes apart); "
+            "nothing exported: train longer (--resume --epochs N) or check the labels"
+        )
     threshold = _export(run, net, run.work, best, cfg.target_sensitivity, settings, arch)
     run.say(_best_line(cfg.select, best, history[best - 1], cfg.target_sensitivity, threshold))
     return history, best, threshold
 
 
-def _build(run: _Run, network: str, study: StudyConfig | None, kv: Any) -> tuple[Any, Any]:
+def _build(run: _Run, arch: dict[str, Any], study: StudyConfig | None, kv: Any) -> tuple[Any, Any]:
     """Seed every generator, build and initialise the network, and make its trainer."""
     cfg = run.cfg
     mx = import_mxnet()
@@ -343,8 +390,10 @@ def _build(run: _Run, network: str, study: StudyConfig | None, kv: Any) -> tuple
     np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - seeds libraries that use the global RNG
     mx.random.seed(cfg.seed)
     n_classes, tile = len(run.info.classes), run.info.tile_size
-    net = build_network(network, n_classes, tile_size=tile, config=study)
-    net.initialize(mx.init.Xavier(), ctx=run.ctxs)
+    net = build_network(
+        arch["name"], n_classes, tile_size=tile, config=study, standardise=arch.get("standardise")
+    )
+    net.initialize(initializer(cfg.init), ctx=run.ctxs)
     opt = {"learning_rate": cfg.lr, "momentum": cfg.momentum, "wd": cfg.wd}
     # dist_sync: workers aggregate gradients on the servers and update locally, so that every
     # worker holds the optimizer state and can checkpoint it (dist_async must update there)
@@ -490,6 +539,7 @@ _LOG_COLUMNS = (
     "val_accuracy",
     "val_sensitivity",
     "val_specificity",
+    "val_balanced_accuracy",
     "val_auc",
     "val_select",
     "time_s",
