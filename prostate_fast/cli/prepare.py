@@ -59,6 +59,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  level {i}: {w} x {h} px, downsample {ds:g}")
     assoc = facts["associated_images"]
     print(f"associated: {', '.join(assoc) if assoc else 'none'}")
+    for note in facts["notes"]:
+        print(f"note:       {note}")
     return 0
 
 
