@@ -59,6 +59,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  level {i}: {w} x {h} px, downsample {ds:g}")
     assoc = facts["associated_images"]
     print(f"associated: {', '.join(assoc) if assoc else 'none'}")
+    for note in facts["notes"]:
+        print(f"note:       {note}")
     return 0
 
 
@@ -225,13 +227,19 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
         description="Give every tissue tile of SLIDE a class from the pathologist's annotation "
         "and write a label table (.csv or .npz).",
     )
-    p.add_argument("slide", type=Path, help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("slide", type=Path, nargs="?", help="slide file (SVS, NDPI, TIFF, JPEG, ...)")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--painted", type=Path, help="painted copy of the slide (level 0 or tiles)")
     src.add_argument("--geojson", type=Path, help="QuPath GeoJSON export")
     src.add_argument("--xml", type=Path, help="ASAP or Aperio ImageScope XML")
     src.add_argument("--mask", type=Path, help="label mask (PNG/TIFF of integer codes)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="label table (.csv or .npz)")
+    src.add_argument(
+        "--list-classes",
+        type=Path,
+        metavar="FILE",
+        help="list the classes (layers) of a GeoJSON/XML annotation file and what they map to",
+    )
+    p.add_argument("-o", "--out", type=Path, help="label table (.csv or .npz)")
     _add_tile_grid(p)
     p.add_argument("--all-tiles", action="store_true", help="every tile, not only tissue")
     p.add_argument("--min-coverage", type=float, default=0.05, help="class share (0.05)")
@@ -251,7 +259,15 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=CLASS",
         help="map a polygon class name (or 'unclassified') to a class, or to 'ignore'",
     )
-    p.add_argument("--mask-codes", default=None, help="e.g. '0=ignore,1=benign,2=cancer'")
+    codes = p.add_mutually_exclusive_group()
+    codes.add_argument("--mask-codes", default=None, help="e.g. '0=ignore,1=benign,2=cancer'")
+    codes.add_argument(
+        "--mask-scheme",
+        choices=("prostate-fast", "panda-radboud", "panda-karolinska"),
+        default=None,
+        help="preset mask codes: prostate-fast (default: 0 nothing, 1 benign, 2 cancer), "
+        "panda-radboud (1-2 benign, 3-5 Gleason 3-5), panda-karolinska (1 benign, 2 cancer)",
+    )
     p.add_argument("--threshold", type=int, default=60, help="painted: channel difference (60)")
     p.add_argument("--colour-tol", type=int, default=64, help="painted: colour tolerance (64)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
@@ -265,17 +281,24 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from ..slide import open_slide
     from ..tile import build_grid, full_grid
 
-    if args.out.suffix.lower() not in (".csv", ".npz"):
-        raise ValueError(f"{args.out}: the label table must be .csv or .npz")
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     cmap = ClassMap.parse(
         args.classes,
         negative=args.negative,
         order=args.order,
         aliases=";".join(args.class_alias),
         codes=args.mask_codes,
+        scheme=args.mask_scheme,
     )
+    if args.list_classes is not None:
+        return _list_classes(args.list_classes, cmap)
+    if args.slide is None or args.out is None:
+        raise ValueError("label needs SLIDE and -o OUT (or --list-classes FILE)")
+    if not any(getattr(args, k) is not None for k in ("painted", "geojson", "xml", "mask")):
+        raise ValueError("label needs one of --painted, --geojson, --xml, --mask")
+    if args.out.suffix.lower() not in (".csv", ".npz"):
+        raise ValueError(f"{args.out}: the label table must be .csv or .npz")
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     kinds = {"painted": "painted", "geojson": "polygons", "xml": "polygons", "mask": "mask"}
     flag = next(k for k in kinds if getattr(args, k) is not None)
     annotation, source = getattr(args, flag), kinds[flag]
@@ -305,6 +328,30 @@ def _cmd_label(args: argparse.Namespace) -> int:
     _print_warnings(caught)  # a painted copy that does not register, or a colour no class has
     counts = ", ".join(f"{name} {n}" for name, n in table.counts().items())
     print(f"{len(table)} tiles of {slide.name}: {counts} -> {args.out}")
+    return 0
+
+
+def _list_classes(path: Path, cmap: Any) -> int:
+    """Print every class name of an annotation file, its polygon count and its class."""
+    from collections import Counter
+
+    from ..errors import AnnotationError
+    from ..label.annotation import load_annotation
+
+    ann = load_annotation(path)
+    counts = Counter((q.name, q.negative) for q in ann.polygons)
+    print(f"{path} ({ann.format}): {len(ann.polygons)} polygons")
+    for (name, negative), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        label = "unclassified" if name is None else name
+        if negative:
+            print(f"  {label!r}: {n} subtracting region(s)")
+            continue
+        try:
+            index = cmap.resolve(name, path)
+            target = "ignored" if index is None else cmap.names[index]
+        except AnnotationError:
+            target = f"not in the class map: --class-alias '{label}=CLASS' (or =ignore)"
+        print(f"  {label!r}: {n} polygon(s) -> {target}")
     return 0
 
 

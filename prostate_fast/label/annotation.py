@@ -14,15 +14,18 @@ Formats
   "Export objects"), or a bare geometry. ``Polygon`` and ``MultiPolygon`` geometries (holes
   included) are read, ``GeometryCollection`` is walked, points and lines are skipped. The class is
   ``properties.classification.name`` (or a plain string ``classification``); a feature without one
-  is *unclassified* (``name=None``). Objects QuPath exports as ``detection``/``cell``/``tile`` are
-  skipped: labels come from annotations.
+  is *unclassified* (``name=None``). Labels come from annotations; a file without any is read
+  from its ``detection``/``tile`` objects (exported predictions, corrected in QuPath); ``cell``
+  objects are skipped.
 * **ASAP XML** (``<ASAP_Annotations>``): every ``<Annotation>`` of type Polygon, Spline or
   Rectangle with its ``<Coordinate>`` points (sorted by ``Order``); the class is ``PartOfGroup``
   (``None`` or empty: unclassified). Camelyon16's exclusion group ``_2`` (and a group named
   ``Exclusion``) is read as ``negative`` with no class: it subtracts from every class.
 * **Aperio ImageScope XML** (``<Annotations>``): every ``<Annotation>`` layer's ``<Region>``; the
-  class is the layer's ``Name``, else its first ``<Attribute>``'s ``Value``, else the region's
-  ``Text``. ``NegativeROA="1"`` regions subtract from their own layer's class. Region type 1
+  class is the layer's ``Name``, else its first ``<Attribute>``'s ``Value``, else that
+  attribute's ``Name`` (``<Attribute Name="CaP" Value=""/>`` names the layer ``CaP``), else the
+  region's ``Text``, else, when the file has several layers, ``layer N`` (N: the layer's ``Id``):
+  unnamed layers are never merged into one class; map them with ``--class-alias 'layer 3=ignore'``. ``NegativeROA="1"`` regions subtract from their own layer's class. Region type 1
   (rectangle) and 2 (ellipse) given by two corner vertices are expanded to polygons; regions with
   fewer than three vertices (rulers, arrows) are skipped. ``MicronsPerPixel`` is kept as
   :attr:`Annotation.mpp`: vertices are pixels of an image of that resolution, rescaled by the

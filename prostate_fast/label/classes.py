@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import AnnotationError
 
-__all__ = ["DEFAULT_ALIASES", "ClassMap"]
+__all__ = ["DEFAULT_ALIASES", "MASK_SCHEMES", "ClassMap", "scheme_codes"]
 
 RGB = tuple[int, int, int]
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -32,6 +32,43 @@ DEFAULT_ALIASES: dict[str, str] = {
         "benign normal non-cancer noncancer non-tumor non-tumour healthy".split(), "<negative>"
     ),
 }
+
+#: Label-mask code schemes (``--mask-scheme``): what each code means, see :func:`scheme_codes`.
+MASK_SCHEMES = {
+    "prostate-fast": "0 nothing, 1 the negative class, 2, 3, ... the positive classes (default)",
+    "panda-radboud": "PANDA Radboud: 0 nothing, 1 stroma and 2 benign epithelium -> the negative "
+    "class, 3/4/5 Gleason 3/4/5 -> gleason3/gleason4/gleason5 when those classes exist, else cancer",
+    "panda-karolinska": "PANDA Karolinska: 0 nothing, 1 benign -> the negative class, 2 cancer",
+}
+
+
+def scheme_codes(scheme: str, names: Sequence[str]) -> dict[int, str | None] | None:
+    """Mask code -> class name (None: nothing) of a :data:`MASK_SCHEMES` scheme for the classes
+    ``names`` (index 0 negative); None for ``prostate-fast`` (the default map).
+
+    Raises
+    ------
+    ValueError
+        An unknown scheme, or classes the scheme cannot map onto (no ``cancer`` class, and for
+        ``panda-radboud`` not every one of gleason3/4/5 either).
+    """
+    if scheme not in MASK_SCHEMES:
+        raise ValueError(f"mask scheme must be one of {sorted(MASK_SCHEMES)}, got {scheme!r}")
+    if scheme == "prostate-fast":
+        return None
+    lower = {n.lower(): n for n in names[1:]}
+    base: dict[int, str | None] = {0: None, 1: names[0]}
+    grades = [lower.get(f"gleason{g}") for g in (3, 4, 5)]
+    if scheme == "panda-radboud":
+        if all(grades):
+            return {**base, 2: names[0], 3: grades[0], 4: grades[1], 5: grades[2]}
+        if "cancer" in lower:
+            return {**base, 2: names[0], **dict.fromkeys((3, 4, 5), lower["cancer"])}
+        raise ValueError("--mask-scheme panda-radboud needs --classes with 'cancer' or with "
+                         f"gleason3, gleason4 and gleason5; got {list(names[1:])}")  # fmt: skip
+    if "cancer" in lower:
+        return {**base, 2: lower["cancer"]}
+    raise ValueError(f"--mask-scheme {scheme} needs a 'cancer' class; got {list(names[1:])}")
 
 
 def _rgb(name: str, value: object) -> RGB:
@@ -138,10 +175,11 @@ class ClassMap:
         order: str | None = None,
         aliases: str | None = None,
         codes: str | None = None,
+        scheme: str | None = None,
     ) -> ClassMap:
         """Build from CLI strings: ``"cancer=0,255,0;gleason4=0,0,255"`` (a name without
         ``=`` has no colour), ``order="gleason4,cancer"``, ``aliases="Tumor=cancer;Stroma=ignore"``,
-        ``codes="0=ignore,1=benign,2=cancer"``.
+        ``codes="0=ignore,1=benign,2=cancer"`` or a ``scheme`` of :data:`MASK_SCHEMES` (not both).
         """
         classes: dict[str, RGB | None] = {}
         for part in filter(None, (s.strip() for s in spec.split(";"))):
@@ -162,6 +200,10 @@ class ClassMap:
                 if not eq or not code.strip().isdigit():
                     raise ValueError(f"mask code {part!r} must be CODE=CLASS or CODE=ignore")
                 cd[int(code)] = target.strip()
+        if scheme is not None:
+            if codes:
+                raise ValueError("give --mask-codes or --mask-scheme, not both")
+            cd = scheme_codes(scheme, (negative, *classes))
         return cls.create(classes, negative=negative, order=ordr, aliases=al, codes=cd)
 
     def resolve(self, name: str | None, path: object) -> int | None:

@@ -52,9 +52,7 @@ def mask_coverage(
         present = src.codes()
         unknown = [int(c) for c in present if int(c) not in cmap.codes]
         if unknown:
-            raise AnnotationError(
-                f"{src.name}: mask codes {unknown[:10]} are not in the code map {sorted(cmap.codes)}"
-            )
+            raise AnnotationError(_unknown_codes(src.name, unknown, cmap))
         xy = grid.l0_xy.astype(np.float64)
         cover = _area_cover(src, present, cmap, xy, grid.l0_tile_size, dx, dy)
         inside = np.zeros_like(cover, bool)
@@ -142,6 +140,19 @@ class _TiffMaskRows(_MaskRows):
 
     def close(self) -> None:
         self._levels.close()
+
+
+def _unknown_codes(name: object, unknown: list[int], cmap: ClassMap) -> str:
+    """The error for mask codes the class map does not know, with a --mask-codes example."""
+    known = [
+        f"{c}={'ignore' if i is None else cmap.names[i]}" for c, i in sorted(cmap.codes.items())
+    ]
+    example = ",".join(known + [f"{c}=CLASS" for c in unknown[:3]])
+    return (
+        f"{name}: mask codes {unknown[:10]} are not in the code map {sorted(cmap.codes)}; "
+        f"say what each code means with --mask-codes, e.g. --mask-codes '{example}' (CLASS: a "
+        "class name or ignore), or name a scheme: --mask-scheme panda-radboud|panda-karolinska"
+    )
 
 
 def _open_mask(annotation: object) -> _MaskRows:

@@ -2,8 +2,10 @@
 
 A ``Feature``, a ``FeatureCollection``, a JSON list of features or a bare geometry; ``Polygon``
 and ``MultiPolygon`` are read (holes included), ``GeometryCollection`` is walked, points and lines
-are skipped, and QuPath's ``detection``/``cell``/``tile`` objects are skipped. (The export of
-predictions as GeoJSON is :mod:`prostate_fast.geojson`; this module only reads annotations.)
+are skipped. Labels come from annotations; a file with no annotation polygon but with QuPath
+``detection``/``tile`` objects (predictions exported by :mod:`prostate_fast.geojson`, perhaps
+corrected in QuPath) is read from those, classes kept, so corrected predictions train the next
+model. ``cell`` objects (nuclei) are never labels.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from .shapes import Annotation, Polygon, check_counts, no_polygon, read_text, ri
 
 __all__ = ["load_geojson"]
 
-#: QuPath object types that are not annotations and are skipped.
-_SKIPPED_OBJECT_TYPES = frozenset({"detection", "cell", "tile"})
+#: QuPath object types read only from a file without annotations (and cells: never).
+_DETECTION_TYPES = frozenset({"detection", "tile"})
+_SKIPPED_OBJECT_TYPES = frozenset({"cell"})
 
 
 def load_geojson(path: str | Path) -> Annotation:
@@ -67,6 +70,7 @@ def _geojson_document(p: Path, doc: Any) -> Annotation:
     else:
         raise AnnotationError(f"{p}: not GeoJSON (no 'type' member at the top level)")
     polygons: list[Polygon] = []
+    detections: list[Polygon] = []
     skipped = 0
     for i, feat in enumerate(features):
         if not isinstance(feat, dict):
@@ -75,16 +79,19 @@ def _geojson_document(p: Path, doc: Any) -> Annotation:
             props = feat.get("properties") or {}
             if not isinstance(props, dict):
                 raise AnnotationError(f"{p}: feature {i}: 'properties' is not an object")
-            if str(props.get("objectType", "annotation")).lower() in _SKIPPED_OBJECT_TYPES:
+            kind = str(props.get("objectType", "annotation")).lower()
+            if kind in _SKIPPED_OBJECT_TYPES:
                 skipped += 1
                 continue
             geom = feat.get("geometry")
             name = _qupath_class(p, props, i)
         else:
-            geom, name = feat, None
+            geom, name, kind = feat, None, "annotation"
         if geom is None:
             continue
-        polygons.extend(_geometry(p, geom, name, f"feature {i}"))
+        into = detections if kind in _DETECTION_TYPES else polygons
+        into.extend(_geometry(p, geom, name, f"feature {i}"))
+    polygons = polygons or detections  # a file of detections only: re-imported predictions
     if not polygons:
         raise no_polygon(p, skipped)
     vertices = sum(len(q.exterior) + sum(len(h) for h in q.holes) for q in polygons)

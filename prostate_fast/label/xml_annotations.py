@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import AnnotationError
 from .shapes import Annotation, Polygon, check_counts, no_polygon, read_text, ring_of
 
-__all__ = ["EXCLUSION_GROUPS", "load_aperio_xml", "load_asap_xml", "parse_xml"]
+__all__ = ["EXCLUSION_GROUPS", "aperio_layer_name", "load_aperio_xml", "load_asap_xml", "parse_xml"]
 
 #: ASAP group names that mark regions to exclude (Camelyon16 convention), compared lower-case.
 EXCLUSION_GROUPS = frozenset({"_2", "exclusion"})
@@ -129,11 +129,9 @@ def load_aperio_xml(path: str | Path) -> Annotation:
         if not mpp > 0:
             raise AnnotationError(f"{p}: MicronsPerPixel must be positive, got {mpp}")
     polygons = []
-    for i, ann in enumerate(root.findall("Annotation")):
-        layer = ann.attrib.get("Name", "").strip()
-        if not layer:
-            attr = ann.find("Attributes/Attribute")
-            layer = (attr.attrib.get("Value", "") if attr is not None else "").strip()
+    layers = root.findall("Annotation")
+    for i, ann in enumerate(layers):
+        layer = aperio_layer_name(ann)
         for j, reg in enumerate(ann.iter("Region")):
             where = f"annotation {i} region {reg.attrib.get('Id', j)}"
             verts = [
@@ -147,11 +145,31 @@ def load_aperio_xml(path: str | Path) -> Annotation:
             if ring is None:
                 continue
             name = layer or reg.attrib.get("Text", "").strip() or None
+            if name is None and len(layers) > 1:  # never merge unnamed layers silently
+                name = f"layer {ann.attrib.get('Id', '').strip() or i + 1}"
             negative = reg.attrib.get("NegativeROA", "0").strip() == "1"
             polygons.append(Polygon(name, ring, (), negative=negative))
     if not any(not q.negative for q in polygons):
         raise no_polygon(p)
     return Annotation(p, "aperio", tuple(polygons), mpp)
+
+
+def aperio_layer_name(ann: Any) -> str | None:
+    """The class name of an Aperio ``<Annotation>`` layer: its ``Name``, else its first
+    ``<Attribute>``'s ``Value``, else that attribute's ``Name`` (a TCGA-PRAD export names its
+    cancer layer ``<Attribute Name="CaP" Value=""/>``), else None (regions' ``Text``, then
+    ``layer N`` when the file has several layers; N is the layer's ``Id`` or its position)."""
+    layer = ann.attrib.get("Name", "").strip()
+    if layer:
+        return layer
+    for attr in ann.findall("Attributes/Attribute"):
+        value = attr.attrib.get("Value", "").strip()
+        key = attr.attrib.get("Name", "").strip()
+        if value:
+            return value
+        if key and key.lower() != "description":  # ImageScope's default attribute
+            return key
+    return None
 
 
 def _expand_two_point(verts: list[tuple[float, float]], *, ellipse: bool) -> list:

@@ -97,6 +97,8 @@ class Slide(ABC):
         self._mpp_source: str | None = None
         self._objective: float | None = None
         self.properties: dict[str, str] = {}
+        #: What the reader had to infer or work around (``info`` prints them).
+        self.notes: list[str] = []
 
     # -- geometry -------------------------------------------------------------------------------
     @property
@@ -460,6 +462,7 @@ class Slide(ABC):
             "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
             "associated_images": list(self.associated_images),
+            "notes": list(self.notes),
         }
 
     def __repr__(self) -> str:
@@ -480,6 +483,7 @@ class _MppView(Slide):
         self._level_dimensions = list(base.level_dimensions)
         self._mpp = (mpp, mpp)
         self._mpp_source = "given"
+        self.notes = list(base.notes)
         self._objective = None  # the magnification follows from the mpp given
 
     @property

@@ -4,7 +4,8 @@ OpenSlide is asked first (every vendor format it knows, TIFF-based or not); TIFF
 also opened by the package's TIFF decoder, which checks their structure (truncation, a broken IFD
 chain) and then serves as the fast reader where it matches OpenSlide exactly. TIFFs that OpenSlide
 rejects are read with tifffile (:class:`TiffSlide`), by tiles or by strips (a striped TIFF of any
-size is read a few strips at a time); a single striped page tifffile cannot turn into RGB
+size is read a few strips at a time); DICOM files and series folders go to OpenSlide, and what
+it refuses to :class:`~.dicom.DicomSlide` (pydicom, see :mod:`.dicom`); a single striped page tifffile cannot turn into RGB
 (palette, bilevel, CMYK) and JPEG/PNG/BMP images are decoded whole with OpenCV
 (:class:`ImageSlide`) after their header showed the decoding stays under
 :data:`~.headers.MAX_DECODE_BYTES`. Every failure is a :class:`SlideError` that
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import SlideError
 from .core import Slide
+from .dicom import DicomSlide, dicom_series_file
 from .headers import sniff
 from .memory import ImageSlide
 from .tiff import TiffLevels, TiffSlide
@@ -56,8 +58,12 @@ def open_slide(path: str | Path, *, n_threads: int | None = None) -> Slide:
     p = Path(path)
     if not p.exists():
         raise SlideError(f"{p}: no such file")
+    folder = None
     if p.is_dir():
-        raise SlideError(f"{p}: is a directory, not a slide file")
+        found = dicom_series_file(p)
+        if found is None:
+            raise SlideError(f"{p}: is a directory, not a slide file (nor a DICOM series)")
+        folder, p = p, found
     try:
         if p.stat().st_size == 0:
             raise SlideError(f"{p}: empty file (0 bytes)")
@@ -65,6 +71,8 @@ def open_slide(path: str | Path, *, n_threads: int | None = None) -> Slide:
     except PermissionError as exc:
         raise SlideError(f"{p}: permission denied") from exc
     slide = _open_any(p, kind, head, n_threads)
+    if folder is not None:
+        slide.path = folder
     try:
         lw, lh = slide.level_dimensions[-1]
         slide.read_region((0, 0), slide.level_count - 1, (min(lw, 64), min(lh, 64)))
@@ -81,6 +89,8 @@ def _open_any(p: Path, kind: str | None, head: bytes, n_threads: int | None) -> 
         vendor = openslide.OpenSlide.detect_format(str(p))
     except openslide.OpenSlideError:
         vendor = None
+    if vendor == "dicom" or (vendor is None and kind == "dicom"):
+        return _open_dicom(p, vendor, n_threads)
     if vendor is not None:
         tiff = TiffLevels(p) if kind == "tiff" else None
         return OpenSlideSlide(p, vendor, n_threads, tiff)
@@ -98,3 +108,22 @@ def _open_any(p: Path, kind: str | None, head: bytes, n_threads: int | None) -> 
             f"(unrecognised content, starts with {head[:8]!r})"
         )
     raise SlideError(f"{p}: not a slide or image format prostate-fast can read")
+
+
+def _open_dicom(p: Path, vendor: str | None, n_threads: int | None) -> Slide:
+    """OpenSlide for a conformant series; :class:`DicomSlide` (pydicom) for what it refuses."""
+    first: SlideError | None = None
+    if vendor is not None:
+        try:
+            return OpenSlideSlide(p, vendor, n_threads)
+        except SlideError as exc:
+            first = exc
+    try:
+        slide = DicomSlide(p, n_threads)
+    except SlideError as exc:
+        raise SlideError(f"{exc}; {first}" if first else str(exc)) from exc
+    if first is not None:
+        slide.notes.insert(
+            0, f"OpenSlide refused it ({str(first).rsplit(': ', 1)[-1]}); read with pydicom"
+        )
+    return slide
