@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -118,25 +119,27 @@ def test_overlay_tile_is_the_blend_kernel(server, out, mode) -> None:
     scores = load_score_grid(out / "cancer1" / "cancer1-scores.npz")
     assert scores.downsample == 1.0
     tables = blend_tables(scores, alpha=1.0, mode=mode)
+    white = replace(tables, colours=np.full_like(tables.colours, 255))
+    tinted = 0
     with open_slide(out.parent / "slides" / "cancer1.tif") as sl:
-        px = sl.read_region((256, 256), 0, (256, 256))
-    status, data = get(server, f"/api/overlay/{i}_files/11/1_1.png?mode={mode}")
-    assert status == 200
-    rgba = image(data, cv2.IMREAD_UNCHANGED)
-    assert rgba.shape == (256, 256, 4)
-    # the browser's "source over" at full opacity is the overlay TIFF's blend, up to rounding
-    a = rgba[..., 3:].astype(np.int32)
-    shown = (px.astype(np.int32) * (255 - a) + rgba[..., :3].astype(np.int32) * a + 127) // 255
-    kernel = blend_tiles(px, tables, origin=(256, 256))
-    assert np.abs(shown - kernel).max() <= 1
-    assert (a > 0).any() if mode == "graded" else True
-    # and the alpha channel is the kernel's weight, exactly
-    white = blend_tiles(
-        np.zeros_like(px),
-        type(tables)(**{**tables.__dict__, "colours": np.full_like(tables.colours, 255)}),
-        origin=(256, 256),
-    )
-    np.testing.assert_array_equal(rgba[..., 3], white[..., 0])
+        for col, row in [(1, 1), (0, 0), (3, 1), (7, 3), (4, 2)]:
+            xy = (col * TILE, row * TILE)
+            px = sl.read_region(xy, 0, (TILE, TILE))
+            status, data = get(server, f"/api/overlay/{i}_files/11/{col}_{row}.png?mode={mode}")
+            assert status == 200
+            rgba = image(data, cv2.IMREAD_UNCHANGED)
+            assert rgba.shape == (TILE, TILE, 4)
+            # the alpha channel is the kernel's weight (white over black), exactly
+            weight = blend_tiles(np.zeros_like(px), white, origin=xy)[..., 0]
+            np.testing.assert_array_equal(rgba[..., 3], weight)
+            # the browser's "source over" at full opacity is the kernel's blend, up to rounding
+            a = rgba[..., 3:].astype(np.int32)
+            shown = (
+                px.astype(np.int32) * (255 - a) + rgba[..., :3].astype(np.int32) * a + 127
+            ) // 255
+            assert np.abs(shown - blend_tiles(px, tables, origin=xy)).max() <= 1
+            tinted += int((a > 0).any())
+    assert 0 < tinted < 5  # both kinds of tile: tinted, and transparent (no tinted cell near)
 
 
 def test_overlay_coarse_levels_and_descriptor(server) -> None:
@@ -276,3 +279,19 @@ def test_cli_prints_url_and_serves(out, monkeypatch, capsys) -> None:
     assert seen["host"] == "127.0.0.1" and seen["url"] in printed and not opened
     assert main(["view", str(out), "--port", "0", "--open"]) == 0
     assert opened == [seen["url"]]
+
+
+def test_static_files_ship_in_the_wheel() -> None:
+    """Every file of the page is matched by pyproject's package-data (a non-editable install)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    view = root / "prostate_fast" / "view"
+    files = [p.relative_to(view).as_posix() for p in (view / "static").rglob("*") if p.is_file()]
+    assert "static/vendor/openseadragon/LICENSE.txt" in files
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) for g in globs["prostate_fast.view"]), f

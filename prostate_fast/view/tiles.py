@@ -101,6 +101,11 @@ def overlay_tile(
         return None
     f, x0, y0, w, h = win
     t, s = int(tables.tile_size), int(tables.stride)
+    rows, cols = tables.cls.shape
+    r0, c0 = max(0, (y0 - t) // s), max(0, (x0 - t) // s)
+    near = tables.cls[r0 : min(rows, (y0 + h * f) // s + 1), c0 : min(cols, (x0 + w * f) // s + 1)]
+    if not (near >= 0).any():  # no tinted cell near the tile: transparent, no kernel
+        return np.zeros((h, w, 4), np.uint8)
     if t % f == 0 and s % f == 0:
         ow = max(1, tables.outline_width // f) if tables.outline_width else 0
         scaled = replace(tables, tile_size=t // f, stride=s // f, outline_width=ow)
