@@ -23,8 +23,8 @@ async function loadWorklist() {
     if (r.status === "no tissue") tr.classList.add("notissue");
     const thumb = r.thumbnail ? `<img alt="" loading="lazy" src="/api/thumb/${r.index}.png">` : "";
     tr.innerHTML = `<td>${r.rank ?? ""}</td><td>${thumb}</td><td class="name"></td>` +
-      `<td class="status"></td><td>${r.score == null ? "" : r.score.toFixed(3)}</td>` +
-      `<td>${pct(r.positive_share)}</td><td class="mark">${r.review ? "✓" : ""}</td>`;
+      `<td class="status"></td><td>${r.status !== "ok" || r.score == null ? "" : r.score.toFixed(3)}</td>` +
+      `<td>${r.status !== "ok" ? "" : pct(r.positive_share)}</td><td class="mark">${r.review ? "✓" : ""}</td>`;
     tr.querySelector(".name").textContent = r.name;
     tr.querySelector(".status").textContent = r.status;
     tr.addEventListener("click", () => openSlide(r.index));
@@ -101,17 +101,19 @@ $("review").addEventListener("click", async () => {
 });
 
 let probeTimer = null;
-new OpenSeadragon.MouseTracker({ element: viewer.element, moveHandler: (e) => {
+viewer.element.addEventListener("pointermove", (e) => {
   if (!state.info || !state.info.classes.length || viewer.world.getItemCount() === 0) return;
+  const rect = viewer.element.getBoundingClientRect();
+  const at = new OpenSeadragon.Point(e.clientX - rect.left, e.clientY - rect.top);
   clearTimeout(probeTimer);
   probeTimer = setTimeout(async () => {
-    const p = viewer.world.getItemAt(0).viewerElementToImageCoordinates(e.position);
+    const p = viewer.world.getItemAt(0).viewerElementToImageCoordinates(at);
     const r = await fetch(`/api/probe/${state.current}?x=${p.x}&y=${p.y}`);
     if (!r.ok) return;
     const d = await r.json();
     $("probe").textContent = d.tile ? Object.entries(d.prob).map(([k, v]) => `${k} ${v.toFixed(2)}`).join("  ") : "";
   }, 60);
-} });
+});
 
 // GeoJSON contours, drawn on a canvas over the viewer (optional).
 async function loadContours() {
