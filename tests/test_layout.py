@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluate",),
     ("screen",),
     ("batch",),
+    ("view",),
     ("synthetic",),
     ("demo",),
     ("cli", "distributed"),
