@@ -77,20 +77,29 @@ def test_int8_cache_reused(trained, monkeypatch) -> None:
     assert (net.stat().st_mtime_ns, net.stat().st_ino) == before
 
 
-def test_int8_refused_on_auc_drop(trained, tmp_path) -> None:
-    model, _ = trained
+def _copy_edited(model: Path, tmp_path: Path, edit) -> Path:
+    """A copy of ``model`` (int8 cache made) whose ``model-int8.json`` has ``edit(report)``."""
     load_model(model, engine="onnx", precision="int8", n_threads=2).close()
     copy = tmp_path / "m"
     shutil.copytree(model, copy)
     rep = copy / "model-int8.json"
     report = json.loads(rep.read_text())
-    report["auc_int8"] = report["auc_fp32"] - 0.01  # an int8 model that lost accuracy
-    rep.write_text(json.dumps(report))
+    rep.write_text(json.dumps(report | edit(report)))
+    return copy
+
+
+def test_int8_refused_on_auc_drop(trained, tmp_path) -> None:
+    model, _ = trained
+    copy = _copy_edited(model, tmp_path, lambda r: {"auc_int8": r["auc_fp32"] - 0.01})
     with pytest.raises(ModelError, match=r"int8 refused: validation AUC drops by 0\.0100") as e:
         load_model(copy, engine="onnx", precision="int8", n_threads=2)
     assert "\n" not in str(e.value) and "model-int8.json" in str(e.value)
-    # a looser tolerance accepts it; a tighter one than the real drop refuses the original
+    # a looser tolerance accepts it; one under the real drop refuses the original
     load_model(copy, engine="onnx", precision="int8", n_threads=2, max_auc_drop=0.02).close()
+    real = json.loads((model / "model-int8.json").read_text())["auc_drop"]
+    if real > 0:
+        with pytest.raises(ModelError, match="int8 refused"):
+            load_model(model, engine="onnx", precision="int8", max_auc_drop=real / 2)
     with pytest.raises(ValueError, match="max_auc_drop"):
         load_model(model, engine="onnx", precision="int8", max_auc_drop=-1.0)
 
@@ -110,13 +119,8 @@ def test_int8_needs_the_validation_split(trained, tmp_path) -> None:
 
 def test_int8_stale_cache_remade(trained, tmp_path) -> None:
     model, _ = trained
-    load_model(model, engine="onnx", precision="int8", n_threads=2).close()
-    copy = tmp_path / "m"
-    shutil.copytree(model, copy)
+    copy = _copy_edited(model, tmp_path, lambda r: {"source_sha256": "0" * 64})  # another onnx
     rep = copy / "model-int8.json"
-    report = json.loads(rep.read_text())
-    report["source_sha256"] = "0" * 64  # made from another model.onnx
-    rep.write_text(json.dumps(report))
     with load_model(copy, engine="onnx", precision="int8", n_threads=2) as q:
         assert q.int8_report["source_sha256"] != "0" * 64
     assert json.loads(rep.read_text())["source_sha256"] != "0" * 64
