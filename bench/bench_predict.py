@@ -11,6 +11,11 @@ weights: speed does not depend on the values). Tiles are 256 real tissue tiles f
 * ``onnx``: ONNX Runtime on the exported network;
 * ``baseline``: the plain way (Gluon SymbolBlock, not hybridized, one tile per call, normalised
   per tile), as a straightforward re-implementation of the 2018 study's loop would run;
+* ``onnx fp32`` / ``onnx int8``: ONNX Runtime on the exported network and on its int8 form
+  (``precision="int8"``: calibrated on a synthetic validation split recorded as the model's
+  dataset); the ratio of their rates and the share of the 256 tiles whose decision (at the
+  model's threshold) is unchanged are printed. With random weights every probability is near
+  0.5, so that share is a worst case; the accuracy check itself is the int8 report's;
 * ``prepare``: the shared NumPy normalisation (uint8 NHWC to scaled float32 NCHW), included in
   every engine's time above.
 
@@ -60,6 +65,7 @@ def tiles(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 
 _RATES: dict[str, float] = {}
+_PROBS: dict[str, np.ndarray] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +79,11 @@ def _report(request: pytest.FixtureRequest):
         print()
         for name, rate in _RATES.items():
             print(f"bench_predict: {name:<30} {rate:8.1f} tiles/s")
+        if "onnx int8" in _RATES and "onnx fp32" in _RATES:
+            ratio = _RATES["onnx int8"] / _RATES["onnx fp32"]
+            print(
+                f"bench_predict: int8 / fp32 {ratio:.2f}x, {_UNCHANGED[0]:.1%} decisions unchanged"
+            )
 
 
 def _rate(benchmark, name: str, n: int) -> None:
@@ -92,6 +103,47 @@ def test_engine(benchmark, model_dir: Path, tiles: np.ndarray, engine: str) -> N
     out = benchmark.pedantic(pred.predict_batch, args=(tiles,), rounds=3, iterations=1)
     assert out.shape == (N_TILES, 2)
     _rate(benchmark, engine, N_TILES)
+
+
+@pytest.fixture(scope="module")
+def int8_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bench model with a synthetic 128 px dataset recorded (int8 calibrates on its val)."""
+    from _tiny_dataset import make_tiny_dataset
+
+    root = tmp_path_factory.mktemp("bench-int8")
+    ds = make_tiny_dataset(root / "ds", size=TILE, train_slides=1, per_slide=2, val_per_slide=128)
+    return make_model(root / "m", tile_size=TILE, dataset=ds)
+
+
+_UNCHANGED = [float("nan")]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnx_precision(benchmark, int8_model_dir: Path, tiles: np.ndarray, precision: str) -> None:
+    from prostate_fast.predict import load_model
+    from prostate_fast.predict.scoregrid import decide
+
+    pred = load_model(
+        int8_model_dir,
+        engine="onnx",
+        precision=precision,
+        batch_size=BATCH,
+        n_threads=THREADS,
+        max_auc_drop=1.0,  # random weights: the bench measures speed, not this model's AUC
+    )
+    pred.predict_batch(tiles[:BATCH])
+    benchmark.group = "predict 256 tiles of 128 px: onnx fp32 vs int8"
+    out = benchmark.pedantic(pred.predict_batch, args=(tiles,), rounds=3, iterations=1)
+    assert out.shape == (N_TILES, 2)
+    _rate(benchmark, f"onnx {precision}", N_TILES)
+    _PROBS[precision] = out
+    if len(_PROBS) == 2:
+        thr = np.array([pred.info.thresholds["cancer"]], np.float32)
+        same = float(np.mean(decide(_PROBS["fp32"], thr) == decide(_PROBS["int8"], thr)))
+        _UNCHANGED[0] = same
+        benchmark.extra_info["decisions_unchanged"] = same
+        benchmark.extra_info["max_abs_prob_diff"] = float(np.abs(_PROBS["fp32"] - out).max())
+        assert np.abs(_PROBS["fp32"] - out).max() < 0.05
 
 
 def test_baseline_one_tile_per_call(benchmark, model_dir: Path, tiles: np.ndarray) -> None:

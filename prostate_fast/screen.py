@@ -92,6 +92,9 @@ class ScreeningOptions:
         ``"cpu"`` or ``"gpu(N)"``.
     batch_size : int
         Tiles per engine call.
+    precision : {"fp32", "int8"}
+        ``"int8"``: the onnx engine's calibrated int8 network (see
+        :func:`~prostate_fast.predict.load_model`).
     thresholds : mapping of str to float
         Decision threshold per non-negative class, overriding the model's (``{"cancer": 0.3}``);
         the class names are checked against the model when it is applied.
@@ -117,6 +120,7 @@ class ScreeningOptions:
     engine: str = "gluon"
     ctx: str = "cpu"
     batch_size: int = 64
+    precision: str = "fp32"
     thresholds: Mapping[str, float] = field(default_factory=dict)
     mpp: float | None = None
     level: int | None = None
@@ -138,7 +142,7 @@ class ScreeningOptions:
         from .predict.engines.base import check_engine
         from .predict.scoregrid import check_threshold
 
-        check_engine(self.engine, self.batch_size)
+        check_engine(self.engine, self.batch_size, self.precision)
         if not isinstance(self.ctx, str):
             raise ValueError(f"ctx must be a string like 'cpu' or 'gpu(0)', got {self.ctx!r}")
         validate_scale(self.mpp, self.level)
@@ -156,7 +160,16 @@ class ScreeningOptions:
 
     def predict_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~prostate_fast.predict.predict_slide` (all but ``n_threads``)."""
-        keys = ("engine", "ctx", "batch_size", "mpp", "level", "ignore_domain", "ignore_scale")
+        keys = (
+            "engine",
+            "ctx",
+            "batch_size",
+            "precision",
+            "mpp",
+            "level",
+            "ignore_domain",
+            "ignore_scale",
+        )
         return {k: getattr(self, k) for k in keys} | {"thresholds": dict(self.thresholds)}
 
     def overlay_look(self) -> dict[str, Any]:
@@ -169,7 +182,12 @@ class ScreeningOptions:
 
         threads = self.n_threads if n_threads is None else n_threads
         return load_model(
-            model, engine=self.engine, ctx=self.ctx, batch_size=self.batch_size, n_threads=threads
+            model,
+            engine=self.engine,
+            ctx=self.ctx,
+            batch_size=self.batch_size,
+            n_threads=threads,
+            precision=self.precision,
         )
 
 

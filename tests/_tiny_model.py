@@ -23,12 +23,15 @@ def make_model(
     seed: int = 0,
     epoch: int = 3,
     domain: object = None,
+    dataset: Path | None = None,
 ) -> Path:
     """Write a model folder to ``out`` and return it.
 
     ``n_outputs`` (default ``len(classes)``) lets a test build a network whose output size does
     not match ``model.json``. ``domain`` (a :class:`~prostate_fast.model.StainDomain`) is
     recorded as the training domain; None writes a model as older versions did, without one.
+    ``dataset`` is recorded as the training dataset (``training.dataset``, as ``train`` does: the
+    int8 precision calibrates on its validation split).
     """
     from prostate_fast._mx import import_mxnet
     from prostate_fast.model import build_network, network_spec, write_model
@@ -52,6 +55,7 @@ def make_model(
         downsample=1.0,
         threshold={classes[-1]: threshold, "target_sensitivity": 0.99},
         architecture=network_spec("study", n_out, tile_size),
-        training={"note": "untrained test fixture", "seed": seed},
+        training={"note": "untrained test fixture", "seed": seed}
+        | ({"dataset": str(dataset)} if dataset is not None else {}),
         domain=domain,
     )

@@ -249,8 +249,8 @@ def test_screening_options_check_and_normalise() -> None:
     o = ScreeningOptions(thresholds={"cancer": 1}, colours={"cancer": [0, 255, 0]}, level=1)
     assert o.thresholds == {"cancer": 1.0} and o.colours == {"cancer": (0, 255, 0)}
     assert o.predict_kwargs() == {
-        "engine": "gluon", "ctx": "cpu", "batch_size": 64, "mpp": None, "level": 1,
-        "ignore_domain": False, "ignore_scale": False, "thresholds": {"cancer": 1.0},
+        "engine": "gluon", "ctx": "cpu", "batch_size": 64, "precision": "fp32", "mpp": None,
+        "level": 1, "ignore_domain": False, "ignore_scale": False, "thresholds": {"cancer": 1.0},
     }  # fmt: skip
     assert o.overlay_look() == {
         "alpha": 0.4, "mode": "class", "outline": 0, "colours": {"cancer": (0, 255, 0)},

@@ -245,7 +245,15 @@ def _worker_threads(n_threads: int | None) -> int:
 def _predictor(task: _Task, options: ScreeningOptions) -> Any:
     """The model of ``task``, loaded once per worker process (one model kept at a time)."""
     o = options
-    key = (task.model_dir, task.model["sha256"], o.engine, o.ctx, o.batch_size, o.n_threads)
+    key = (
+        task.model_dir,
+        task.model["sha256"],
+        o.engine,
+        o.precision,
+        o.ctx,
+        o.batch_size,
+        o.n_threads,
+    )
     if key not in _PREDICTOR:
         for old in _PREDICTOR.values():
             old.close()

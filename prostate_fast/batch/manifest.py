@@ -84,6 +84,8 @@ def settings(options: Any, model_thresholds: Mapping[str, float]) -> dict[str, A
     }
     if options.level is not None:
         out["level"] = options.level
+    if options.precision != "fp32":  # absent for fp32: manifests written before stay current
+        out["precision"] = options.precision
     for key in ("ignore_domain", "ignore_scale"):
         if getattr(options, key, False):
             out[key] = True

@@ -248,6 +248,7 @@ _OPTION_ARGS = {
     "engine": "engine",
     "ctx": "ctx",
     "batch_size": "batch_size",
+    "precision": "precision",
     "threshold": "thresholds",
     "slide_mpp": "mpp",
     "level": "level",

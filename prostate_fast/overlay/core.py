@@ -24,6 +24,8 @@ probability of its most probable non-negative class (a heat map, the predicted t
 
 Tiles partly off tissue: only their tissue pixels are tinted when the scores record the tissue
 mask (:mod:`prostate_fast.overlay.edges`); tiles fully on tissue keep the kernel's bytes.
+Untouched JPEG tiles of a slide in the overlay's own layout are copied as they are
+(:mod:`prostate_fast.overlay.copy`).
 """
 
 from __future__ import annotations
@@ -442,6 +444,7 @@ def write_overlay(
 
     from ..slide import open_slide
     from ..slide.pyramid import write_pyramid
+    from .copy import untouched_copier
 
     start = time.perf_counter()
     check_encoding(compression, quality, thumbnail_size)
@@ -470,7 +473,10 @@ def write_overlay(
         tmp, strips = _tiff_target(
             stack, sl, choice, grid, tables, (width, height), out, overwrite, encoding
         )
-        info = write_pyramid(tmp, strips, width, height, tile=TIFF_TILE, **encoding)
+        copy = untouched_copier(stack, sl, choice, tables, (width, height), TIFF_TILE, compression)
+        info = write_pyramid(
+            tmp, strips, width, height, tile=TIFF_TILE, copy_tiles=copy, **encoding
+        )
         if thumb_path is not None:
             from .thumbnail import legend_thumbnail, write_png
 

@@ -191,6 +191,7 @@ def predict_slide(
     ctx: Any = "cpu",
     batch_size: int = 64,
     n_threads: int | None = None,
+    precision: str = "fp32",
     mpp: float | None = None,
     level: int | None = None,
     thresholds: Mapping[str, float] | None = None,
@@ -218,6 +219,8 @@ def predict_slide(
         Tiles per engine call (default 64).
     n_threads : int, optional
         Threads for the engine and the tissue kernels (None = every core).
+    precision : {"fp32", "int8"}
+        See :func:`load_model` (int8: onnx engine; the ScoreGrid's engine reads ``onnx-int8``).
     mpp : float, optional
         Microns per level-0 pixel of the slide: overrides the file's value (required when the
         file records neither mpp nor objective power, unless ``level`` is given).
@@ -270,7 +273,14 @@ def predict_slide(
     validate_scale(mpp, level)
     own_model = not isinstance(model, Predictor)
     predictor = (
-        load_model(model, engine=engine, ctx=ctx, batch_size=batch_size, n_threads=n_threads)
+        load_model(
+            model,
+            engine=engine,
+            ctx=ctx,
+            batch_size=batch_size,
+            n_threads=n_threads,
+            precision=precision,
+        )
         if own_model
         else model
     )
@@ -327,7 +337,9 @@ def predict_slide(
         prob=prob,
         thresholds=thr,
         model=str(info.model_dir),
-        engine=predictor.engine,
+        engine=predictor.engine
+        if predictor.precision == "fp32"
+        else f"{predictor.engine}-{predictor.precision}",
         timings={
             "tissue": t1 - t0,
             "grid": t2 - t1,

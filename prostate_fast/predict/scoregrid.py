@@ -169,10 +169,7 @@ class ScoreGrid:
     def predicted(self) -> np.ndarray:
         """(n,) int16 predicted class of each tile (see the module docstring for the rule)."""
         thr = np.array([self.thresholds[c] for c in self.classes[1:]], np.float32)
-        pos = self.prob[:, 1:]
-        passing = pos >= thr
-        best = np.argmax(np.where(passing, pos, -np.inf), axis=1) + 1
-        return np.where(passing.any(axis=1), best, 0).astype(np.int16)
+        return decide(self.prob, thr)
 
     def class_counts(self) -> dict[str, int]:
         """Number of tiles predicted as each class."""
@@ -404,6 +401,15 @@ def tissue_pixels(
     mc = np.floor((np.arange(x0, x0 + w) + 0.5) * scale).astype(np.int64).clip(0, cols - 1)
     mr = np.floor((np.arange(y0, y0 + h) + 0.5) * scale).astype(np.int64).clip(0, rows - 1)
     return mask[mr[:, None], mc[None, :]]
+
+
+def decide(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n,) int16 decided class of (n, C) probabilities at the (C - 1,) thresholds of the
+    non-negative classes (the rule of the module docstring)."""
+    pos = prob[:, 1:]
+    passing = pos >= thresholds
+    best = np.argmax(np.where(passing, pos, -np.inf), axis=1) + 1
+    return np.where(passing.any(axis=1), best, 0).astype(np.int16)
 
 
 def check_threshold(key: str, value: Any) -> float:

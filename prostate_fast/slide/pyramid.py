@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -116,6 +116,32 @@ def _tiles(
         raise ValueError(f"strips cover {y} rows, expected {height}")
 
 
+def _copy_or_encode(
+    tiles: Iterator[np.ndarray], copy: Callable[[int], bytes | None], quality: int, threads: int
+) -> Iterator[bytes]:
+    """JPEG bytes of ``tiles`` in order: ``copy(i)`` where given, else encoded as tifffile does
+    (YCbCr 2 x 2, ``quality``) on ``threads`` threads."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import tifffile
+
+    encoder = tifffile.TIFF.COMPRESSORS[7]  # what tifffile's own "jpeg" compression calls
+    args = {"level": quality, "subsampling": (2, 2), "colorspace": "RGB", "outcolorspace": "YCBCR"}
+    pending: deque[bytes | Future[bytes]] = deque()
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for i, t in enumerate(tiles):
+            raw = copy(i)
+            pending.append(
+                raw if raw is not None else pool.submit(encoder, np.ascontiguousarray(t), **args)
+            )
+            while len(pending) > 4 * max(1, threads):
+                done = pending.popleft()
+                yield done if isinstance(done, bytes) else done.result()
+        for done in pending:
+            yield done if isinstance(done, bytes) else done.result()
+
+
 def _raw_strips(path: Path, width: int, height: int, rows: int) -> Iterator[np.ndarray]:
     with open(path, "rb") as f:
         for y in range(0, height, rows):
@@ -186,6 +212,7 @@ def write_pyramid(
     n_threads: int = 1,
     factor: int = 2,
     min_side: int = 2,
+    copy_tiles: Callable[[int], bytes | None] | None = None,
 ) -> PyramidInfo:
     """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
 
@@ -219,6 +246,12 @@ def write_pyramid(
         Each level is the previous one divided by ``factor`` (2: halved).
     min_side : int
         No further level once the shorter side is below ``min_side``.
+    copy_tiles : callable, optional
+        JPEG only: ``copy_tiles(i)`` gives the bytes to store as they are for level-0 tile ``i``
+        (row-major), or None to encode it. The bytes must be a whole JPEG stream as this writer
+        makes them (YCbCr, 2 x 2 subsampling, no shared tables) of the same pixels as the
+        strips, which still make the reduced levels. The other tiles are encoded as without it,
+        to the same bytes.
 
     Returns
     -------
@@ -252,7 +285,9 @@ def write_pyramid(
                 nxt = dims[lvl + 1] if lvl + 1 < len(dims) else None
                 cap: list[np.ndarray] | None = [] if capture_level == lvl else None
                 with _next_level_sink(path, lvl + 1, nxt, raws) as sink:
-                    tiles = _tiles(source, w, h, tile, sink, nxt, cap, factor)
+                    tiles: Iterator[Any] = _tiles(source, w, h, tile, sink, nxt, cap, factor)
+                    if lvl == 0 and copy_tiles is not None and compression == "jpeg":
+                        tiles = _copy_or_encode(tiles, copy_tiles, quality, n_threads)
                     _write_level(tif, tiles, lvl, (w, h), mpp, factor**lvl, description, options)
                 if lvl > 0:
                     raws[lvl - 1].unlink(missing_ok=True)

@@ -15,7 +15,8 @@ to float32 class probabilities ``(n, n_classes)``:
 * ``"onnx"`` (:mod:`.onnxrt`): the network exported to ONNX (:func:`export_onnx` in
   :mod:`.onnx_export`, done once and kept as ``model.onnx``) and run by ONNX Runtime: CPU, or
   CUDA with ``onnxruntime-gpu`` (the route to current GPUs, which MXNet's CUDA wheels cannot
-  use).
+  use). ``precision="int8"`` (:mod:`.int8`) runs it quantized statically, calibrated on the
+  model's validation split once and refused when its validation AUC drops by more than 0.005.
 
 :mod:`.base` holds what they share: :data:`ENGINES` (the engine names, defined once), the
 :class:`Predictor` interface and the thread and device handling. The normalisation
@@ -31,7 +32,7 @@ cores; ONNX Runtime takes ``n_threads`` per session.
 from __future__ import annotations
 
 from ...model import ModelInfo, read_model_info
-from .base import ENGINES, Engine, Predictor
+from .base import ENGINES, PRECISIONS, Engine, Precision, Predictor
 from .gluon import GluonPredictor
 from .loader import load_model
 from .native import NativePredictor
@@ -45,6 +46,8 @@ __all__ = [
     "ModelInfo",
     "NativePredictor",
     "OnnxPredictor",
+    "PRECISIONS",
+    "Precision",
     "Predictor",
     "export_onnx",
     "load_model",

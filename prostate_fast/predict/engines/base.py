@@ -21,24 +21,34 @@ from ...model import ModelInfo
 
 __all__ = [
     "ENGINES",
+    "PRECISIONS",
     "Engine",
+    "Precision",
     "Predictor",
     "check_engine",
     "chunks",
     "mxnet_with_threads",
     "parse_device",
+    "prepare_tiles",
 ]
 
 Engine = Literal["gluon", "native", "onnx"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 """Engine names accepted by :func:`~prostate_fast.predict.load_model` (the CLI's choices)."""
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+"""Numeric precisions: ``"int8"`` (the onnx engine only) is calibrated once per model."""
 
 
-def check_engine(engine: Any, batch_size: Any) -> None:
-    """ValueError unless ``engine`` is one of :data:`ENGINES` and ``batch_size`` a positive
-    integer."""
+def check_engine(engine: Any, batch_size: Any, precision: Any = "fp32") -> None:
+    """ValueError unless ``engine`` is one of :data:`ENGINES`, ``batch_size`` a positive
+    integer and ``precision`` one of :data:`PRECISIONS` that the engine has."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and engine != "onnx":
+        raise ValueError(f"precision 'int8' needs engine 'onnx', got engine {engine!r}")
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, int | np.integer)
@@ -102,6 +112,17 @@ def parse_device(ctx: Any) -> tuple[str, int]:
     return "gpu", int(m.group(1) or m.group(2) or 0)
 
 
+def prepare_tiles(info: ModelInfo, tiles: np.ndarray) -> np.ndarray:
+    """uint8 (n, T, T, 3) RGB → float32 (n, 3, T, T) network input (channel order, scale); the
+    kernel of :meth:`Predictor.prepare`, which checks ``tiles``."""
+    t = info.tile_size
+    src = tiles[..., ::-1] if info.channel_order == "BGR" else tiles
+    x = np.empty((len(tiles), 3, t, t), np.float32)
+    x[...] = src.transpose(0, 3, 1, 2)
+    x *= np.float32(info.scale)
+    return x
+
+
 def chunks(n: int, size: int) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` covering ``range(n)`` in pieces of ``size`` (the last shorter)."""
     return [(s, min(s + size, n)) for s in range(0, n, size)]
@@ -121,6 +142,8 @@ class Predictor:
     ----------
     info : ModelInfo
     engine : str
+    precision : str
+        ``"fp32"`` or ``"int8"`` (:data:`PRECISIONS`).
     device : (str, int)
         ("cpu" or "gpu", device id).
     batch_size : int
@@ -130,6 +153,7 @@ class Predictor:
     """
 
     engine: str = ""
+    precision: str = "fp32"
 
     def __init__(
         self, info: ModelInfo, device: tuple[str, int], batch_size: int, n_threads: int
@@ -158,11 +182,7 @@ class Predictor:
             raise ValueError(f"tiles must be uint8, got {tiles.dtype}")
         if tiles.ndim != 4 or tiles.shape[1:] != (t, t, 3):
             raise ValueError(f"tiles must have shape (n, {t}, {t}, 3), got {tiles.shape}")
-        src = tiles[..., ::-1] if self.info.channel_order == "BGR" else tiles
-        x = np.empty((len(tiles), 3, t, t), np.float32)
-        x[...] = src.transpose(0, 3, 1, 2)
-        x *= np.float32(self.info.scale)
-        return x
+        return prepare_tiles(self.info, tiles)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """float32 (n, 3, T, T) prepared input → float32 (n, n_classes) probabilities."""
@@ -206,5 +226,5 @@ class Predictor:
         kind, i = self.device
         return (
             f"<{type(self).__name__} {self.info.model_dir} engine={self.engine} "
-            f"device={kind}({i}) batch={self.batch_size} threads={self.n_threads}>"
+            f"device={kind}({i}) precision={self.precision} batch={self.batch_size} threads={self.n_threads}>"
         )

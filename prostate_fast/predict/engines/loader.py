@@ -7,7 +7,7 @@ from typing import Any
 
 from ..._util import resolve_threads
 from ...model import check_network, read_model_info
-from .base import Engine, Predictor, check_engine, mxnet_with_threads, parse_device
+from .base import Engine, Precision, Predictor, check_engine, mxnet_with_threads, parse_device
 from .gluon import GluonPredictor
 from .native import NativePredictor
 from .onnxrt import OnnxPredictor
@@ -22,6 +22,8 @@ def load_model(
     ctx: Any = "cpu",
     batch_size: int = 64,
     n_threads: int | None = None,
+    precision: Precision | str = "fp32",
+    max_auc_drop: float | None = None,
 ) -> Predictor:
     """Load a model folder once and bind it to an engine and a device.
 
@@ -41,6 +43,13 @@ def load_model(
         Tiles per engine call (default 64). Gluon and native pad the last batch to this size.
     n_threads : int, optional
         CPU threads (None = every core). MXNet takes it only if it is not loaded yet.
+    precision : {"fp32", "int8"}
+        ``"int8"`` (onnx engine only): the network quantized statically, calibrated on the
+        model's own validation split (``model.json``'s ``training.dataset``), made on first use
+        and cached beside the model as ``model-int8.onnx`` with its accuracy change against fp32
+        in ``model-int8.json`` (see :mod:`prostate_fast.predict.engines.int8`).
+    max_auc_drop : float, optional
+        int8 only: the largest accepted validation AUC drop from fp32 (default 0.005).
 
     Returns
     -------
@@ -53,7 +62,8 @@ def load_model(
     ModelError
         Missing or malformed files (the message names the file), a corrupt params file, a class
         count mismatch between ``model.json`` and the network, a GPU that the engine cannot use,
-        or a missing MXNet / ONNX Runtime.
+        or a missing MXNet / ONNX Runtime. int8: no cached network and no readable validation
+        split, or an AUC drop over ``max_auc_drop`` (one line with the numbers).
 
     Notes
     -----
@@ -61,7 +71,7 @@ def load_model(
     (:func:`prostate_fast.model.check_network`, about 0.2 s for the study network), so a damaged
     model fails here, with the same message for every engine.
     """
-    check_engine(engine, batch_size)
+    check_engine(engine, batch_size, precision)
     threads = resolve_threads(n_threads)
     device = parse_device(ctx)
     info = read_model_info(model_dir)
@@ -76,4 +86,4 @@ def load_model(
         return GluonPredictor(info, device, batch, threads)
     if engine == "native":
         return NativePredictor(info, device, batch, threads, symbol_json, params_bytes)
-    return OnnxPredictor(info, device, batch, threads)
+    return OnnxPredictor(info, device, batch, threads, str(precision), max_auc_drop)

@@ -3,6 +3,8 @@
 The network is exported once (:func:`~prostate_fast.predict.engines.onnx_export.export_onnx`)
 and kept beside the model; ONNX Runtime runs it on CPU, or on CUDA with ``onnxruntime-gpu`` (the
 route to current GPUs, which MXNet's CUDA wheels cannot use). ``n_threads`` is set per session.
+``precision="int8"`` runs the statically quantized network of :mod:`.int8` instead (made and
+checked once per model, kept as ``model-int8.onnx`` with its report ``model-int8.json``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ class OnnxPredictor(Predictor):
     engine = "onnx"
 
     def __init__(
-        self, info: ModelInfo, device: tuple[str, int], batch_size: int, n_threads: int
+        self,
+        info: ModelInfo,
+        device: tuple[str, int],
+        batch_size: int,
+        n_threads: int,
+        precision: str = "fp32",
+        max_auc_drop: float | None = None,
     ) -> None:
         super().__init__(info, device, batch_size, n_threads)
+        self.precision = precision
+        self.int8_report: dict[str, Any] | None = None
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -37,6 +47,11 @@ class OnnxPredictor(Predictor):
                 "(onnxruntime-gpu for CUDA)"
             ) from exc
         path = fresh_onnx(info, n_threads)
+        if precision == "int8":
+            from .int8 import INT8_MAX_AUC_DROP, int8_onnx
+
+            drop = INT8_MAX_AUC_DROP if max_auc_drop is None else max_auc_drop
+            path, self.int8_report = int8_onnx(info, path, n_threads, max_auc_drop=drop)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n_threads
         opts.inter_op_num_threads = 1

@@ -1,0 +1,95 @@
+"""Untouched JPEG tiles of the slide, copied into the overlay's TIFF as they are.
+
+A 256 px tile of the overlay's level 0 that no coloured grid cell touches holds the slide's own
+pixels. When the slide is a tiled TIFF whose level read by the overlay has the overlay's layout
+(level read as it is, same size, 256 px tiles, JPEG in YCbCr with 2 x 2 subsampling and no shared
+JPEGTables: what :func:`~prostate_fast.slide.pyramid.write_pyramid` writes, hence every synthetic
+slide), such a tile's compressed bytes are stored as they are: no decode, no re-encode, and the
+slide's exact pixels. Every other tile is blended and encoded as before, to the same bytes.
+
+A grid cell counts as touching when it is tinted (a class and a non-zero alpha) or outlined; it
+touches the overlay tiles its ``tile_size`` square overlaps (overlapping cells included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = ["touched_tiles", "untouched_copier"]
+
+
+def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray:
+    """(tile rows, tile cols) bool: the overlay tiles that a tinted or outlined cell overlaps."""
+    rows, cols = -(-height // tile), -(-width // tile)
+    out = np.zeros((rows, cols), bool)
+    hit = (tables.cls >= 0) & ((tables.alpha > 0) | (tables.outline > 0))
+    s, t = int(tables.stride), int(tables.tile_size)
+    for r, c in zip(*np.nonzero(hit), strict=True):
+        y0, x0 = int(r) * s, int(c) * s
+        out[y0 // tile : (y0 + t - 1) // tile + 1, x0 // tile : (x0 + t - 1) // tile + 1] = True
+    return out
+
+
+def untouched_copier(
+    stack: contextlib.ExitStack,
+    slide: Any,
+    choice: Any,
+    tables: Any,
+    size: tuple[int, int],
+    tile: int,
+    compression: str,
+) -> Callable[[int], bytes | None] | None:
+    """``copy(i)``: the slide's JPEG bytes of overlay tile ``i`` when untouched, else None; None
+    when the slide's file does not allow copying (see the module). The file stays open in
+    ``stack``."""
+    if compression != "jpeg" or choice.scale != 1.0 or slide.path is None:
+        return None
+    page = _matching_page(stack, slide.path, choice.level, size, tile)
+    if page is None:
+        return None
+    offsets, counts = page.dataoffsets, page.databytecounts
+    touched = touched_tiles(tables, size[0], size[1], tile).ravel()
+    if len(offsets) != touched.size:
+        return None
+    fh: BinaryIO = stack.enter_context(open(slide.path, "rb"))
+
+    def copy(i: int) -> bytes | None:
+        if touched[i] or counts[i] == 0:
+            return None
+        fh.seek(offsets[i])
+        data = fh.read(counts[i])
+        return data if len(data) == counts[i] else None
+
+    return copy
+
+
+def _matching_page(
+    stack: contextlib.ExitStack, path: Any, level: int, size: tuple[int, int], tile: int
+) -> Any:
+    """The TIFF page of ``level`` when it has the overlay's layout (see the module), else None."""
+    try:
+        import tifffile
+
+        tif = stack.enter_context(tifffile.TiffFile(path))
+        levels = tif.series[0].levels if tif.series else []
+        page = levels[level].keyframe if level < len(levels) else None
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: nothing to copy
+        return None
+    if page is None or not page.is_tiled:
+        return None
+    layout = (
+        page.compression == 7
+        and page.photometric == 6
+        and tuple(getattr(page, "subsampling", ()) or ()) == (2, 2)
+        and not page.jpegtables
+        and page.planarconfig == 1
+        and page.samplesperpixel == 3
+        and page.bitspersample == 8
+        and (page.tilewidth, page.tilelength) == (tile, tile)
+        and (page.imagewidth, page.imagelength) == tuple(size)
+    )
+    return page if layout else None
