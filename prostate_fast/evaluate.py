@@ -321,7 +321,7 @@ def evaluate_model(
     *,
     out_dir: str | os.PathLike[str] | None = None,
     threshold: float | None = None,
-    target_sensitivity: float = 0.99,
+    target_sensitivity: float | None = None,
     ctx: str = "cpu",
     batch_size: int = 64,
     n_threads: int | None = None,
@@ -347,8 +347,10 @@ def evaluate_model(
         needed. Evaluating ``val`` itself with it is labelled "optimistic (tuned on this split)"
         (``threshold_optimistic`` in report.json) and warned about: report ``test`` for an
         unbiased estimate.
-    target_sensitivity : float
-        Sensitivity the chosen threshold must reach on the validation split (default 0.99).
+    target_sensitivity : float, optional
+        Sensitivity the chosen threshold must reach on the validation split (default: the
+        model's own, ``model.json`` threshold.target_sensitivity, which its training recipe set;
+        0.99 when not recorded).
     ctx, batch_size, n_threads
         Where and how to run the model.
     write_threshold : bool
@@ -405,6 +407,9 @@ def evaluate_model(
         softmax=False,
     )
     labels, prob = run(split)
+    if target_sensitivity is None:  # the model's own (its recipe's) target
+        stored = (info.meta.get("threshold") or {}).get("target_sensitivity", 0.99)
+        target_sensitivity = float(stored) if isinstance(stored, int | float) else 0.99
     source, calibration = "given", None
     if threshold is None:
         calibration = "val"

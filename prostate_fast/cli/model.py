@@ -132,8 +132,8 @@ def _add_train_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target-sensitivity",
         type=_positive_float,
-        default=0.99,
-        help="the stored threshold reaches this sensitivity on val (0.99)",
+        default=None,
+        help="the stored threshold reaches this sensitivity on val (recipe: 0.95 / 0.99)",
     )
     p.add_argument(
         "--augment",
@@ -293,8 +293,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-sensitivity",
         type=_positive_float,
-        default=0.99,
-        help="sensitivity the threshold reaches on the val split (0.99)",
+        default=None,
+        help="sensitivity the threshold reaches on the val split (default: the model's own)",
     )
     p.add_argument(
         "--write-threshold",

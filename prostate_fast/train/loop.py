@@ -168,7 +168,7 @@ def train(
     resume: bool = False,
     select: str | None = None,
     select_floor: float | None = None,
-    target_sensitivity: float = 0.99,
+    target_sensitivity: float | None = None,
     augment: bool | None = None,
     standardise: bool | None = None,
     init: str | None = None,
@@ -219,7 +219,7 @@ def train(
     select_floor : float, optional
         Only epochs whose validation sensitivity and specificity at the arg-max decision are both
         >= this can be chosen (0: any epoch); ModelError when no epoch qualifies.
-    target_sensitivity : float
+    target_sensitivity : float, optional
         The threshold stored in model.json reaches this sensitivity on val (best epoch).
     augment : bool, optional
         Random mirror and 90-degree turns (the dataset loader's augmentation).
@@ -277,6 +277,7 @@ def train(
         augment=augment,
         standardise=standardise,
         init=init,
+        target_sensitivity=target_sensitivity,
     )
     cfg = _Config(
         recipe=recipe,
@@ -290,7 +291,7 @@ def train(
         kvstore=kvstore,
         select=r["select"],
         select_floor=r["select_floor"],
-        target_sensitivity=target_sensitivity,
+        target_sensitivity=r["target_sensitivity"],
         augment=r["augment"],
         init=r["init"],
         n_threads=n_threads,
