@@ -9,6 +9,10 @@ explicitly. MXNet 1.9.1 needs numpy < 1.24 (it uses ``np.bool``); a clear error 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -93,3 +97,29 @@ def parse_context(spec: str | Any | None) -> list[Any]:
             "wheel matching your CUDA, or use --engine onnx for current GPUs"
         )
     return [mx.gpu(i) for i in ids]
+
+
+@contextmanager
+def native_log_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Send what native code writes to stderr (MXNet's ``[hh:mm:ss] ...cc:177: ...`` INFO lines,
+    which no setting silences) to ``path`` (appended; a new file starts with a
+    ``# prostate-fast`` line, so it counts as ours) while the block runs; Python's own
+    ``sys.stderr`` is kept, so warnings and errors still reach the user."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_err = os.dup(2)
+    with open(Path(path), "ab") as log:
+        if log.tell() == 0:  # the mark that makes it ours (prostate_fast._outputs)
+            log.write(b"# prostate-fast native log: what MXNet's C++ code printed\n")
+            log.flush()
+        os.dup2(log.fileno(), 2)
+    old = sys.stderr
+    try:
+        sys.stderr = os.fdopen(python_err, "w", buffering=1, closefd=True)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)

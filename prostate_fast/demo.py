@@ -207,19 +207,22 @@ def _build_dataset(demo: _Demo, tables: list[Path], names: list[str]) -> tuple[N
 
 
 def _train_model(demo: _Demo, epochs: int) -> tuple[Path, str]:
-    """[4] The default recipe, shortened for the demo; its threshold chosen on the val slide."""
+    """[4] The default recipe, shortened for the demo; its threshold chosen on the val slide.
+    MXNet's native INFO lines (two per epoch) go to ``train-mxnet.log``, not the terminal."""
+    from ._mx import native_log_to
     from .train import train
 
-    trained = train(
-        demo.out / "dataset",
-        demo.out / "model",
-        network=demo.network,
-        epochs=epochs,
-        seed=demo.seed,
-        n_threads=demo.n_threads,
-        progress=False,
-        log=lambda line: None,
-    )
+    with native_log_to(demo.out / "train-mxnet.log"):
+        trained = train(
+            demo.out / "dataset",
+            demo.out / "model",
+            network=demo.network,
+            epochs=epochs,
+            seed=demo.seed,
+            n_threads=demo.n_threads,
+            progress=False,
+            log=lambda line: None,
+        )
     best = trained.best
     demo.result.artefacts["model"] = trained.model_dir
     return trained.model_dir, (

@@ -22,14 +22,17 @@ def test_demo_runs_every_stage_and_reruns_in_its_own_folder(tmp_path: Path) -> N
         "[3]",
         "[4]",
         "[5]",
+        "[6]",
     ]
+    # [6]: the screen checked against the unseen slides' truth masks
+    assert 0 <= result.truth["sensitivity"] <= 1 and 0 <= result.truth["specificity"] <= 1
     assert (result.artefacts["model"] / "model.json").is_file()
     with open(result.artefacts["worklist"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["slide"] for r in rows) == ["unseen-benign.tif", "unseen-cancer.tif"]
     assert all(r["status"] == "ok" and Path(r["overlay"]).is_file() for r in rows)
     assert all(Path(r["geojson"]).is_file() for r in rows)
-    run_demo(out, width=3072, height=1536, n_train=1, epochs=1, log=lines.append)  # replaced
+    run_demo(out, width=3072, height=1536, n_train=1, epochs=2, log=lines.append)  # replaced
     assert (out / MARKER).is_file()
 
 

@@ -22,7 +22,10 @@ from prostate_fast.train.distributed import (
     launch_local,
 )
 
-TINY_NET = ["--conv-filters", "4,4", "--dense-units", "8,8,8", "--threads", "1", "--quiet"]
+TINY_NET = [
+    *("--recipe", "study", "--conv-filters", "4,4", "--dense-units", "8,8,8"),
+    *("--threads", "1", "--quiet"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -104,14 +104,9 @@ def _fold_run(
              "--val-slides", ",".join(val), "--test-slides", ",".join(test), "--overwrite"],
             log,
         )  # fmt: skip
-    train = [*_cli(), "train", d, "-o", m, "--overwrite", "--no-progress", "--quiet"]
-    train += ["--recipe", args.recipe, "--seed", str(args.seed)]
-    if args.epochs:
-        train += ["--epochs", str(args.epochs)]
-    train += args.train_args.split() if args.train_args else []
-    _run(train, log)
     ev = work / f"fold{k}" / "eval-test"
-    _run([*_cli(), "evaluate", m, d, "--split", "test", "-o", ev, "--overwrite"], log)
+    if not (ev / "predictions.csv").is_file():  # a finished fold is kept (rerun to resume)
+        _train_and_test(d, m, ev, log, args)
     return [
         {
             "fold": k,
@@ -122,6 +117,16 @@ def _fold_run(
         }
         for r in csv.DictReader(open(ev / "predictions.csv", newline=""))
     ]
+
+
+def _train_and_test(d: Path, m: Path, ev: Path, log: Path, args: argparse.Namespace) -> None:
+    train = [*_cli(), "train", d, "-o", m, "--overwrite", "--no-progress", "--quiet"]
+    train += ["--recipe", args.recipe, "--seed", str(args.seed)]
+    if args.epochs:
+        train += ["--epochs", str(args.epochs)]
+    train += args.train_args.split() if args.train_args else []
+    _run(train, log)
+    _run([*_cli(), "evaluate", m, d, "--split", "test", "-o", ev, "--overwrite"], log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,10 +160,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..model.networks import StudyConfig
     from ..train.loop import train
 
-    study = StudyConfig(
+    sizes = {
         **({"conv_filters": tuple(args.conv_filters)} if args.conv_filters else {}),
         **({"dense_units": tuple(args.dense_units)} if args.dense_units else {}),
-    )
+    }
+    study = StudyConfig(**sizes) if sizes else None
     result = train(
         args.dataset,
         args.out,

@@ -368,9 +368,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder to create")
     p.add_argument(
         "--balance",
-        default="50:50",
+        default="all",
         help="class ratio of the train split (class order; non-cancer:cancer for two classes): "
-        "50:50 (default), 30:70, 70:30, any a:b, or all",
+        "all (default: every tile kept; train's default recipe weighs the classes), 50:50 (the "
+        "study's: the larger class is discarded down), 30:70, 70:30, any a:b",
     )
     p.add_argument("--class-weights", action="store_true", help="write inverse-frequency weights")
     p.add_argument("--white-threshold", type=float, default=None, help="white tile above (0.5)")

@@ -74,7 +74,7 @@ def build_dataset(
     *,
     white_threshold: float = WHITE_THRESHOLD,
     white_keep: float = WHITE_KEEP,
-    balance: str | Mapping[str, float] | Sequence[float] | None = "50:50",
+    balance: str | Mapping[str, float] | Sequence[float] | None = "all",
     balance_splits: Sequence[str] = ("train",),
     class_weights: bool = False,
     split: Mapping[str, Sequence[str]] | None = None,
@@ -103,9 +103,10 @@ def build_dataset(
     white_keep : float
         Share of white tiles kept, chosen at random (default 0.02, as the study).
     balance : str, dict, sequence or None
-        ``"50:50"`` (default, the study's best), ``"30:70"``, ``"70:30"`` (class order, i.e.
-        non-cancer:cancer for two classes), any ``"a:b[:c...]"``, a dict class → share, or
-        ``"all"``/None to keep every tile.
+        ``"all"``/None (default) to keep every tile (training's default recipe weighs the classes
+        instead of discarding), ``"50:50"`` (the study's: the larger class discarded down to the
+        smaller), ``"30:70"``, ``"70:30"`` (class order, i.e. non-cancer:cancer for two
+        classes), any ``"a:b[:c...]"`` or a dict class → share.
     balance_splits : sequence of str
         Splits that are balanced (default only ``train``).
     class_weights : bool

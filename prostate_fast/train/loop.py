@@ -298,6 +298,11 @@ def train(
         progress=progress,
         log_interval=log_interval,
     )
+    if study is not None and r["network"] != "study":
+        raise ValueError(
+            f"the study CNN's layer sizes (--conv-filters, --dense-units) apply to network "
+            f"'study' only, not {r['network']!r}: add --network study"
+        )
     final = Path(model_dir)
     info = _dataset(Path(dataset_dir))
     n_train = _count(info, "train")
