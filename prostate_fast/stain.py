@@ -68,11 +68,11 @@ MIN_PIXELS = 100
 """Fewest stained pixels a fit needs; fewer: no fit (the slide is left as it is)."""
 FIT_PIXELS = 500_000
 """Most tissue pixels a slide is fitted on (taken evenly spaced: same result for a re-run)."""
-FIT_FINER = 8.0
+FIT_FINER = 4.0
 """The fit reads the slide this many times finer than its tissue mask (nuclei apart from
 stroma), ..."""
-FIT_IMAGE_PIXELS = 8_000_000
-"""... within this many pixels (24 MB of RGB), and never coarser than the mask."""
+FIT_IMAGE_PIXELS = 4_000_000
+"""... within this many pixels (12 MB of RGB), and never coarser than the mask."""
 
 #: Ruifrok and Johnston's H, E, DAB optical density vectors (rows), as scikit-image's.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
@@ -152,18 +152,25 @@ class StainTransform:
         return _apply(np.ascontiguousarray(tiles), self.matrix)
 
 
-#: OD of every uint8 value: -ln((v + 1) / Io).
-_OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)).astype(np.float32)
+#: OD of every uint8 value: -ln((v + 1) / Io), as an OpenCV look-up table.
+_OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)).astype(np.float32)[None]
 
 
 def _apply(tiles: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Kernel of :meth:`StainTransform.__call__` (contiguous uint8 (..., 3))."""
-    od = _OD_LUT[tiles.reshape(-1, 3)]
-    out = od @ -matrix  # -OD_out
-    np.exp(out, out=out)
-    out *= np.float32(IO)
-    np.minimum(out, 255.0, out=out)
-    return out.astype(np.uint8).reshape(tiles.shape)  # truncated, as the reference
+    """Kernel of :meth:`StainTransform.__call__` (contiguous uint8 (..., 3)): OpenCV's look-up,
+    per-pixel 3 x 3 transform and exp (about 4 ms for 64 tiles of 128 px on 2 cores, 3x NumPy's
+    gather, matmul and exp); ``round(Io * exp(-OD) - 0.5)``, saturated, truncates as the
+    reference's ``astype(uint8)`` does (an exact integer may land one lower)."""
+    import cv2
+
+    if tiles.size == 0:
+        return tiles.copy()
+    width = tiles.shape[-2] if tiles.ndim >= 3 else tiles.size // 3
+    img = tiles.reshape(-1, width, 3)
+    od = cv2.LUT(img, _OD_LUT)
+    out = cv2.transform(od, -np.ascontiguousarray(matrix.T, np.float32))
+    cv2.exp(out, out)
+    return cv2.convertScaleAbs(out, alpha=IO, beta=-0.5).reshape(tiles.shape)
 
 
 def _pixels(rgb: Any) -> np.ndarray:
