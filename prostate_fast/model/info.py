@@ -145,18 +145,8 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
     order, scale, name = _input_format(meta, path)
     epoch = _number(meta, "epoch", path, optional=True, integer=True)
     colours = _colours(meta.get("colours") or {}, path)
-    domain = None
-    if meta.get("domain") is not None:
-        try:
-            domain = StainDomain.from_json(meta["domain"], str(path))
-        except ValueError as exc:
-            raise ModelError(str(exc)) from None
-    stain = None
-    if meta.get("stain") is not None:
-        try:
-            stain = StainFit.from_json(meta["stain"], str(path))
-        except ValueError as exc:
-            raise ModelError(str(exc)) from None
+    domain = _record(meta, "domain", path, StainDomain.from_json)
+    stain = _record(meta, "stain", path, StainFit.from_json)
     symbol_file = d / "model-symbol.json"
     if not symbol_file.is_file():
         raise ModelError(f"{symbol_file}: missing")
@@ -181,6 +171,16 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         domain=domain,
         stain=stain,
     )
+
+
+def _record(meta: dict[str, Any], key: str, path: Path, read: Any) -> Any:
+    """``read(meta[key], path)`` (a ``from_json``), None when absent; its ValueError a ModelError."""
+    if meta.get(key) is None:
+        return None
+    try:
+        return read(meta[key], str(path))
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _read_meta(d: Path, path: Path) -> dict[str, Any]:
