@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),  # shared owners
     ("slide",),
     ("tissue", "_tissue_cy"),
+    ("stain",),
     ("tile",),
     ("label",),
     ("dataset",),

@@ -482,3 +482,56 @@ def test_selection_never_picks_a_constant_model(ds, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no epoch reached validation sensitivity"):
         train(ds, out, epochs=1, select_floor=1.0, **FAST)
     assert not out.exists() and (tmp_path / "m.partial" / "state.json").is_file()
+
+
+def test_colour_augmentation_is_seeded_and_stain_reaches_model_json(ds, tmp_path: Path) -> None:
+    """Same seed, same augmented batch; the dataset's stain target is copied to model.json."""
+    from prostate_fast.dataset import record_iter
+    from prostate_fast.model import read_model_info
+    from prostate_fast.stain import StainFit
+
+    def batch(augment: object, seed: int) -> np.ndarray:
+        it = record_iter(ds, "train", batch_size=16, augment=augment, seed=seed, n_threads=1)
+        return it.next().data[0].asnumpy()
+
+    colour = batch("colour", 5)
+    np.testing.assert_array_equal(colour, batch("colour", 5))
+    np.testing.assert_array_equal(batch(True, 5), batch("flips", 5))
+    assert not np.array_equal(colour, batch("flips", 5))
+    assert not np.array_equal(colour, batch("colour", 6))
+    assert colour.min() >= 0 and colour.max() <= 1.0 + 1e-6  # scaled like the plain reader
+    with pytest.raises(ValueError, match="augment"):
+        record_iter(ds, "train", augment="hsv")
+    from prostate_fast.train.recipes import RECIPES
+
+    assert RECIPES["default"]["augment"] == "colour" and RECIPES["study"]["augment"] is False
+    copy = tmp_path / "ds"
+    shutil.copytree(ds, copy)
+    meta = json.loads((copy / "dataset.json").read_text())
+    target = {"method": "macenko", "stain_matrix": [[0.6, 0.2], [0.7, 0.8], [0.4, 0.56]]}
+    meta["stain"] = {**target, "max_conc": [1.9, 1.0]}
+    (copy / "dataset.json").write_text(json.dumps(meta))
+    out = tmp_path / "m"
+    assert (
+        main(
+            [
+                "train",
+                str(copy),
+                "-o",
+                str(out),
+                "--recipe",
+                "study",
+                "--epochs",
+                "1",
+                "--augment",
+                "colour",
+                "--threads",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    info = read_model_info(out)
+    assert isinstance(info.stain, StainFit) and info.meta["training"]["augment"] == "colour"
+    np.testing.assert_allclose(info.stain.max_conc, [1.9, 1.0])

@@ -137,9 +137,15 @@ def _add_train_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
+        nargs="?",
+        const="flips",
         default=None,
-        help="random mirror and 90-degree turns (recipe: yes / no)",
+        choices=("flips", "colour"),
+        help="flips: random mirror and 90-degree turns; colour: those and HED, brightness and "
+        "contrast jitter (no value: flips; recipe: colour / none)",
+    )
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_const", const=False, help="no augmentation"
     )
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all)")
     p.add_argument(

@@ -388,6 +388,12 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
     p.add_argument("--png-compression", type=int, default=1, help="PNG zlib level 0-9 (1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument(
+        "--stain-normalise",
+        choices=("macenko",),
+        default=None,
+        help="normalise each slide's stains to the train slides' (the model then does too)",
+    )
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
@@ -433,4 +439,5 @@ def _build(args: argparse.Namespace, split: dict[str, Any]) -> Any:
         seed=args.seed,
         n_threads=args.threads,
         overwrite=args.overwrite,
+        stain_normalise=args.stain_normalise,
     )

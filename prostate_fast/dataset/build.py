@@ -53,7 +53,9 @@ from .._outputs import (
     temp_path,
 )
 from .._util import check_parent, disk_error_naming, resolve_threads
-from .plan import BuildOptions, DatasetPlan, make_plan
+from ..errors import DatasetError
+from ..stain import METHODS
+from .plan import BuildOptions, DatasetPlan, make_plan, origins
 from .reading import FORMAT, VERSION, TableSource
 from .records import PackedSlide, pack_split
 from .selection import check_build_args
@@ -88,6 +90,7 @@ def build_dataset(
     seed: int = 0,
     n_threads: int | None = None,
     overwrite: bool = False,
+    stain_normalise: str | None = None,
 ) -> DatasetSummary:
     """Build a RecordIO training set from label tables (see the module docstring for the steps).
 
@@ -130,6 +133,12 @@ def build_dataset(
         Threads reading and encoding tiles (None = all cores); the output does not depend on it.
     overwrite : bool
         Replace an existing non-empty ``out_dir`` (only once the new dataset is complete).
+    stain_normalise : {"macenko"}, optional
+        Normalise every slide's stains (:mod:`prostate_fast.stain`): each slide is fitted once
+        on its tissue, the target is the median of the train split's slides, and every tile is
+        mapped to it before encoding. ``dataset.json``'s ``"stain"`` records the target (and
+        each slide's fit); training copies it to ``model.json`` so prediction normalises the
+        same way. None (default): tiles are packed as read.
 
     Returns
     -------
@@ -162,6 +171,10 @@ def build_dataset(
         balance_splits,
     )
     resolve_threads(n_threads)
+    if stain_normalise is not None and stain_normalise not in METHODS:
+        raise ValueError(
+            f"stain_normalise must be one of {', '.join(METHODS)} or None, got {stain_normalise!r}"
+        )
     out = Path(out_dir)
     inputs = [*tables, patients if isinstance(patients, str | os.PathLike) else None]
     with command_inputs(inputs):
@@ -185,11 +198,16 @@ def build_dataset(
         plan = make_plan(tables, opts)
         _parent(out)
         with output_lock(out):  # a second build of ``out`` fails at once
-            return _build(plan, opts, out, overwrite, n_threads)
+            return _build(plan, opts, out, overwrite, n_threads, stain_normalise)
 
 
 def _build(
-    plan: DatasetPlan, opts: BuildOptions, out: Path, overwrite: bool, n_threads: int | None
+    plan: DatasetPlan,
+    opts: BuildOptions,
+    out: Path,
+    overwrite: bool,
+    n_threads: int | None,
+    stain_method: str | None = None,
 ) -> DatasetSummary:
     """Pack ``plan`` in a temporary folder beside ``out``, then rename it to ``out``."""
     check_replaceable(out, overwrite=overwrite, folder=True)  # again, under the lock
@@ -197,8 +215,9 @@ def _build(
     tmp = temp_path(out)
     try:
         tmp.mkdir(0o755)
-        packed, seconds = _pack(tmp, plan, opts, n_threads)
-        summary = _write_metadata(tmp, out, plan, packed, seconds, opts)
+        stain = _fit_stains(plan, n_threads) if stain_method else None
+        packed, seconds = _pack(tmp, plan, opts, n_threads, stain)
+        summary = _write_metadata(tmp, out, plan, packed, seconds, opts, stain)
         _install(tmp, out, overwrite)
     except OSError as exc:  # a full disk: say which dataset could not be written
         named = disk_error_naming(exc, out, also=tmp)
@@ -233,8 +252,38 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 # -- pack ---------------------------------------------------------------------------------------
+def _fit_stains(plan: DatasetPlan, n_threads: int | None) -> dict[str, Any]:
+    """Fit every slide's stains once (on its tissue) and the target (median of the train split's
+    slides); ``{"target": StainFit, "fits": {slide: StainFit or None}, "transforms": {...}}``."""
+    from .. import stain as _stain
+    from ..slide import open_slide
+    from ..tissue import detect_tissue
+
+    fits = {}
+    for src in plan.sources:
+        with open_slide(src.slide_path, n_threads=n_threads) as slide:
+            fits[src.slide_name] = _stain.fit_slide(
+                slide, detect_tissue(slide, n_threads=n_threads)
+            )
+    train = plan.splits["train"]["slides"]
+    target = _stain.reference_target([fits.get(name) for name in train])
+    if target is None:
+        raise DatasetError(
+            f"{origins(plan.sources)}: no slide of the train split has enough stained tissue "
+            "to fit a stain normalisation target"
+        )
+    transforms = {
+        n: None if f is None else _stain.stain_transform(f, target) for n, f in fits.items()
+    }
+    return {"target": target, "fits": fits, "transforms": transforms}
+
+
 def _pack(
-    tmp: Path, plan: DatasetPlan, opts: BuildOptions, n_threads: int | None
+    tmp: Path,
+    plan: DatasetPlan,
+    opts: BuildOptions,
+    n_threads: int | None,
+    stain: dict[str, Any] | None = None,
 ) -> tuple[list[PackedSlide], float]:
     """Write every split's records into ``tmp``; the per-slide facts and the seconds spent."""
     packed: list[PackedSlide] = []
@@ -247,6 +296,7 @@ def _pack(
             quality=int(opts.quality),
             png_compression=int(opts.png_compression),
             n_threads=n_threads,
+            stain=None if stain is None else stain["transforms"],
         )
         packed += done
         seconds += dt
@@ -261,10 +311,13 @@ def _write_metadata(
     packed: Sequence[PackedSlide],
     seconds: float,
     opts: BuildOptions,
+    stain: dict[str, Any] | None = None,
 ) -> DatasetSummary:
     """Write ``dataset.json`` and ``summary.json`` into ``tmp``; the summary of ``out``."""
     weights = _class_weights(plan) if opts.class_weights else None
     settings = _settings(plan, opts)
+    if stain is not None:
+        settings["stain_normalise"] = stain["target"].method
     summary = DatasetSummary(
         out,
         tuple(plan.classes),
@@ -276,6 +329,11 @@ def _write_metadata(
         seconds,
     )
     meta = _dataset_json(plan, packed, opts, weights, settings)
+    if stain is not None:
+        meta["stain"] = {
+            **stain["target"].to_json(),
+            "slides": {n: None if f is None else f.to_json() for n, f in stain["fits"].items()},
+        }
     for fname, obj in (("dataset.json", meta), ("summary.json", summary.to_dict())):
         (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..slide import LevelChoice
+from ..stain import StainFit
 from . import records as _records
 
 __all__ = [
@@ -224,6 +225,7 @@ class DatasetInfo:
     splits: dict[str, SplitInfo]
     class_weights: tuple[float, ...] | None
     settings: dict[str, Any]
+    stain: StainFit | None = None  # the stain normalisation target (``"stain"``), if any
 
     def split(self, name: str) -> SplitInfo:
         """The split ``name``; ValueError listing the splits when there is none."""
@@ -291,12 +293,21 @@ def load_dataset_info(dataset_dir: str | os.PathLike[str]) -> DatasetInfo:
             splits,
             None if weights is None else tuple(float(w) for w in weights),
             dict(meta.get("settings") or {}),
+            _stain(meta, meta_path),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{meta_path}: corrupt dataset description ({exc!r})") from exc
     if not classes or info.tile_size <= 0 or not math.isfinite(scale) or scale <= 0:
         raise DatasetError(f"{meta_path}: corrupt dataset description (classes, tile size, scale)")
     return info
+
+
+def _stain(meta: dict[str, Any], path: Path) -> StainFit | None:
+    """The ``"stain"`` target of ``dataset.json``; DatasetError naming the file when bad."""
+    try:
+        return None if meta.get("stain") is None else StainFit.from_json(meta["stain"], str(path))
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _opt_float(v: Any) -> float | None:
@@ -355,7 +366,7 @@ def record_iter(
     *,
     batch_size: int = 32,
     shuffle: bool = True,
-    augment: bool = False,
+    augment: bool | str = False,
     seed: int = 0,
     scale: float | None = None,
     n_threads: int | None = None,
@@ -373,11 +384,14 @@ def record_iter(
     batch_size : int
     shuffle : bool
         Reshuffle every epoch (seeded by ``seed``).
-    augment : bool
-        Random horizontal mirror (ImageRecordIter's ``rand_mirror``) and a random exact rotation
-        by 0, 90, 180 or 270 degrees per sample, together the 8 label-preserving symmetries of a
-        histology tile. ImageRecordIter's ``max_rotate_angle`` interpolates and fills corners, so
-        the quarter turns are applied by a small wrapper DataIter on the decoded batch.
+    augment : bool or {"flips", "colour"}
+        ``"flips"`` (or True): random horizontal mirror (ImageRecordIter's ``rand_mirror``) and a
+        random exact rotation by 0, 90, 180 or 270 degrees per sample, together the 8
+        label-preserving symmetries of a histology tile. ImageRecordIter's ``max_rotate_angle``
+        interpolates and fills corners, so the quarter turns are applied by a small wrapper
+        DataIter on the decoded batch. ``"colour"``: those, then a random HED jitter, brightness
+        and contrast per sample on the decoded 0-255 values
+        (:func:`prostate_fast.stain.augment_colour`), seeded by ``seed``.
     seed : int
         Seed of the shuffle and of the augmentations.
     scale : float, optional

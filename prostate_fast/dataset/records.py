@@ -23,7 +23,7 @@ import errno
 import functools
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +37,12 @@ from ..errors import DatasetError
 from ..slide import LevelChoice, Slide, open_slide
 
 __all__ = [
+    "AUGMENTS",
     "SIDE_CAR_COLUMNS",
     "PackedSlide",
     "RecordWriter",
     "TileJob",
+    "check_augment",
     "epoch_batches",
     "make_encoder",
     "make_record_iter",
@@ -219,10 +221,13 @@ def pack_split(
     quality: int,
     png_compression: int,
     n_threads: int | None,
+    stain: Mapping[str, Callable[[np.ndarray], np.ndarray] | None] | None = None,
 ) -> tuple[list[PackedSlide], float]:
     """Write ``prefix``.rec/.idx/.lst/.csv with every tile of ``jobs``, in order.
 
-    Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
+    ``stain`` maps a slide name to the stain normalisation of its tiles (a
+    :class:`~prostate_fast.stain.StainTransform`, applied before encoding); a slide it does not
+    name (or maps to None) is packed as read. Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
     OSError naming the ``.rec`` when MXNet cannot write it; the caller owns (and removes) the
     folder on failure.
     """
@@ -236,7 +241,9 @@ def pack_split(
     try:
         with writer:
             for job in jobs:
-                packed.append(_pack_job(writer, job, pool, 2 * threads, encode))
+                norm = (stain or {}).get(job.slide_name)
+                enc = encode if norm is None else _normalised(encode, norm)
+                packed.append(_pack_job(writer, job, pool, 2 * threads, enc))
     except mx.base.MXNetError as exc:  # dmlc's FileStream: a short fwrite (full disk, I/O error)
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         why = lines[-1][:200] if lines else type(exc).__name__
@@ -246,6 +253,13 @@ def pack_split(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return packed, time.perf_counter() - start
+
+
+def _normalised(
+    encode: Callable[[np.ndarray], bytes], norm: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[np.ndarray], bytes]:
+    """``encode`` of the stain-normalised tile."""
+    return lambda rgb: encode(norm(rgb))
 
 
 def _pack_job(
@@ -334,22 +348,43 @@ def read_records(
         reader.close()
 
 
-@functools.cache
-def _rot90_class(mx: Any) -> type:
-    """A DataIter that rotates every sample of the wrapped iterator by a random multiple of 90°."""
+AUGMENTS = (False, "flips", "colour")
+"""What ``augment`` may ask for: nothing, flips and 90° turns, or those plus colour jitter."""
 
-    class Rot90Iter(mx.io.DataIter):  # type: ignore[name-defined,misc]
-        """Random exact 90° rotations (label-preserving for histology) around another iterator.
+
+def check_augment(augment: Any) -> bool | str:
+    """``augment`` as one of :data:`AUGMENTS` (True: ``"flips"``, None: False); ValueError else."""
+    if augment is None or augment is False:
+        return False
+    if augment is True:
+        return "flips"
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be False, True, 'flips' or 'colour', got {augment!r}")
+    return str(augment)
+
+
+@functools.cache
+def _augment_class(mx: Any) -> type:
+    """A DataIter that turns every sample of the wrapped iterator by a random multiple of 90°
+    and, for ``"colour"``, jitters its colours (:func:`prostate_fast.stain.augment_colour`)."""
+
+    class AugmentIter(mx.io.DataIter):  # type: ignore[name-defined,misc]
+        """Random exact 90° rotations (label-preserving for histology) around another iterator,
+        and colour jitter on the 0-255 values (the inner iterator then reads at scale 1, and the
+        jittered batch is multiplied by ``scale`` here).
 
         ImageRecordIter's ``max_rotate_angle``/``rotate`` rotate by arbitrary angles with
         interpolation and fill the corners, so exact quarter turns are done here, per sample, on
-        the decoded batch (square tiles only).
+        the decoded batch (square tiles only). The turns draw from ``seed``'s generator and the
+        colours from their own (``[seed, 1]``), so ``"flips"`` turns exactly as before.
         """
 
-        def __init__(self, inner: Any, seed: int) -> None:
+        def __init__(self, inner: Any, seed: int, colour: bool = False, scale: float = 1.0):
             super().__init__(inner.batch_size)
             self.inner = inner
             self._rng = np.random.default_rng(seed)
+            self._colour = np.random.default_rng([seed, 1]) if colour else None
+            self._scale = np.float32(scale)
 
         @property
         def provide_data(self) -> Any:
@@ -369,10 +404,15 @@ def _rot90_class(mx: Any) -> type:
             for i, k in enumerate(self._rng.integers(0, 4, len(x))):
                 if k:
                     x[i] = np.rot90(x[i], k, axes=(1, 2)).copy()
+            if self._colour is not None:
+                from ..stain import augment_colour
+
+                augment_colour(x, self._colour)
+                x *= self._scale
             nd[:] = x  # back into the batch's own buffer
             return batch
 
-    return Rot90Iter
+    return AugmentIter
 
 
 def make_record_iter(
@@ -382,7 +422,7 @@ def make_record_iter(
     *,
     batch_size: int,
     shuffle: bool,
-    augment: bool,
+    augment: bool | str,
     seed: int,
     scale: float,
     n_threads: int | None,
@@ -390,9 +430,12 @@ def make_record_iter(
     num_parts: int,
     part_index: int,
 ) -> Any:
-    """An ``mx.io.ImageRecordIter`` (wrapped for 90° turns when ``augment``); see record_iter."""
+    """An ``mx.io.ImageRecordIter`` (wrapped for 90° turns and colours when ``augment``); see
+    record_iter."""
     mx = import_mxnet(n_threads)
     threads = resolve_threads(n_threads)
+    augment = check_augment(augment)
+    colour = augment == "colour"
     kwargs: dict[str, Any] = {
         "path_imgrec": str(rec),
         "path_imgidx": str(idx),
@@ -401,7 +444,7 @@ def make_record_iter(
         "batch_size": batch_size,
         "shuffle": shuffle,
         "seed": seed,
-        "scale": scale,
+        "scale": 1.0 if colour else scale,  # colours are jittered on 0-255, then scaled
         "round_batch": round_batch,
         "preprocess_threads": threads,
         "num_parts": num_parts,
@@ -415,7 +458,7 @@ def make_record_iter(
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         why = lines[-1][:200] if lines else type(exc).__name__
         raise DatasetError(f"{rec}: unreadable record ({why})") from None
-    return _rot90_class(mx)(it, seed) if augment else it
+    return _augment_class(mx)(it, seed, colour, scale) if augment else it
 
 
 def epoch_batches(it: Any, n_records: int) -> Iterator[Any]:

@@ -2,7 +2,7 @@
 
 A model folder holds ``model-symbol.json`` (the network, softmax output), ``model-NNNN.params``
 (its weights at the recorded epoch), ``model.json`` (what prediction needs: classes, colours,
-tile size, scale, normalisation, thresholds, the stain domain of the training tissue) and
+tile size, scale, normalisation, thresholds, the stain domain of the training tissue, the stain normalisation target) and
 optionally ``model.onnx`` (a cached export). :func:`read_model_info` checks ``model.json`` and the
 presence of the two network files without MXNet and returns a frozen :class:`ModelInfo`;
 :mod:`prostate_fast.model.write` writes the folder.
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..stain import StainFit
 from .domain import StainDomain
 
 __all__ = [
@@ -81,6 +82,10 @@ class ModelInfo:
     domain : StainDomain or None
         What the training tissue looked like (``"domain"``); None for a model written before
         the domain was recorded (prediction then skips the domain check).
+    stain : StainFit or None
+        The stain normalisation target (``"stain"``, :mod:`prostate_fast.stain`): prediction
+        fits each slide's stains and maps them to it before the network; None: tiles are
+        used as read.
     """
 
     model_dir: Path
@@ -98,6 +103,7 @@ class ModelInfo:
     epoch: int | None
     meta: dict[str, Any] = field(repr=False)
     domain: StainDomain | None = None
+    stain: StainFit | None = None
 
     @property
     def n_classes(self) -> int:
@@ -139,12 +145,8 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
     order, scale, name = _input_format(meta, path)
     epoch = _number(meta, "epoch", path, optional=True, integer=True)
     colours = _colours(meta.get("colours") or {}, path)
-    domain = None
-    if meta.get("domain") is not None:
-        try:
-            domain = StainDomain.from_json(meta["domain"], str(path))
-        except ValueError as exc:
-            raise ModelError(str(exc)) from None
+    domain = _record(meta, "domain", path, StainDomain.from_json)
+    stain = _record(meta, "stain", path, StainFit.from_json)
     symbol_file = d / "model-symbol.json"
     if not symbol_file.is_file():
         raise ModelError(f"{symbol_file}: missing")
@@ -167,7 +169,18 @@ def read_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         epoch=None if epoch is None else int(epoch),
         meta=meta,
         domain=domain,
+        stain=stain,
     )
+
+
+def _record(meta: dict[str, Any], key: str, path: Path, read: Any) -> Any:
+    """``read(meta[key], path)`` (a ``from_json``), None when absent; its ValueError a ModelError."""
+    if meta.get(key) is None:
+        return None
+    try:
+        return read(meta[key], str(path))
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _read_meta(d: Path, path: Path) -> dict[str, Any]:

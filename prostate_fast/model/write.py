@@ -15,6 +15,7 @@ from typing import Any
 
 from .._mx import import_mxnet
 from .._util import write_json
+from ..stain import StainFit
 from .domain import StainDomain
 from .info import MODEL_FORMAT, MODEL_VERSION
 from .networks import with_softmax
@@ -39,6 +40,7 @@ def write_model(
     training: Mapping[str, Any],
     ctx: Any = None,
     domain: StainDomain | None = None,
+    stain: StainFit | None = None,
 ) -> Path:
     """Export ``net`` (logits out) followed by a softmax, and write ``model.json``.
 
@@ -67,6 +69,10 @@ def write_model(
         The stain domain of the training tissue (:func:`~prostate_fast.model.domain.measure_domain`),
         recorded as ``"domain"``; prediction refuses slides outside it. None: not recorded (the
         check is then skipped).
+    stain : StainFit, optional
+        The stain normalisation target of the training data (:mod:`prostate_fast.stain`),
+        recorded as ``"stain"``: prediction then normalises every slide to it. None: not
+        recorded (tiles are used as read).
 
     Returns
     -------
@@ -109,6 +115,8 @@ def write_model(
     }
     if domain is not None:
         meta["domain"] = domain.to_json()
+    if stain is not None:
+        meta["stain"] = stain.to_json()
     write_model_json(out, meta)
     return out
 

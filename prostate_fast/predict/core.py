@@ -27,6 +27,13 @@ stain) raises :class:`~prostate_fast.model.domain.OutOfDomainError` unless ``ign
 A model written before the domain was recorded is applied without the check (a warning says so,
 once per model and process).
 
+Stain: a model whose ``model.json`` records a stain normalisation target (``"stain"``, written
+when its dataset was built with ``stain_normalise``) gets every slide normalised to it, as its
+training tiles were: the slide's stains are fitted once on its tissue
+(:func:`prostate_fast.stain.fit_slide`) and each batch is mapped to the target by the reading
+thread (:class:`~prostate_fast.stain.StainTransform`), after the off-tissue fill. A model without
+one scores the tiles as read.
+
 Tiles partly off tissue: a tile is kept when the tissue mask covers at least ``min_tissue`` of
 it (25 % by default), so edge tiles can be mostly glass. Such a tile is scored on its tissue:
 before the model sees it, its pixels off the mask (the rule of
@@ -148,6 +155,17 @@ def validate_scale(mpp: Any, level: Any) -> None:
         raise ValueError(f"mpp must be a positive number, got {mpp!r}")
     if level is not None and (isinstance(level, bool) or not isinstance(level, int | np.integer)):
         raise ValueError(f"level must be an integer, got {level!r}")
+
+
+def _stain_normaliser(info: ModelInfo, slide: Slide, tissue: Any, n_tiles: int) -> Any:
+    """The slide's stain normalisation to the model's target (fitted once, on the slide's tissue);
+    None when the model records none, the slide has no tile, or its stains cannot be fitted."""
+    if info.stain is None or n_tiles == 0:
+        return None
+    from .. import stain
+
+    fit = stain.fit_slide(slide, tissue)
+    return None if fit is None else stain.stain_transform(fit, info.stain)
 
 
 # -- tiles partly off tissue ----------------------------------------------------------------------
@@ -312,9 +330,11 @@ def predict_slide(
         grid = build_grid(view, tissue, **request, tile_size=info.tile_size, **kw)
         _check_domain(info, view, grid, tissue, read_tiles, ignore_domain)
         fill = glass_colour(view, tissue) if len(grid) else np.full(3, 255, np.uint8)
+        norm = _stain_normaliser(info, view, tissue, len(grid))
 
         def read_on_tissue(slide: Slide, g: Any, idx: np.ndarray) -> np.ndarray:
-            return _fill_off_tissue(read_tiles(slide, g, idx), g, idx, tissue, fill)
+            tiles = _fill_off_tissue(read_tiles(slide, g, idx), g, idx, tissue, fill)
+            return tiles if norm is None else norm(tiles)
 
         t2 = time.perf_counter()
         prob = _run_grid(predictor, view, grid, read_on_tissue, progress)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._outputs import check_replaceable, remove_output, temp_path
+from ..dataset.records import check_augment
 from ..errors import ModelError
 from ..metrics import check_select
 
@@ -60,7 +61,7 @@ class _Config:
     select: str
     select_floor: float
     target_sensitivity: float
-    augment: bool
+    augment: bool | str
     init: str
     n_threads: int | None
     progress: bool
@@ -86,6 +87,7 @@ class _Config:
         v = self.log_interval
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"log_interval must be a positive integer, got {v!r}")
+        object.__setattr__(self, "augment", check_augment(self.augment))
         if self.kvstore not in _KVSTORES:
             raise ValueError(f"kvstore must be one of {', '.join(_KVSTORES)}, got {self.kvstore!r}")
 
@@ -132,7 +134,7 @@ def _settings(
         "seed": cfg.seed,
         "select": cfg.select,
         "select_floor": cfg.select_floor,
-        "augment": cfg.augment,
+        "augment": True if cfg.augment == "flips" else cfg.augment,  # True: as recorded before
         "optimizer": "sgd",
         "init": cfg.init,
         "epochs": cfg.epochs,

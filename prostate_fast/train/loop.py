@@ -169,7 +169,7 @@ def train(
     select: str | None = None,
     select_floor: float | None = None,
     target_sensitivity: float | None = None,
-    augment: bool | None = None,
+    augment: bool | str | None = None,
     standardise: bool | None = None,
     init: str | None = None,
     n_threads: int | None = None,
@@ -221,8 +221,10 @@ def train(
         >= this can be chosen (0: any epoch); ModelError when no epoch qualifies.
     target_sensitivity : float, optional
         The threshold stored in model.json reaches this sensitivity on val (best epoch).
-    augment : bool, optional
-        Random mirror and 90-degree turns (the dataset loader's augmentation).
+    augment : bool or {"flips", "colour"}, optional
+        ``"flips"`` (or True): random mirror and 90-degree turns; ``"colour"``: those and a
+        random HED jitter, brightness and contrast per tile (the dataset loader's augmentation,
+        :func:`prostate_fast.dataset.record_iter`); False: none.
     standardise : bool, optional
         Standardise the input per channel with the train split's mean and standard deviation
         (the network's first layer, exported with it).
@@ -617,5 +619,6 @@ def _export(
         training={**settings, "best_epoch": best},
         ctx=run.ctxs[0],
         domain=training_domain(info, run.n_train),
+        stain=info.stain,
     )
     return float(threshold)

@@ -16,7 +16,9 @@ the recipe's value; ``model.json`` records the recipe and every resolved setting
 - SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32, the learning rate divided by 10 at
   60 % and 85 % of the epochs, 30 epochs;
 - class weights from the training split's class counts (every tile kept; no class discarded);
-- random flips and 90-degree turns (an H&E field has no orientation);
+- random flips and 90-degree turns (an H&E field has no orientation) and colour jitter: each
+  stain's concentration in HED space, brightness and contrast, per tile (``augment="colour"``,
+  :func:`prostate_fast.stain.augment_colour`), so the network does not learn one lab's stain;
 - the stored threshold reaches 95 % tile sensitivity on the calibration (val) split. A tile is
   cancer from 5 % marked, so the tiles missed at that point are mostly the edges of a focus whose
   other tiles are flagged: slide sensitivity stays near 100 % while far fewer benign tiles are
@@ -53,7 +55,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "class_weights": "dataset",
         "select": "auc",
         "select_floor": 0.5,
-        "augment": True,
+        "augment": "colour",
         "standardise": True,
         "init": "scaled",
         "target_sensitivity": 0.95,
