@@ -4,6 +4,7 @@
   :func:`prostate_fast.model.write_model`) and :class:`TrainResult`;
 * :mod:`.recipes`: the named settings ``train`` starts from (``"default"``, which learns on real
   tissue, and ``"study"``, the 2018 study exactly);
+* :mod:`.logs`: the per-epoch ``log.csv`` and ``accuracy.png``;
 * :mod:`.config`: what a training is asked and where it writes (settings, class weights, the
   working folder and the resume rules);
 * :mod:`.io`: the reading side (dataset checks, record batches, :func:`predict_split`,

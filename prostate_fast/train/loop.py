@@ -42,7 +42,6 @@ the best epoch and ``model.json`` with the threshold of
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import random
@@ -80,6 +79,7 @@ from .io import (
     predict_split,
     training_domain,
 )
+from .logs import fmt_number, write_log_timed
 from .recipes import RECIPE_DEFAULT, resolve_recipe
 
 __all__ = ["TrainResult", "load_exported", "predict_split", "train"]
@@ -377,7 +377,7 @@ def _fit(
             best = epoch
         state = {"settings": settings, "history": history, "best_epoch": best}
         _checkpoint(run, net, trainer, epoch, state)
-        last_plot = _write_log_timed(run.work, history, epoch == cfg.epochs, last_plot)
+        last_plot = write_log_timed(run.work, history, epoch == cfg.epochs, last_plot)
         run.ran += 1
     if selection_key(cfg.select, history[best - 1], cfg.select_floor) == -math.inf:
         raise ModelError(
@@ -480,7 +480,7 @@ def _best_line(
     select: str, best: int, row: dict[str, float], target: float, threshold: float
 ) -> str:
     """The log line that closes a training: the chosen epoch, its validation rates, threshold."""
-    b = {k: _fmt(v) for k, v in row.items()}
+    b = {k: fmt_number(v) for k, v in row.items()}
     return (
         f"Best epoch {best} by {select}: validation accuracy {b['val_accuracy']}, "
         f"sensitivity {b['val_sensitivity']}, specificity {b['val_specificity']}, "
@@ -536,53 +536,6 @@ def _train_epoch(
     run.say(f"Epoch[{e0}] Train-loss={row['train_loss']:f}")
     run.say(f"Epoch[{e0}] Time cost={cost:.3f}")
     return row
-
-
-_LOG_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_sensitivity",
-    "val_specificity",
-    "val_balanced_accuracy",
-    "val_auc",
-    "val_select",
-    "time_s",
-    "samples_per_s",
-)
-
-
-def _write_log_timed(work: Path, history: list[dict[str, float]], last: bool, t: float) -> float:
-    """Write log.csv; redraw accuracy.png (0.5 s with matplotlib) at the end and once a minute."""
-    tmp = work / ".log.csv.part"
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(_LOG_COLUMNS)
-        for row in history:
-            w.writerow([row["epoch"]] + [_fmt(row[k]) for k in _LOG_COLUMNS[1:]])
-    os.replace(tmp, work / "log.csv")
-    if not (last or time.time() - t > 60):
-        return t
-    from .._plot import line_chart_png
-
-    def col(k: str) -> list[float]:
-        return [math.nan if r[k] is None else r[k] for r in history]
-
-    series = {
-        "train accuracy": col("train_accuracy"),
-        "validation accuracy": col("val_accuracy"),
-        "validation sensitivity": col("val_sensitivity"),
-        "validation specificity": col("val_specificity"),
-    }
-    line_chart_png(work / "accuracy.png", col("epoch"), series, title="accuracy per epoch")
-    return time.time()
-
-
-def _fmt(v: float | None) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
 
 
 def _export(
