@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("predict",),
     ("overlay",),
     ("geojson",),
-    ("evaluate",),
+    ("evaluate", "grading"),
     ("screen",),
     ("batch",),
     ("view",),
