@@ -35,6 +35,10 @@ Honest validation (issue 14):
   (:func:`~prostate_fast.metrics.bootstrap_intervals`: slides resampled when there are several);
 * ``predictions.csv`` holds full-precision scores (``repr`` of float64: they round-trip), so
   the AUC recomputed from it equals the reported one exactly.
+
+Several classes (more than two): the report adds per-class precision, recall and F1, the C x C
+confusion matrix and the quadratic weighted kappa of the slides' primary grades
+(:mod:`prostate_fast.grading`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import numpy as np
 
 from ._util import csv_cell
 from .errors import DatasetError
+from .grading import class_section, class_section_text
 from .metrics import (
     MIN_CLASS_TILES,
     Confusion,
@@ -129,6 +134,7 @@ class Evaluation:
     tpr: np.ndarray = field(repr=False)
     intervals: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    grading: dict[str, Any] = field(default_factory=dict)  # several classes: class_section
 
     def metrics(self) -> dict[str, Any]:
         """Pooled counts, rates, AUC and thresholds."""
@@ -157,6 +163,7 @@ class Evaluation:
             "bootstrap": boot,
             "warnings": list(self.notes),
             "matrix": self.pooled.matrix().tolist(),
+            **({"classes": self.grading} if self.grading else {}),
             "per_slide": {
                 s: clean(
                     {**c.metrics(), "auc": self.per_slide_auc[s], "matrix": c.matrix().tolist()}
@@ -183,7 +190,7 @@ class Evaluation:
             f"{_na(self.threshold_for_target, '.6g')}\n\n"
         )
         pooled = block(f"all slides ({self.pooled.n} tiles)", self.pooled, self.auc)
-        parts = [pooled + self._interval_line()]
+        parts = [pooled + self._interval_line() + class_section_text(self.grading)]
         for s, c in self.per_slide.items():
             parts.append(block(f"slide {s} ({c.n} tiles)", c, self.per_slide_auc[s]))
         return head + "\n".join(parts)
@@ -286,6 +293,8 @@ def evaluate_predictions(
         else {}
     )
     positive, negative = _sides(classes, mask)
+    several = len(classes) > 2 and np.ndim(prob) == 2
+    grading = class_section(y_idx, prob, slide_arr, classes, positive, threshold) if several else {}
     return Evaluation(
         pooled=confusion(y, test),
         per_slide=per_slide,
@@ -300,6 +309,7 @@ def evaluate_predictions(
         tpr=tpr,
         intervals=boot,
         notes=tuple(notes),
+        grading=grading,
     )
 
 

@@ -15,7 +15,9 @@ on that binary view:
   resampling slides (the cluster) or tiles;
 * :func:`sensitivity_at_specificity` and the model-selection criterion of training
   (:data:`SELECT_DEFAULT`, :func:`check_select`, :func:`validation_metrics`,
-  :func:`selection_key`).
+  :func:`selection_key`);
+* several classes: :func:`decided_classes`, :func:`class_metrics` (C x C matrix, per-class
+  precision, recall, F1), :func:`primary_grades` and :func:`quadratic_weighted_kappa`.
 
 Rates of an empty denominator are NaN, never an error. Only numpy is imported at module level;
 scikit-learn loads inside the functions that use it, so ``import prostate_fast`` stays fast.
@@ -39,7 +41,12 @@ __all__ = [
     "SmallSplitWarning",
     "bootstrap_intervals",
     "check_select",
+    "class_metrics",
     "confusion",
+    "decided_classes",
+    "grade_scale",
+    "primary_grades",
+    "quadratic_weighted_kappa",
     "roc_auc",
     "roc_curve",
     "screening_labels",
@@ -161,7 +168,8 @@ def screening_score(
     """Return (score, positive-class mask) from (n, C) class probabilities or an (n,) score.
 
     The score is the summed probability of the ``positive`` classes (default: every class except
-    ``"benign"``, or except the first class when there is no ``"benign"``). An (n,) input is taken
+    ``"benign"``, or except the first class when there is no ``"benign"``), clipped to [0, 1] when
+    there are several (rounding must not lift it past 1). An (n,) input is taken
     as the score already (two classes, or ``classes`` when given).
 
     Raises
@@ -179,7 +187,9 @@ def screening_score(
     if len(names) != p.shape[1]:
         raise ValueError(f"classes has {len(names)} names but prob has {p.shape[1]} columns")
     mask = _positive_mask(names, positive)
-    return p[:, mask].sum(axis=1), mask
+    # several positive classes: float32 softmax outputs can sum past 1 (a threshold > 1 stored)
+    score = p[:, mask].sum(axis=1) if mask.sum() == 1 else np.clip(p[:, mask].sum(axis=1), 0, 1)
+    return score, mask
 
 
 def screening_labels(
@@ -491,3 +501,92 @@ def selection_key(select: str, row: Mapping[str, Any], floor: float = 0.0) -> fl
     if value is None or math.isnan(value):
         return -math.inf
     return -float(value) if key == "val_loss" else float(value)
+
+
+# -- several classes: per-class rates, slide grades and their quadratic weighted kappa ------------
+def decided_classes(
+    prob: np.ndarray,
+    classes: Sequence[str],
+    threshold: float,
+    positive: Sequence[str] | None = None,
+) -> np.ndarray:
+    """(n,) int64 class of each tile of (n, C) ``prob`` under the screening test: the most probable
+    positive class when its :func:`screening_score` reaches ``threshold``, else the most probable
+    negative one. Raises ValueError as :func:`screening_score`."""
+    p = np.asarray(prob, dtype=np.float64)
+    score, mask = screening_score(p, classes, positive)
+    pos, neg = np.flatnonzero(mask), np.flatnonzero(~mask)
+    best_pos, best_neg = pos[p[:, pos].argmax(axis=1)], neg[p[:, neg].argmax(axis=1)]
+    return np.where(score >= threshold, best_pos, best_neg).astype(np.int64)
+
+
+def _counts(a: np.ndarray, b: np.ndarray, k: int, what: str) -> np.ndarray:
+    """(k, k) int64 counts of the pairs (a, b); ValueError on a length or range mismatch."""
+    x, y = np.asarray(a).ravel().astype(np.int64), np.asarray(b).ravel().astype(np.int64)
+    if x.shape != y.shape:
+        raise ValueError(f"{what} differ in length: {x.size} vs {y.size}")
+    if x.size and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) >= k):
+        raise ValueError(f"{what} must be integers in [0, {k})")
+    return np.bincount(x * k + y, minlength=k * k).reshape(k, k)
+
+
+def class_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """The C x C confusion matrix (rows true class, columns decided class, as scikit-learn's
+    ``confusion_matrix``) and each class's one-vs-rest precision, recall, F1 (2 TP / (2 TP + FP +
+    FN)) and support; NaN for an empty denominator. Raises ValueError on bad indices."""
+    m = _counts(y_true, y_pred, len(classes), "true and decided classes")
+    rows = {}
+    for c, name in enumerate(classes):
+        tp, fp, fn = int(m[c, c]), int(m[:, c].sum() - m[c, c]), int(m[c].sum() - m[c, c])
+        rows[name] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn)}
+        rows[name].update(f1=_ratio(2 * tp, 2 * tp + fp + fn), support=tp + fn)
+    return m, rows
+
+
+def quadratic_weighted_kappa(a: np.ndarray, b: np.ndarray, n_grades: int) -> float:
+    """Cohen's kappa of two ratings on the grade scale 0 .. ``n_grades - 1``, quadratic weights.
+
+    1 - sum(W O) / sum(W E): O the observed counts, E those expected from the two marginals,
+    W[i, j] = (i - j)^2 (scikit-learn's ``cohen_kappa_score(a, b, weights="quadratic",
+    labels=range(n_grades))``). NaN when the expected disagreement is 0 (no rating, or both
+    constant). Raises ValueError on a length mismatch or a grade off the scale.
+    """
+    o = _counts(a, b, n_grades, "ratings")
+    e = np.outer(o.sum(axis=1), o.sum(axis=0)) / max(int(o.sum()), 1)
+    w = (np.arange(n_grades)[:, None] - np.arange(n_grades)[None, :]) ** 2
+    expected = float((w * e).sum())
+    return 1.0 - float((w * o).sum()) / expected if expected > 0 else math.nan
+
+
+def grade_scale(classes: Sequence[str]) -> list[int]:
+    """Class indices in ascending severity: the negative classes (:func:`screening_score`'s
+    default), then the positive ones, ``gleasonN`` by N first, the others (``cancer``) after."""
+    positive = _positive_mask(classes, None)
+
+    def key(i: int) -> tuple[int, int, int]:
+        m = re.fullmatch(r"gleason(\d+)", classes[i].lower())
+        return int(positive[i]), int(m.group(1)) if m else 1 << 30, i
+
+    return sorted(range(len(classes)), key=key)
+
+
+def primary_grades(
+    labels: np.ndarray, slides: Sequence[str] | np.ndarray, classes: Sequence[str]
+) -> dict[str, int]:
+    """Each slide's primary grade, a position on :func:`grade_scale`, from class-index ``labels``.
+
+    The primary grade is the most frequent positive (Gleason) class among the slide's tiles of a
+    positive class, the more severe on a tie; 0 (benign) when it has none.
+    """
+    lab = np.asarray(labels).ravel().astype(np.int64)
+    names = np.asarray(list(slides), dtype=object).astype(str)
+    positive = _positive_mask(classes, None)
+    rank = np.empty(len(classes), np.int64)
+    rank[grade_scale(classes)] = np.arange(len(classes))
+    out: dict[str, int] = {}
+    for s in sorted(set(names.tolist())):
+        counts = np.bincount(rank[lab[(names == s) & positive[lab]]], minlength=len(classes))
+        out[s] = int(len(counts) - 1 - np.argmax(counts[::-1])) if counts.any() else 0
+    return out

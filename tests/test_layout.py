@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("predict",),
     ("overlay",),
     ("geojson",),
-    ("evaluate",),
+    ("evaluate", "grading"),
     ("screen",),
     ("batch",),
     ("view",),

@@ -42,8 +42,11 @@ def mask_coverage(
 ) -> TileCoverage:
     """Share of each tile of ``grid`` every class of the label mask ``annotation`` covers.
 
+    A colour (RGB) mask, as PANDA's TIFFs, gives the codes of its red channel when green and blue
+    are zero (or equal to red, a grey image saved as RGB); an array mask is read as RGB.
+
     Raises AnnotationError naming the file when the mask cannot be read, is too large to decode
-    whole (a PNG; see the module docstring), is a colour image, is not a 2-D integer image, fits
+    whole (a PNG; see the module docstring), is another colour image, is not 2-D integer codes, fits
     the slide at no downsample, or holds a code the class map does not know.
     """
     src = _open_mask(annotation)
@@ -111,7 +114,11 @@ class _TiffMaskRows(_MaskRows):
         except SlideError as exc:
             raise AnnotationError(f"label mask: {exc}") from None
         page = self._levels.pages[0]
-        if page.dtype is None or page.dtype.kind not in "ui" or page.samplesperpixel != 1:
+        if (
+            page.dtype is None
+            or page.dtype.kind not in "ui"
+            or page.samplesperpixel not in (1, 3, 4)
+        ):
             self._levels.close()
             what = f"{page.samplesperpixel} samples of {page.dtype}"
             raise AnnotationError(f"{path}: a label mask must be a 2-D integer image, got {what}")
@@ -132,7 +139,8 @@ class _TiffMaskRows(_MaskRows):
                     raise AnnotationError(f"{self.name}: cannot decode strip {i} ({exc})") from None
                 if seg is None:
                     raise AnnotationError(f"{self.name}: empty strip {i}")
-                seg = np.asarray(seg).reshape(seg.shape[-3:-1])
+                seg = np.asarray(seg).reshape(seg.shape[-3:])
+                seg = seg[:, :, 0] if seg.shape[2] == 1 else _red_codes(seg, self.name, 0)
                 a, b = max(r0, r * th), min(r1, r * th + th, h)
                 x1 = min(w, c * tw + tw)
                 out[a - r0 : b - r0, c * tw : x1] = seg[a - r * th : b - r * th, : x1 - c * tw]
@@ -165,7 +173,7 @@ def _open_mask(annotation: object) -> _MaskRows:
     kind, _ = sniff(p)
     if kind == "tiff":
         return _TiffMaskRows(p)
-    arr = _mask_plane(_decode_flat(p, kind), str(p))
+    arr = _mask_plane(_decode_flat(p, kind), str(p), red=2)  # OpenCV decodes BGR
     return _MaskRows(str(p), arr.shape, arr)  # type: ignore[arg-type]
 
 
@@ -201,15 +209,23 @@ def _mask_downsample(shape: tuple[int, int], slide: Slide, name: str) -> tuple[f
     )
 
 
-def _mask_plane(arr: np.ndarray, name: str) -> np.ndarray:
-    """The 2-D integer codes of a decoded mask (a grey image saved as RGB is taken once)."""
+def _red_codes(arr: np.ndarray, name: str, red: int) -> np.ndarray:
+    """The codes of an (h, w, 3 or 4) mask: its red channel (index ``red``: 0 for RGB, 2 for
+    OpenCV's BGR), when the other two colour channels are zero everywhere (a PANDA mask keeps its
+    code in red) or equal to it (a grey image saved as RGB); alpha is ignored."""
+    codes, others = arr[:, :, red], arr[:, :, [1, 2 - red]]
+    if not ((others == 0).all() or (others == codes[:, :, None]).all()):
+        raise AnnotationError(
+            f"{name}: a colour image is no label mask (integer codes in the red channel, green "
+            "and blue zero or equal to it); use it as a painted copy instead"
+        )
+    return codes
+
+
+def _mask_plane(arr: np.ndarray, name: str, red: int = 0) -> np.ndarray:
+    """The 2-D integer codes of a decoded mask (an RGB mask: :func:`_red_codes`)."""
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        if not (arr[:, :, :1] == arr[:, :, 1:3]).all():
-            raise AnnotationError(
-                f"{name}: a colour image is no label mask (integer codes); "
-                "use it as a painted copy instead"
-            )
-        arr = arr[:, :, 0]
+        arr = _red_codes(arr, name, red)
     if arr.ndim != 2 or arr.dtype.kind not in "ui" or min(arr.shape) < 1:
         raise AnnotationError(f"{name}: a label mask must be a 2-D integer image, got {arr.shape}")
     return arr

@@ -43,7 +43,8 @@ def legend_thumbnail(
     """Shrink ``image`` to ``size`` px on its longer side and append a legend panel below it.
 
     The legend lists each non-negative class (colour swatch, name, threshold, tile count and share
-    of scored tiles), then the mode, alpha, tile size and mpp, so the picture explains itself.
+    of scored tiles; several classes sharing one threshold, the screening test on their summed
+    probability, get one line saying so), then the mode, alpha, tile size and mpp, so the picture explains itself.
     """
     import cv2
 
@@ -60,6 +61,11 @@ def legend_thumbnail(
     n = max(1, len(pred))
     thresholds = dict(getattr(grid, "thresholds", {}) or {})
     lines: list[tuple[tuple[int, int, int] | None, str]] = [(None, title)]
+    positive = list(tables.classes[1:])
+    shared = {thresholds.get(c) for c in positive}
+    if len(positive) > 1 and len(shared) == 1 and None not in shared:  # one screening threshold
+        lines.append((None, f"positive when p({'+'.join(positive)}) >= {float(shared.pop()):.2f}"))
+        thresholds = {}
     for i, name in enumerate(tables.classes):
         if i == 0:
             continue

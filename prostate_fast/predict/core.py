@@ -45,7 +45,9 @@ every tile's tissue share and the mask, and the overlay tints only tissue pixels
 
 Decision rule (:attr:`ScoreGrid.predicted`): class 0 is the negative class. A tile is assigned
 the non-negative class with the highest probability among those whose probability reaches their
-threshold; 0 when none does. For two classes: cancer iff ``p_cancer >= threshold``.
+threshold; 0 when none does. For two classes: cancer iff ``p_cancer >= threshold``. With one
+threshold for several positive classes (model.json's ``"a+b+c"``) their summed probability is
+compared with it (:func:`~.scoregrid.decide`).
 """
 
 from __future__ import annotations

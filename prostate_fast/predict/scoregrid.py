@@ -4,7 +4,10 @@
 overlay, the GeoJSON export, the worklist and the batch manifests read. It checks its arrays'
 dtypes and shapes when built, applies the decision rule (:attr:`ScoreGrid.predicted`: class 0 is
 the negative class; a tile gets the non-negative class with the highest probability among those
-that reach their threshold, 0 when none does) and saves itself atomically as a versioned,
+that reach their threshold, 0 when none does; when every non-negative class has the same threshold,
+as model.json's combined key ``"a+b+c"`` gives, the screening test on their summed probability
+decides, as training and evaluation chose it, and a positive tile takes the most probable of them)
+and saves itself atomically as a versioned,
 self-describing ``.npz`` or ``.csv`` that :func:`load_score_grid` reads back. Tests build their
 ScoreGrids with this class too.
 
@@ -408,6 +411,10 @@ def decide(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     non-negative classes (the rule of the module docstring)."""
     pos = prob[:, 1:]
     passing = pos >= thresholds
+    if pos.shape[1] > 1 and len(thresholds) and (thresholds == thresholds[0]).all():
+        # one threshold for every positive class: the screening score (metrics.screening_score)
+        total = np.clip(pos.sum(axis=1, dtype=np.float64), 0, 1) >= thresholds[0]
+        passing = np.repeat(total[:, None], pos.shape[1], axis=1)
     best = np.argmax(np.where(passing, pos, -np.inf), axis=1) + 1
     return np.where(passing.any(axis=1), best, 0).astype(np.int16)
 
