@@ -17,7 +17,12 @@ weights: speed does not depend on the values). Tiles are 256 real tissue tiles f
   model's threshold) is unchanged are printed. With random weights every probability is near
   0.5, so that share is a worst case; the accuracy check itself is the int8 report's;
 * ``prepare``: the shared NumPy normalisation (uint8 NHWC to scaled float32 NCHW), included in
-  every engine's time above.
+  every engine's time above;
+* ``peak``: the limit: a 2048 x 2048 float32 matrix product through NumPy's BLAS and through
+  ONNX Runtime's MLAS (every core), GFLOP/s; the larger is the peak. Each engine's achieved
+  GFLOP/s (``gflops``: tiles/s times the network's FLOP per tile,
+  counted from the ONNX graph's convolutions and dense layers, ``flop_per_tile``) is printed
+  against it, and ``tools/bench_report.py`` puts both in its "limit" table.
 
 Every engine is timed through ``Predictor.predict_batch`` (normalisation included), batch 64.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +72,42 @@ def tiles(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 _RATES: dict[str, float] = {}
 _PROBS: dict[str, np.ndarray] = {}
+_FLOP: list[float] = []  # FLOP per tile of the study CNN at TILE px
+_PEAK: list[float] = []  # GFLOP/s of the float32 matrix product
+
+
+def flop_per_tile(onnx_path: Path) -> float:
+    """Multiply-adds x 2 of the network's Conv and Gemm nodes for one tile (shape inference)."""
+    import onnx
+    from onnx import shape_inference
+
+    m = shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    dims = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*m.graph.value_info, *m.graph.output]
+    }
+    weights = {i.name: list(i.dims) for i in m.graph.initializer}
+    flop = 0
+    for node in m.graph.node:
+        if node.op_type == "Conv":  # output C x H x W, each sums Cin x kh x kw products
+            flop += (
+                2
+                * int(np.prod(dims[node.output[0]][1:]))
+                * int(np.prod(weights[node.input[1]][1:]))
+            )
+        elif node.op_type == "Gemm":
+            flop += 2 * int(np.prod(weights[node.input[1]]))
+    return float(flop)
+
+
+@pytest.fixture(scope="module")
+def flop(model_dir: Path) -> float:
+    from prostate_fast.predict import load_model
+
+    if not _FLOP:
+        with load_model(model_dir, engine="onnx", n_threads=THREADS) as pred:
+            _FLOP.append(flop_per_tile(pred.onnx_path))
+    return _FLOP[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,8 +119,11 @@ def _report(request: pytest.FixtureRequest):
         return
     with capture.global_and_fixture_disabled():
         print()
+        peak = f" of {_PEAK[0]:.0f} GFLOP/s peak (matmul)" if _PEAK else ""
         for name, rate in _RATES.items():
-            print(f"bench_predict: {name:<30} {rate:8.1f} tiles/s")
+            engine = _FLOP and not name.startswith("prepare")
+            gf = f", {rate * _FLOP[0] / 1e9:6.1f} GFLOP/s{peak}" if engine else ""
+            print(f"bench_predict: {name:<30} {rate:8.1f} tiles/s{gf}")
         if "onnx int8" in _RATES and "onnx fp32" in _RATES:
             ratio = _RATES["onnx int8"] / _RATES["onnx fp32"]
             print(
@@ -90,11 +135,50 @@ def _rate(benchmark, name: str, n: int) -> None:
     rate = round(n / benchmark.stats.stats.mean, 1)
     benchmark.extra_info["tiles"] = n
     benchmark.extra_info["tiles_per_s"] = rate
+    if _FLOP:
+        benchmark.extra_info["flop_per_tile"] = _FLOP[0]
+        benchmark.extra_info["gflops"] = round(rate * _FLOP[0] / 1e9, 2)
     _RATES[name] = rate
 
 
+def _ort_matmul(n: int) -> Any:
+    """An ONNX Runtime session of one n x n float32 MatMul (MLAS, every core)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "xyz"]
+    node = helper.make_node("MatMul", ["x", "y"], ["z"])
+    m = helper.make_model(helper.make_graph([node], "peak", io[:2], io[2:]))
+    m.ir_version = 8
+    m.opset_import[0].version = 13
+    opts = ort.SessionOptions()
+    if THREADS:
+        opts.intra_op_num_threads = THREADS
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("how", ["numpy", "onnxruntime"])
+def test_peak_matmul(benchmark, how: str) -> None:
+    """The limit the engines are measured against: the best float32 GEMM of NumPy's BLAS and
+    ONNX Runtime's MLAS (the peak is the larger)."""
+    n = 2048
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
+    if how == "numpy":
+        call = lambda: a @ b  # noqa: E731
+    else:
+        sess = _ort_matmul(n)
+        call = lambda: sess.run(None, {"x": a, "y": b})  # noqa: E731
+    call()  # warm-up: threads
+    benchmark.group = "peak: float32 matrix product 2048"
+    benchmark.pedantic(call, rounds=5, iterations=1)
+    gflops = round(2 * n**3 / benchmark.stats.stats.min / 1e9, 2)
+    benchmark.extra_info["gflops"] = gflops
+    _PEAK[:] = [max([gflops, *_PEAK])]
+
+
 @pytest.mark.parametrize("engine", ["native", "gluon", "onnx"])
-def test_engine(benchmark, model_dir: Path, tiles: np.ndarray, engine: str) -> None:
+def test_engine(benchmark, model_dir: Path, tiles: np.ndarray, flop: float, engine: str) -> None:
     from prostate_fast.predict import load_model
 
     pred = load_model(model_dir, engine=engine, batch_size=BATCH, n_threads=THREADS)
@@ -119,7 +203,9 @@ _UNCHANGED = [float("nan")]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_onnx_precision(benchmark, int8_model_dir: Path, tiles: np.ndarray, precision: str) -> None:
+def test_onnx_precision(
+    benchmark, int8_model_dir: Path, tiles: np.ndarray, flop: float, precision: str
+) -> None:
     from prostate_fast.predict import load_model
     from prostate_fast.predict.scoregrid import decide
 

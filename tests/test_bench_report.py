@@ -211,3 +211,28 @@ def test_main_writes_the_report_and_compares(br, tmp_path, monkeypatch, capsys) 
     assert new["compare"]["max_rel"] == pytest.approx(0.1)
     assert new["compare"]["worst"] == "table3.total.ours_s"
     assert "Largest difference: 10 %" in capsys.readouterr().out
+
+
+def test_limits_against_peak_decode_and_engine(br) -> None:
+    data = fake_json()
+    data["benchmarks"] += [
+        _bench("bench_predict", "test_peak_matmul[numpy]", 0.1, {"gflops": 100.0}),
+        _bench("bench_predict", "test_peak_matmul[onnxruntime]", 0.1, {"gflops": 200.0}),
+        _bench("bench_predict", "test_onnx_precision[fp32]", 0.5, {"gflops": 150.0}),
+        _bench("bench_limits", "test_decode_only", 1.0, {"limit": "decode", "s_per_slide": 3.5}),
+        _bench(
+            "bench_limits",
+            "test_predict_vs_engine[int8]",
+            2.0,
+            {"limit": "predict-int8", "inference_s": 2.4, "engine_s": 2.0, "ratio": 1.2},
+        ),
+    ]
+    rows = {r["what"]: r for r in br.limits(br.load_entries(data))}
+    g = rows["inference GFLOP/s, onnx_precision[fp32]"]
+    assert g["limit"] == 200.0 and g["ratio"] == pytest.approx(0.75) and g["ok"] is None
+    pre = rows["preprocessing vs only decoding its tiles"]  # ours preprocess: 4.0 s
+    assert pre["ratio"] == pytest.approx(4.0 / 3.5) and pre["ok"] is True
+    eng = rows["predict vs engine's pure batch time, int8"]
+    assert eng["ratio"] == 1.2 and eng["ok"] is False
+    text = br.render(br.build_report(data, {}))
+    assert "## Against the limit" in text and "| 1.20x | <= 1.1x FAIL |" in text

@@ -131,7 +131,7 @@ def test_precision_options_checked(trained) -> None:
     with pytest.raises(ValueError, match="needs engine 'onnx'"):
         load_model(model, engine="gluon", precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
-        ScreeningOptions(engine="onnx", precision="fp16")
+        ScreeningOptions(engine="onnx", precision="bf16")
     with pytest.raises(ValueError, match="needs engine 'onnx'"):
         ScreeningOptions(engine="native", precision="int8")
     opts = ScreeningOptions(engine="onnx", precision="int8", n_threads=2)
@@ -146,7 +146,7 @@ def test_precision_in_every_command(command, capsys) -> None:
 
     with pytest.raises(SystemExit):
         main([command, "--help"])
-    assert "--precision {fp32,int8}" in capsys.readouterr().out
+    assert "--precision {fp32,fp16,int8}" in capsys.readouterr().out
 
 
 def test_cli_int8_needs_onnx(trained, tmp_path, capsys) -> None:

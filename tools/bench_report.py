@@ -43,41 +43,126 @@ PREPROCESS_TARGET = 100.0  # issue 8: at least 100 x the baseline's tiles per se
 
 #: Table 3 rows: key, stage, the study's seconds, baseline stages, our stages, what ours is.
 TABLE3: list[tuple[str, str, float | None, tuple[str, ...], tuple[str, ...], str]] = [
-    ("convert", "scanner TIFF → 20x JPEG (ImageMagick)", 45.0, ("convert",), (),
-     "not needed: tiles are read from the scanner file"),
+    (
+        "convert",
+        "scanner TIFF → 20x JPEG (ImageMagick)",
+        45.0,
+        ("convert",),
+        (),
+        "not needed: tiles are read from the scanner file",
+    ),
     ("crop", "crop the biopsy", 12.0, ("crop",), ("tissue",), "tissue mask + tile grid"),
-    ("tiles", "tile files / pack the data set", None, ("tiles",), ("pack",),
-     "RecordIO, white cleaning"),
-    ("label", "labelling (painted copy)", 12 * 60.0, ("label",), ("label",),
-     "both images read, white fraction fused"),
-    ("white", "drop white tiles", 3 * 3600 + 45 * 60.0, ("white",), ("white",),
-     "tissue tiles only, native kernel"),
+    (
+        "tiles",
+        "tile files / pack the data set",
+        None,
+        ("tiles",),
+        ("pack",),
+        "RecordIO, white cleaning",
+    ),
+    (
+        "label",
+        "labelling (painted copy)",
+        12 * 60.0,
+        ("label",),
+        ("label",),
+        "both images read, white fraction fused",
+    ),
+    (
+        "white",
+        "drop white tiles",
+        3 * 3600 + 45 * 60.0,
+        ("white",),
+        ("white",),
+        "tissue tiles only, native kernel",
+    ),
     ("predict", "predict", 2 * 60.0, ("predict",), ("predict",), "native engine (C predict API)"),
-    ("blend", "alpha-blend cancer tiles", 17 * 60.0, ("blend",), ("overlay",),
-     "blend + pyramidal TIFF, one pass"),
+    (
+        "blend",
+        "alpha-blend cancer tiles",
+        17 * 60.0,
+        ("blend",),
+        ("overlay",),
+        "blend + pyramidal TIFF, one pass",
+    ),
     ("montage", "reassemble (montage)", 27.0, ("montage",), (), "in the overlay's single pass"),
-]  # fmt: skip
+]
 
 #: Stage benchmarks: (title, file, ours, best-form candidates, baseline, unit, extra_info keys).
 KERNELS: list[tuple[str, str, str, tuple[str, ...], str | None, str, tuple[str, ...]]] = [
-    ("white fraction, 128 px tiles", "bench_tissue", "test_native[all-cores]",
-     ("test_numpy", "test_opencv"), "test_baseline", "tile", ("us_per_tile",)),
-    ("painted labels, 128 px tiles", "bench_label", "test_native[all-cores]",
-     ("test_numpy", "test_opencv_batch"), "test_baseline", "tile", ("us_per_tile",)),
-    ("tissue mask + grid, 1-gigapixel slide", "bench_tissue", "test_gigapixel_mask_and_grid",
-     (), "test_gigapixel_mask_and_grid", "slide", ("s_per_slide",)),
-    ("pack the data set, JPEG", "bench_dataset", "test_pack[jpeg]", (),
-     "test_baseline_tile_files", "tile", ("tiles/s",)),
-    ("read for training (ImageRecordIter), JPEG", "bench_dataset", "test_read[jpeg-False]", (),
-     "test_baseline_tile_files", "tile", ("img/s",)),
-    ("inference, study CNN", "bench_predict", "test_engine[native]",
-     ("test_engine[gluon]", "test_engine[onnx]"), "test_baseline_one_tile_per_call", "tile",
-     ("tiles_per_s",)),
-    ("blend kernel, one 1024-row strip", "bench_overlay", "test_blend_kernel[native-all]",
-     ("test_blend_kernel[numpy]",), None, "call", ()),
-    ("overlay: blend + pyramidal TIFF", "bench_overlay", "test_ours[all-cores]",
-     ("test_pyvips",), "test_study_way", "slide", ("extrapolated_s", "s_per_slide")),
-]  # fmt: skip
+    (
+        "white fraction, 128 px tiles",
+        "bench_tissue",
+        "test_native[all-cores]",
+        ("test_numpy", "test_opencv"),
+        "test_baseline",
+        "tile",
+        ("us_per_tile",),
+    ),
+    (
+        "painted labels, 128 px tiles",
+        "bench_label",
+        "test_native[all-cores]",
+        ("test_numpy", "test_opencv_batch"),
+        "test_baseline",
+        "tile",
+        ("us_per_tile",),
+    ),
+    (
+        "tissue mask + grid, 1-gigapixel slide",
+        "bench_tissue",
+        "test_gigapixel_mask_and_grid",
+        (),
+        "test_gigapixel_mask_and_grid",
+        "slide",
+        ("s_per_slide",),
+    ),
+    (
+        "pack the data set, JPEG",
+        "bench_dataset",
+        "test_pack[jpeg]",
+        (),
+        "test_baseline_tile_files",
+        "tile",
+        ("tiles/s",),
+    ),
+    (
+        "read for training (ImageRecordIter), JPEG",
+        "bench_dataset",
+        "test_read[jpeg-False]",
+        (),
+        "test_baseline_tile_files",
+        "tile",
+        ("img/s",),
+    ),
+    (
+        "inference, study CNN",
+        "bench_predict",
+        "test_engine[native]",
+        ("test_engine[gluon]", "test_engine[onnx]"),
+        "test_baseline_one_tile_per_call",
+        "tile",
+        ("tiles_per_s",),
+    ),
+    (
+        "blend kernel, one 1024-row strip",
+        "bench_overlay",
+        "test_blend_kernel[native-all]",
+        ("test_blend_kernel[numpy]",),
+        None,
+        "call",
+        (),
+    ),
+    (
+        "overlay: blend + pyramidal TIFF",
+        "bench_overlay",
+        "test_ours[all-cores]",
+        ("test_pyvips",),
+        "test_study_way",
+        "slide",
+        ("extrapolated_s", "s_per_slide"),
+    ),
+]
 #: End-to-end stages that have a best-form contender (bench_end_to_end.py, group e2e-alt).
 E2E_ALT = ("label", "pack", "predict", "overlay")
 
@@ -310,6 +395,59 @@ def targets(kernels: list[dict[str, Any]], pre: dict[str, Any] | None) -> list[d
     ]
 
 
+def limits(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Each stage against its limit measured in the same run: achieved GFLOP/s of inference
+    against the float32 GEMM peak (bench_predict), preprocessing against only decoding the same
+    tiles, and predict's inference phase against the engine's pure batch time (bench_limits)."""
+    rows: list[dict[str, Any]] = []
+    peaks = [e.extra["gflops"] for e in entries if e.name.startswith("test_peak_matmul")]
+    peak = max(peaks, default=None)
+    for e in entries:
+        if e.file == "bench_predict" and "gflops" in e.extra and peak and "peak" not in e.name:
+            if e.name.startswith(("test_engine", "test_onnx_precision")):
+                g = float(e.extra["gflops"])
+                rows.append(
+                    {
+                        "what": f"inference GFLOP/s, {e.name[5:]}",
+                        "achieved": g,
+                        "limit": peak,
+                        "ratio": g / peak,
+                        "unit": "GFLOP/s",
+                        "target": None,
+                    }
+                )
+    e2e = e2e_stages(entries)
+    decode = next((e.extra for e in entries if e.extra.get("limit") == "decode"), None)
+    pre = e2e.get(("ours", "preprocess"))
+    if decode and pre:
+        rows.append(
+            {
+                "what": "preprocessing vs only decoding its tiles",
+                "achieved": pre["s_per_slide"],
+                "limit": decode["s_per_slide"],
+                "ratio": pre["s_per_slide"] / decode["s_per_slide"],
+                "unit": "s",
+                "target": 1.25,
+            }
+        )
+    for e in entries:
+        lim = str(e.extra.get("limit", ""))
+        if lim.startswith("predict-") and e.extra.get("ratio"):
+            rows.append(
+                {
+                    "what": f"predict vs engine's pure batch time, {lim[8:]}",
+                    "achieved": e.extra["inference_s"],
+                    "limit": e.extra["engine_s"],
+                    "ratio": e.extra["ratio"],
+                    "unit": "s",
+                    "target": 1.1,
+                }
+            )
+    for r in rows:
+        r["ok"] = None if r["target"] is None else r["ratio"] <= r["target"]
+    return rows
+
+
 # -- machine ----------------------------------------------------------------------------------
 def _cpuinfo(field: str) -> str | None:
     try:
@@ -474,6 +612,22 @@ def render(report: dict[str, Any]) -> str:
                 f"{fmt_cost(k['baseline'], k['unit'])} | {fmt_x(k['vs_alt'])} | "
                 f"{fmt_x(k['vs_baseline'])} |"
             )
+    if report.get("limits"):
+        lines += [
+            "",
+            "## Against the limit, measured in the same run",
+            "",
+            "| what | achieved | limit | ratio | target |",
+            "|---|---|---|---|---|",
+        ]
+        for r in report["limits"]:
+            fmt = (lambda v: f"{v:.1f} GFLOP/s") if r["unit"] == "GFLOP/s" else fmt_s
+            ok = {True: "PASS", False: "FAIL", None: ""}[r["ok"]]
+            target = f"<= {r['target']:g}x {ok}" if r["target"] else "—"
+            lines.append(
+                f"| {r['what']} | {fmt(r['achieved'])} | {fmt(r['limit'])} | "
+                f"{r['ratio']:.2f}x | {target} |"
+            )
     lines += ["", "## Targets (issue 8)", ""]
     for t in report["targets"]:
         ok = {True: "PASS", False: "FAIL", None: "not measured"}[t["ok"]]
@@ -559,6 +713,7 @@ def build_report(data: dict[str, Any], machine: dict[str, Any], **run: Any) -> d
         "slide": slide,
         "preprocess": pre,
         "kernels": ks,
+        "limits": limits(entries),
         "targets": targets(ks, pre),
         "machine": machine,
         "datetime": data.get("datetime"),

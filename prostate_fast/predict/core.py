@@ -239,8 +239,8 @@ def predict_slide(
         Tiles per engine call (default 64).
     n_threads : int, optional
         Threads for the engine and the tissue kernels (None = every core).
-    precision : {"fp32", "int8"}
-        See :func:`load_model` (int8: onnx engine; the ScoreGrid's engine reads ``onnx-int8``).
+    precision : {"fp32", "fp16", "int8"}
+        See :func:`load_model` (fp16, int8: onnx engine; the ScoreGrid's engine reads ``onnx-fp16``, ``onnx-int8``).
     mpp : float, optional
         Microns per level-0 pixel of the slide: overrides the file's value (required when the
         file records neither mpp nor objective power, unless ``level`` is given).

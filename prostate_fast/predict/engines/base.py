@@ -35,9 +35,10 @@ __all__ = [
 Engine = Literal["gluon", "native", "onnx"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 """Engine names accepted by :func:`~prostate_fast.predict.load_model` (the CLI's choices)."""
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-"""Numeric precisions: ``"int8"`` (the onnx engine only) is calibrated once per model."""
+"""Numeric precisions: ``"fp16"`` and ``"int8"`` are the onnx engine's (int8 is calibrated once
+per model, fp16 is meant for GPUs)."""
 
 
 def check_engine(engine: Any, batch_size: Any, precision: Any = "fp32") -> None:
@@ -47,8 +48,8 @@ def check_engine(engine: Any, batch_size: Any, precision: Any = "fp32") -> None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "int8" and engine != "onnx":
-        raise ValueError(f"precision 'int8' needs engine 'onnx', got engine {engine!r}")
+    if precision != "fp32" and engine != "onnx":
+        raise ValueError(f"precision {precision!r} needs engine 'onnx', got engine {engine!r}")
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, int | np.integer)

@@ -43,7 +43,9 @@ def load_model(
         Tiles per engine call (default 64). Gluon and native pad the last batch to this size.
     n_threads : int, optional
         CPU threads (None = every core). MXNet takes it only if it is not loaded yet.
-    precision : {"fp32", "int8"}
+    precision : {"fp32", "fp16", "int8"}
+        ``"fp16"`` (onnx engine only): float16 weights and compute, float32 in and out, made on
+        first use as ``model-fp16.onnx`` (for GPUs; see :mod:`prostate_fast.predict.engines.fp16`).
         ``"int8"`` (onnx engine only): the network quantized statically, calibrated on the
         model's own validation split (``model.json``'s ``training.dataset``), made on first use
         and cached beside the model as ``model-int8.onnx`` with its accuracy change against fp32

@@ -4,7 +4,8 @@ The network is exported once (:func:`~prostate_fast.predict.engines.onnx_export.
 and kept beside the model; ONNX Runtime runs it on CPU, or on CUDA with ``onnxruntime-gpu`` (the
 route to current GPUs, which MXNet's CUDA wheels cannot use). ``n_threads`` is set per session.
 ``precision="int8"`` runs the statically quantized network of :mod:`.int8` instead (made and
-checked once per model, kept as ``model-int8.onnx`` with its report ``model-int8.json``).
+checked once per model, kept as ``model-int8.onnx`` with its report ``model-int8.json``);
+``precision="fp16"`` the float16 network of :mod:`.fp16` (``model-fp16.onnx``, for GPUs).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class OnnxPredictor(Predictor):
 
             drop = INT8_MAX_AUC_DROP if max_auc_drop is None else max_auc_drop
             path, self.int8_report = int8_onnx(info, path, n_threads, max_auc_drop=drop)
+        elif precision == "fp16":
+            from .fp16 import fp16_onnx
+
+            path = fp16_onnx(info, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n_threads
         opts.inter_op_num_threads = 1
