@@ -391,7 +391,7 @@ def test_accuracy_on_synthetic_slides(tmp_path: Path) -> None:
             grid = full_grid(slide, slide.choose_level(magnification=20.0), 32)
             tables.append(label_tiles(slide, made.mask, grid, n_threads=2))
     ds = tmp_path / "ds"
-    build_dataset(tables, ds, split={"val": ["s4"]}, seed=0, n_threads=2)
+    build_dataset(tables, ds, split={"val": ["s4"]}, balance="50:50", seed=0, n_threads=2)
     result = train(
         ds, tmp_path / "m", epochs=8, batch_size=16, lr_steps=[7], select="accuracy", **FAST
     )
