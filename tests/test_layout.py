@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("overlay",),
     ("geojson",),
     ("evaluate",),
+    ("triage",),
     ("screen",),
     ("batch",),
     ("view",),
