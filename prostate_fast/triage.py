@@ -219,10 +219,6 @@ def calibrate_threshold(calibration: Sequence[SlideScore], margin: float = MARGI
     return 1.0 / (1.0 + math.exp(-(_logit(min(cancer)) - margin)))
 
 
-def _share(n: int, d: int) -> float:
-    return n / d if d else math.nan
-
-
 @dataclass(frozen=True)
 class TriageReport:
     """Triage of the test slides at a threshold calibrated on the calibration slides."""
@@ -296,7 +292,7 @@ def triage(
     ValueError
         No test slide, a slide in both sets, a bad ``margin``, or no calibration cancer slide.
     """
-    from .metrics import roc_auc
+    from .metrics import confusion, roc_auc
 
     if not test:
         raise ValueError("triage needs at least one test slide")
@@ -307,22 +303,22 @@ def triage(
     y = np.array([s.label for s in test], bool)
     score = np.array([s.score for s in test], np.float64)
     aside = score < t
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    lowest = float(score[y].min()) if n_pos else math.inf
+    c = confusion(y, ~aside)  # a slide not set aside is a positive test
+    lowest = float(score[y].min()) if y.any() else math.inf
     return TriageReport(
         threshold=t,
         margin=float(margin),
         lowest_calibration_cancer=min(s.score for s in calibration if s.label == 1),
         n_calibration=len(calibration),
         n_test=len(test),
-        n_test_cancer=n_pos,
-        n_test_benign=n_neg,
+        n_test_cancer=c.tp + c.fn,
+        n_test_benign=c.tn + c.fp,
         auc=roc_auc(y, score),
-        sensitivity=_share(int((y & ~aside).sum()), n_pos),
-        specificity=_share(int((~y & aside).sum()), n_neg),
-        benign_set_aside=_share(int((~y & aside).sum()), n_neg),
-        slides_set_aside=_share(int(aside.sum()), len(test)),
-        oracle_benign_set_aside=_share(int((~y & (score < lowest)).sum()), n_neg),
+        sensitivity=c.sensitivity,
+        specificity=c.specificity,
+        benign_set_aside=c.specificity,
+        slides_set_aside=float(aside.mean()),
+        oracle_benign_set_aside=confusion(y, score >= lowest).specificity,
         calibration=tuple(calibration),
         test=tuple(test),
     )
