@@ -20,11 +20,13 @@ not grow with the amount of tissue, as counts and areas do on benign slides.
 Threshold
 ---------
 The calibration sets the threshold at 100 % slide sensitivity on the calibration slides, with a
-margin: ``margin`` below the lowest calibration cancer slide's score on the logit scale, i.e. that
-slide's odds divided by ``exp(margin)`` (default 1.0: odds / 2.7; a score of 0.95 gives a
-threshold of 0.875, 0.5 gives 0.269). The logit scale keeps the margin meaningful near 0 and 1,
-where probabilities crowd. A slide is **set aside** (can wait) when its score is below the
-threshold; scores are clipped to [1e-7, 1 - 1e-7] before the logit.
+relative margin: ``threshold = (1 - margin) * lowest calibration cancer score`` (default margin
+0.2: a cancer slide scoring up to 20 % below the weakest calibration cancer slide is still
+flagged). A slide is **set aside** (can wait) when its score is below the threshold. Why relative
+and not on the logit scale: a well-trained model's top tiles reach p = 1.0 exactly in float32, so
+the weakest cancer slide often scores 1.0 and any logit margin ends within 1e-6 of 1 (it did with
+the demo's model), leaving no margin at all; a few validation slides cannot show how far below
+them a new cancer slide may fall, so the margin is a fixed, stated safety share.
 
 Report (test slides)
 --------------------
@@ -68,9 +70,8 @@ __all__ = [
 
 #: Tiles averaged by the slide score: the top share of the tissue tiles, at least TOP_K.
 TOP_K, TOP_SHARE = 10, 0.01
-#: Default margin of the threshold below the lowest calibration cancer score (logit units).
-MARGIN = 1.0
-_EPS = 1e-7
+#: Default relative margin of the threshold below the lowest calibration cancer score.
+MARGIN = 0.2
 _POSITIVE = frozenset({"cancer", "positive", "1", "true", "yes"})
 _NEGATIVE = frozenset({"benign", "negative", "0", "false", "no"})
 
@@ -197,26 +198,21 @@ def load_slide_scores(
     return out
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, _EPS), 1 - _EPS)
-    return math.log(p / (1 - p))
-
-
 def calibrate_threshold(calibration: Sequence[SlideScore], margin: float = MARGIN) -> float:
-    """Threshold at 100 % slide sensitivity on ``calibration``, ``margin`` logits below its lowest
+    """Threshold at 100 % slide sensitivity on ``calibration``: ``(1 - margin)`` times its lowest
     cancer slide's score (module notes); slides scoring below it are set aside.
 
     Raises
     ------
     ValueError
-        ``margin`` negative or not finite, or no cancer slide among the calibration slides.
+        ``margin`` outside [0, 1), or no cancer slide among the calibration slides.
     """
-    if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+        raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
     cancer = [s.score for s in calibration if s.label == 1]
     if not cancer:
         raise ValueError("the calibration slides need at least one cancer slide")
-    return 1.0 / (1.0 + math.exp(-(_logit(min(cancer)) - margin)))
+    return (1.0 - margin) * min(cancer)
 
 
 @dataclass(frozen=True)
@@ -254,7 +250,7 @@ class TriageReport:
         lines = [
             f"slide triage: {self.n_calibration} calibration slides, {self.n_test} test slides "
             f"({self.n_test_cancer} cancer, {self.n_test_benign} benign)",
-            f"threshold {self.threshold:.6g}: {self.margin:g} logit below the lowest calibration "
+            f"threshold {self.threshold:.6g}: {self.margin:.0%} below the lowest calibration "
             f"cancer score {self.lowest_calibration_cancer:.6g}",
             f"slide AUC             {self.auc:.4f}",
             f"slide sensitivity     {self.sensitivity:.4f}"
@@ -363,7 +359,8 @@ def run_triage(
     out_dir : path
         Report folder: ``report.json`` and ``report.txt``.
     margin : float
-        Logits below the lowest calibration cancer score (default 1.0).
+        Relative margin of the threshold below the lowest calibration cancer score, in [0, 1)
+        (default 0.2).
     overwrite : bool
         Replace an existing report.
 

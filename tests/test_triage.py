@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,9 @@ from prostate_fast.triage import (
 # slide -> (label, score): every score a binary fraction, so every expected number is exact
 CALIBRATION = {"c1": ("cancer", 0.75), "c2": ("cancer", 0.875), "b1": ("benign", 0.125)}
 CALIBRATION |= {"b2": ("benign", 0.5)}
-TEST = {"t-b1": ("benign", 0.25), "t-b2": ("benign", 0.5), "t-b3": ("benign", 0.0625)}
+TEST = {"t-b1": ("benign", 0.25), "t-b2": ("benign", 0.5625), "t-b3": ("benign", 0.0625)}
 TEST |= {"t-b4": ("benign", 0.75), "t-c1": ("cancer", 0.625), "t-c2": ("cancer", 0.375)}
-LN3 = math.log(3.0)  # with the lowest calibration cancer at 0.75 (odds 3): threshold 0.5
+Q = 0.25  # margin: with the lowest calibration cancer at 0.75, the threshold is 0.5625
 
 
 def _grid(name: str, p: list[float]) -> ScoreGrid:
@@ -90,19 +89,21 @@ def test_slide_score_is_the_top_tiles_mean_and_the_worklist_score() -> None:
 
 def test_threshold_sits_margin_logits_below_the_lowest_cancer() -> None:
     cal = _scores(CALIBRATION)
-    assert calibrate_threshold(cal, LN3) == 0.5
-    assert calibrate_threshold(cal, 0.0) == pytest.approx(0.75)
-    assert calibrate_threshold(cal) == pytest.approx(3 / (3 + math.e))  # default margin 1.0
+    assert calibrate_threshold(cal, Q) == 0.5625
+    assert calibrate_threshold(cal, 0.0) == 0.75
+    assert calibrate_threshold(cal) == pytest.approx(0.6)  # default margin 0.2
     with pytest.raises(ValueError, match="cancer slide"):
         calibrate_threshold(_scores({"b": ("benign", 0.1)}))
     with pytest.raises(ValueError, match="margin"):
         calibrate_threshold(cal, -0.5)
+    with pytest.raises(ValueError, match="margin"):
+        calibrate_threshold(cal, 1.0)
 
 
 def test_triage_arithmetic() -> None:
-    """Threshold 0.5: t-b1, t-b3 and the cancer t-c2 (missed) fall below; t-b2 (= 0.5) does not."""
-    r = triage(_scores(CALIBRATION), _scores(TEST), margin=LN3)
-    assert r.threshold == 0.5 and r.lowest_calibration_cancer == 0.75
+    """Threshold 0.5625: t-b1, t-b3 and the cancer t-c2 (missed) fall below; t-b2 (equal) does not."""
+    r = triage(_scores(CALIBRATION), _scores(TEST), margin=Q)
+    assert r.threshold == 0.5625 and r.lowest_calibration_cancer == 0.75
     assert (r.n_calibration, r.n_test, r.n_test_cancer, r.n_test_benign) == (4, 6, 2, 4)
     assert r.sensitivity == 0.5 and r.specificity == 0.5 and r.benign_set_aside == 0.5
     assert r.auc == 0.625  # cancer/benign pairs won: t-c1 3 of 4, t-c2 2 of 4
@@ -115,7 +116,7 @@ def test_triage_arithmetic() -> None:
 
 def test_triage_at_full_sensitivity() -> None:
     test = _scores({"x": ("benign", 0.25), "y": ("benign", 0.625), "z": ("cancer", 0.875)})
-    r = triage(_scores(CALIBRATION), test, margin=LN3)
+    r = triage(_scores(CALIBRATION), test, margin=Q)
     assert (r.sensitivity, r.benign_set_aside, r.auc) == (1.0, 0.5, 1.0)
     assert r.slides_set_aside == pytest.approx(1 / 3) and r.oracle_benign_set_aside == 1.0
     assert "(at 100 % slide sensitivity)" in r.report()
@@ -130,10 +131,12 @@ def test_triage_refuses_overlapping_or_empty_sets() -> None:
 
 def test_run_triage_writes_the_report(tmp_path, truth_csv) -> None:
     cal, test = _write(tmp_path / "cal", CALIBRATION), _write(tmp_path / "test", TEST)
-    r = run_triage([cal], [test], truth_csv, tmp_path / "out", margin=LN3)
+    r = run_triage([cal], [test], truth_csv, tmp_path / "out", margin=Q)
     d = json.loads((tmp_path / "out" / "report.json").read_text())
     assert (
-        d["format"] == "prostate-fast triage report" and d["threshold"] == 0.5 and d["auc"] == 0.625
+        d["format"] == "prostate-fast triage report"
+        and d["threshold"] == 0.5625
+        and d["auc"] == 0.625
     )
     assert [s["slide"] for s in d["test"]] == sorted(f"{n}.tif" for n in TEST)
     assert {s["score"] for s in d["calibration"]} == {0.75, 0.875, 0.125, 0.5}
@@ -146,12 +149,12 @@ def test_cli_triage(tmp_path, truth_csv, capsys) -> None:
     cal, test = _write(tmp_path / "cal", CALIBRATION), _write(tmp_path / "test", TEST)
     args = ["triage", "--calibration", str(cal), "--test", *map(str, sorted(test.iterdir()))]
     args += ["--truth", str(truth_csv), "-o", str(tmp_path / "out")]
-    assert main([*args, "--margin", str(LN3)]) == 0
+    assert main([*args, "--margin", str(Q)]) == 0
     assert "slide AUC             0.6250" in capsys.readouterr().out
     assert main(args) == 2  # the report exists
     assert "report.json" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["margin"] == 1.0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["margin"] == 0.2
 
 
 def test_bad_truth(tmp_path, truth_csv, capsys) -> None:

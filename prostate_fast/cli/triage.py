@@ -11,8 +11,8 @@ def _margin(text: str) -> float:
         v = float(text)
     except ValueError:
         v = -1.0
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return v
 
 
@@ -21,7 +21,7 @@ def _add_triage(sub: argparse._SubParsersAction) -> None:
         "triage",
         help="slide-level triage: calibrate a slide threshold, report which slides can wait",
         description="Score every slide (mean of its top 1 %% tile probabilities, at least 10 "
-        "tiles: the worklist score), set the threshold MARGIN logits below the lowest cancer "
+        "tiles: the worklist score), set the threshold (1 - MARGIN) times the lowest cancer "
         "slide of the calibration (validation) slides, and report on the test slides: slide AUC, "
         "sensitivity, specificity and the share of benign slides set aside. Writes "
         "OUT/report.json and OUT/report.txt.",
@@ -44,7 +44,7 @@ def _add_triage(sub: argparse._SubParsersAction) -> None:
         "--margin",
         type=_margin,
         default=None,
-        help="logits below the lowest calibration cancer score (default 1.0)",
+        help="relative margin below the lowest calibration cancer score (default 0.2)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(handler=_cmd_triage)
