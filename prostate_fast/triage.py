@@ -35,7 +35,9 @@ set aside (equal to the specificity; it is "at 100 % sensitivity" only when the 
 which the report states) and the share of all slides set aside (the pathologist's saved work,
 Campanella et al. 2019's figure); and, for comparison, the share of benign slides scoring below the
 lowest test cancer slide (the best any threshold could do on these test slides at 100 %
-sensitivity: an oracle, not a result). Every slide's score and decision is listed.
+sensitivity: an oracle, not a result). Every slide's score and decision is listed. A slide without
+tissue tiles (``screen``'s "no tissue") is never set aside: the model saw nothing, so it needs a
+read (its triage score is 1.0).
 
 Truth is a CSV with the columns ``slide`` and ``label``: ``slide`` the slide's file name or its
 stem (as in the score grid's ``slide_name``); ``label`` ``cancer``/``positive``/``1``/``true``
@@ -85,6 +87,12 @@ class SlideScore:
     score: float
     n_tiles: int
     path: str = ""
+
+    @property
+    def triage_score(self) -> float:
+        """The score triage decides on: 1.0 for a slide without tissue tiles (the model saw
+        nothing, so it needs a read, as on the worklist), else :attr:`score`."""
+        return self.score if self.n_tiles else 1.0
 
 
 def slide_score(prob: np.ndarray) -> float:
@@ -209,7 +217,7 @@ def calibrate_threshold(calibration: Sequence[SlideScore], margin: float = MARGI
     """
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
         raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
-    cancer = [s.score for s in calibration if s.label == 1]
+    cancer = [s.triage_score for s in calibration if s.label == 1]
     if not cancer:
         raise ValueError("the calibration slides need at least one cancer slide")
     return (1.0 - margin) * min(cancer)
@@ -239,14 +247,15 @@ class TriageReport:
         """JSON-ready report (``report.json``); each slide with its ``set_aside`` decision."""
         d = asdict(self)
         for k in ("calibration", "test"):
-            d[k] = [r | {"set_aside": r["score"] < self.threshold} for r in d[k]]
+            aside = [s.triage_score < self.threshold for s in getattr(self, k)]
+            d[k] = [r | {"set_aside": a} for r, a in zip(d[k], aside, strict=True)]
         head = {"format": "prostate-fast triage report", "version": 1}  # our mark (_outputs)
         return head | {"top_k": TOP_K, "top_share": TOP_SHARE} | d
 
     def summary(self) -> str:
         """The figures, one per line (what ``prostate-fast triage`` prints)."""
         full = self.sensitivity == 1.0
-        missed = [s.slide for s in self.test if s.label == 1 and s.score < self.threshold]
+        missed = [s.slide for s in self.test if s.label == 1 and s.triage_score < self.threshold]
         lines = [
             f"slide triage: {self.n_calibration} calibration slides, {self.n_test} test slides "
             f"({self.n_test_cancer} cancer, {self.n_test_benign} benign)",
@@ -273,7 +282,7 @@ class TriageReport:
         for split, rows in (("calibration", self.calibration), ("test", self.test)):
             for s in rows:
                 label = "cancer" if s.label else "benign"
-                aside = "yes" if s.score < self.threshold else "no"
+                aside = "yes" if s.triage_score < self.threshold else "no"
                 lines.append(f"{split:12}{s.slide:32}{label:>7}{s.score:10.6f}  {aside}")
         return "\n".join(lines) + "\n"
 
@@ -297,14 +306,14 @@ def triage(
         raise ValueError(f"slides in both the calibration and the test set: {sorted(both)}")
     t = calibrate_threshold(calibration, margin)
     y = np.array([s.label for s in test], bool)
-    score = np.array([s.score for s in test], np.float64)
+    score = np.array([s.triage_score for s in test], np.float64)
     aside = score < t
     c = confusion(y, ~aside)  # a slide not set aside is a positive test
     lowest = float(score[y].min()) if y.any() else math.inf
     return TriageReport(
         threshold=t,
         margin=float(margin),
-        lowest_calibration_cancer=min(s.score for s in calibration if s.label == 1),
+        lowest_calibration_cancer=min(s.triage_score for s in calibration if s.label == 1),
         n_calibration=len(calibration),
         n_test=len(test),
         n_test_cancer=c.tp + c.fn,

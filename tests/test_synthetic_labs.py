@@ -123,3 +123,13 @@ def test_cli_synth_lab(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main([*args, "--name", "c", "--lab", ""]) == 2
     assert "lab" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lab", ["A", "B", "C", 7, 12345])
+def test_lab_glass_stays_nearly_grey(lab) -> None:
+    """The scanner is white-balanced on the glass: bare glass keeps a spread under 10 (as
+    prostate_fast.tissue expects of real scans), the colour cast falls on the stain."""
+    P = synthetic_params(2048, 1024, 1, lab=lab)
+    rgb, codes = render_region(P, (0, 0), (2048, 1024))
+    glass = np.median(rgb[codes == 0].reshape(-1, 3), axis=0)
+    assert glass.max() - glass.min() < 10 and 225 <= glass.min(), glass

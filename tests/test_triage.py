@@ -122,6 +122,15 @@ def test_triage_at_full_sensitivity() -> None:
     assert "(at 100 % slide sensitivity)" in r.report()
 
 
+def test_slide_without_tissue_is_never_set_aside() -> None:
+    """A slide the model saw nothing of (no tissue tiles, score 0) needs a read."""
+    test = [SlideScore("blank", 0, 0.0, 0), SlideScore("blank-cancer", 1, 0.0, 0)]
+    test += _scores({"x": ("benign", 0.25)})
+    r = triage(_scores(CALIBRATION), test, margin=Q)
+    assert r.sensitivity == 1.0 and r.benign_set_aside == 0.5
+    assert [s["set_aside"] for s in r.to_dict()["test"]] == [False, False, True]
+
+
 def test_triage_refuses_overlapping_or_empty_sets() -> None:
     with pytest.raises(ValueError, match="both"):
         triage(_scores(CALIBRATION), _scores(CALIBRATION))

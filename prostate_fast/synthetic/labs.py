@@ -17,8 +17,11 @@ casts the whole image. A :class:`LabProfile` holds one lab's look:
 ``"default"`` (or None) is the generator's standard look, unchanged since before labs existed;
 any other name is hashed (SHA-256) to a seed, and a seed draws every quantity from its own stream
 within ranges wide enough to challenge a model (about the spread between real labs: stain
-strength 0.7-1.35 times, hue jitter about 12 % per channel, background 225-248, blur 0.7-1.8 times,
-JPEG quality 60-95, gain 0.92-1.06, gamma 0.85-1.15). A lab changes the look only: the geometry
+strength 0.7-1.35 times, hue jitter about 12 % per channel, illumination 225-248, blur 0.7-1.8
+times, JPEG quality 60-95, gamma 0.85-1.15 per channel). The scanner is white-balanced on the
+glass, as real ones are: its gains bring the glass to a level of 230-247, each channel within 3 of
+it (bare glass stays nearly grey, spread under 10, as :mod:`prostate_fast.tissue` expects of real
+scans), so the colour cast falls on the stained tones. A lab changes the look only: the geometry
 (cores, glands, cancer) of a seed is the same in every lab.
 """
 
@@ -106,12 +109,14 @@ def _draw(name: str, seed: int) -> LabProfile:
 
     od_h = stain(_OD_H, 0.75, 1.3)
     od_e = stain(_OD_E, 0.7, 1.35)
-    bg = np.clip(np.rint(241 + rng.uniform(-14, 6) + rng.uniform(-4, 4, 3)), 225, 248)
+    bg = np.clip(np.rint(241 + rng.uniform(-12, 6) + rng.uniform(-4, 4, 3)), 225, 248)
     blur = round(float(rng.uniform(0.7, 1.8)), 4)
     quality = int(rng.integers(60, 96))
-    gain = _triple(np.round(rng.uniform(0.92, 1.06, 3), 4))
-    gamma = _triple(np.round(rng.uniform(0.85, 1.15, 3), 4))
-    return LabProfile(name, od_h, od_e, _triple(bg), blur, quality, gain, gamma, seed)
+    gamma = np.round(rng.uniform(0.85, 1.15, 3), 4)
+    # the scanner is white-balanced on the glass: gains bring it to a near-grey level
+    glass = rng.uniform(230, 247) + rng.uniform(-3, 3, 3)
+    gain = _triple(np.round(glass / (255 * (bg / 255) ** gamma), 4))
+    return LabProfile(name, od_h, od_e, _triple(bg), blur, quality, gain, _triple(gamma), seed)
 
 
 def lab_profile(lab: str | int | LabProfile | None = None) -> LabProfile:
