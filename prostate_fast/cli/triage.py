@@ -20,9 +20,9 @@ def _add_triage(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "triage",
         help="slide-level triage: calibrate a slide threshold, report which slides can wait",
-        description="Score every slide (mean of its top 1 %% tile probabilities, at least 10 "
-        "tiles: the worklist score), set the threshold (1 - MARGIN) times the lowest cancer "
-        "slide of the calibration (validation) slides, and report on the test slides: slide AUC, "
+        description="Score every slide (mean of its top 1 % tile probabilities, at least 10 "
+        "tiles: the worklist score), set the threshold at (1 - MARGIN) times the lowest "
+        "score of a cancer slide among the calibration (validation) slides, and report on the test slides: slide AUC, "
         "sensitivity, specificity and the share of benign slides set aside. Writes "
         "OUT/report.json and OUT/report.txt.",
     )
