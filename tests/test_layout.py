@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("overlay",),
     ("geojson",),
     ("evaluate", "grading"),
+    ("triage",),
     ("screen",),
     ("batch",),
     ("view",),

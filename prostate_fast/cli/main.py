@@ -30,6 +30,7 @@ from ..errors import ProstateFastError, one_line
 from .apply import _add_batch, _add_demo, _add_overlay, _add_predict, _add_run, _add_screen
 from .model import _add_check, _add_evaluate, _add_launch, _add_train
 from .prepare import _add_dataset, _add_info, _add_label, _add_synth, _add_tiles
+from .triage import _add_triage
 from .view import _add_view
 
 Handler = Callable[[argparse.Namespace], int]
@@ -49,6 +50,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_launch,
     _add_predict,
     _add_evaluate,
+    _add_triage,
     _add_overlay,
     _add_screen,
     _add_run,

@@ -81,7 +81,19 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cores", type=_positive_int, default=None, help="number of biopsy cores")
     p.add_argument("--cancer", type=int, default=None, help="number of cancer regions (0: benign)")
     p.add_argument("--pen-marks", action="store_true", help="add marker-pen strokes on the glass")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the tiles")
+    p.add_argument(
+        "--lab",
+        default=None,
+        metavar="NAME",
+        help="the lab whose stains, glass, blur, JPEG quality and scanner colour the slide has: "
+        "any name gives the same lab every time (default: the standard look)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        help="JPEG quality of the tiles (default: the lab's, 90)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(handler=_cmd_synth)
 
@@ -100,6 +112,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         n_cores=args.cores,
         n_cancer=args.cancer,
         pen_marks=args.pen_marks,
+        lab=args.lab,
         jpeg_quality=args.quality,
         overwrite=args.overwrite,
     )

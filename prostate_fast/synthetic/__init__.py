@@ -11,6 +11,9 @@ Modules, in the order they build on each other
 ----------------------------------------------
 ``noise``
     Seeded integer hashing of global coordinates, value noise, the stain (Beer-Lambert) table.
+``labs``
+    :func:`lab_profile`: a lab's look (stain optical densities, glass, blur, JPEG quality,
+    scanner colour) from a name or a seed, as a frozen :class:`LabProfile`.
 ``geometry``
     :func:`synthetic_params`: every feature larger than a few pixels (cores, glands, cancer
     polygons, dust, pen strokes) drawn up front from ``seed`` into a frozen
@@ -31,6 +34,7 @@ Modules, in the order they build on each other
 from __future__ import annotations
 
 from .geometry import SyntheticParams, synthetic_params
+from .labs import DEFAULT_LAB, LabProfile, lab_profile
 from .render import render_region
 from .truth import CANCER_RGB, CODES, truth_mask
 from .writer import SyntheticSlide, make_synthetic
@@ -38,9 +42,12 @@ from .writer import SyntheticSlide, make_synthetic
 __all__ = [
     "CANCER_RGB",
     "CODES",
+    "DEFAULT_LAB",
+    "LabProfile",
     "SyntheticParams",
     "SyntheticSlide",
     "make_synthetic",
+    "lab_profile",
     "render_region",
     "synthetic_params",
     "truth_mask",

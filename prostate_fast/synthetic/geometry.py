@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .labs import DEFAULT_LAB, LabProfile, lab_profile
+
 __all__ = ["SyntheticParams", "synthetic_params"]
 
 
@@ -86,6 +88,7 @@ class SyntheticParams:
     cancer: _Glands = field(repr=False)
     dust: np.ndarray = field(repr=False)  # (n, 4): x, y, radius, grey level
     pen: tuple[tuple[np.ndarray, int, tuple[int, int, int]], ...] = field(repr=False)
+    lab: LabProfile = DEFAULT_LAB  # the look (stains, glass, blur, scanner); never the geometry
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +145,7 @@ def synthetic_params(
     n_cores: int | None = None,
     n_cancer: int | None = None,
     pen_marks: bool = False,
+    lab: str | int | LabProfile | None = None,
 ) -> SyntheticParams:
     """Draw the geometry of a synthetic slide from ``seed``.
 
@@ -159,6 +163,9 @@ def synthetic_params(
         Number of cancer polygons, 0 to ``3 * n_cores`` (default: about one per core, at least 1).
     pen_marks : bool
         Add green/blue marker strokes on the glass (never on tissue).
+    lab : str, int or LabProfile, optional
+        The lab whose look the slide has (:func:`~.labs.lab_profile`; default: the standard
+        look). The geometry does not depend on it.
 
     Returns
     -------
@@ -174,6 +181,7 @@ def synthetic_params(
     H = _check_int("height", height, 1024, 1_000_000)
     seed = _check_int("seed", seed, 0, 2**63 - 1)
     mpp = _check_float("mpp", mpp, 0.0, 50.0)
+    look = lab_profile(lab)
     if n_cores is not None:
         n_cores = _check_int("n_cores", n_cores, 1, 6)
     rng = np.random.default_rng([seed, 0x5EED])
@@ -207,7 +215,7 @@ def synthetic_params(
     dust = np.random.default_rng([seed, 0xD057]).uniform([0, 0, s, 70], [W, H, 4 * s, 160], (nd, 4))
     pen = _pen_strokes(np.random.default_rng([seed, 0x9E4]), W, H, cores) if pen_marks else ()
     geometry = (tuple(cores), tuple(cancers), tuple(cancer_core), gb, gc, dust, pen)
-    return SyntheticParams(W, H, seed, mpp, s, *geometry)
+    return SyntheticParams(W, H, seed, mpp, s, *geometry, lab=look)
 
 
 def _draw_core(rng: np.random.Generator, c: int, W: int, my: float, slot: float) -> _Core:

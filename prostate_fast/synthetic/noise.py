@@ -7,7 +7,8 @@ coordinates. Any window therefore renders the same pixels, whatever window or st
 
 Stain: tissue is described by haematoxylin and eosin concentrations (indices 0-255, 1/100 unit
 each); :func:`_stain_lut` turns an (H, E) index pair into RGB by Beer-Lambert absorption against
-the glass brightness, so colouring is one gather per pixel.
+the glass brightness, so colouring is one gather per pixel. The optical densities and the glass
+brightness here are the standard look; a lab (:mod:`.labs`) brings its own.
 """
 
 from __future__ import annotations
@@ -66,8 +67,17 @@ def _value_noise(key: np.uint32, x0: int, y0: int, w: int, h: int, sx: int, sy: 
 
 
 @cache
-def _stain_lut() -> np.ndarray:
-    """(65536, 3) uint8: RGB for haematoxylin index (high byte) and eosin index (low byte)."""
+def _stain_lut(
+    od_h: tuple[float, ...] = tuple(_OD_H),
+    od_e: tuple[float, ...] = tuple(_OD_E),
+    background: tuple[float, ...] = (_BG, _BG, _BG),
+) -> np.ndarray:
+    """(65536, 3) uint8: RGB for haematoxylin index (high byte) and eosin index (low byte).
+
+    The optical densities and the glass brightness are a lab's (:mod:`.labs`; default: the
+    standard look).
+    """
     conc = np.arange(256, dtype=np.float64) / 100.0
-    od = conc[:, None, None] * _OD_H + conc[None, :, None] * _OD_E
-    return np.clip(np.rint(_BG * np.exp(-od)), 0, 255).astype(np.uint8).reshape(-1, 3)
+    od = conc[:, None, None] * np.asarray(od_h) + conc[None, :, None] * np.asarray(od_e)
+    bg = np.asarray(background, dtype=np.float64)
+    return np.clip(np.rint(bg * np.exp(-od)), 0, 255).astype(np.uint8).reshape(-1, 3)

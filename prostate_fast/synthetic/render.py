@@ -9,7 +9,11 @@
   (stroma, benign epithelium and lumen, cancer epithelium and lumen, cancer stroma, glass) from the
   gland rings, then eosin and haematoxylin from per-label tables, fibrous value noise, nuclei
   (:func:`_nuclei`: hashed candidates on a global cell grid, density and look by label) and grain;
-  the (H, E) image is blurred and turned into RGB by the stain lookup table.
+  the (H, E) image is blurred and turned into RGB by the stain lookup table;
+* last, the scanner's colour response of the slide's lab (none in the default lab).
+
+The stains' optical densities, the glass brightness, the blur and the scanner response are the
+lab's (:attr:`SyntheticParams.lab`, :mod:`.labs`).
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def _tissue_he(
     grain = (hf & np.uint32(63)).astype(np.float32) * np.float32(0.008) + np.float32(0.75)
     E *= grain
     he = cv2.merge([cv2.convertScaleAbs(H, alpha=100), cv2.convertScaleAbs(E, alpha=100)])
-    return cv2.GaussianBlur(he, (0, 0), 0.8 * s)
+    return cv2.GaussianBlur(he, (0, 0), 0.8 * s * P.lab.blur)
 
 
 def _nuclei(P: SyntheticParams, x0: int, y0: int, lab: np.ndarray) -> np.ndarray:
@@ -172,9 +176,9 @@ def _render(P: SyntheticParams, x0: int, y0: int, w: int, h: int) -> tuple[np.nd
     _fill(codes, P.cancer_polygons, xa, ya, 2)
     hf = _hash2d(xa, ya, W2, H2, _key(P.seed, 1))
     noise = (hf >> np.uint32(24)).astype(np.uint8) & np.uint8(7)  # glass noise, all channels
-    lut = _stain_lut()
-    glass = noise + lut[0, 0]
-    rgb = cv2.merge([glass, glass, glass])
+    lab = P.lab
+    lut = _stain_lut(lab.od_h, lab.od_e, lab.background)
+    rgb = cv2.merge([noise + lut[0, c] for c in range(3)])  # glass: H = E = 0
     rows = np.flatnonzero(codes.any(axis=1))
     if rows.size:  # one rectangle per run of tissue rows
         for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
@@ -191,6 +195,9 @@ def _render(P: SyntheticParams, x0: int, y0: int, w: int, h: int) -> tuple[np.nd
             _ink(rgb, xa, ya, np.array([[x, y], [x, y]]), 2 * r, (g, g, g, 1.0))
     for pts, th, col in P.pen:
         _ink(rgb, xa, ya, pts, th, (*col, 0.8))
+    scanner = lab.scanner_lut()
+    if scanner is not None:  # the scanner's colour response, on every pixel
+        rgb = cv2.LUT(rgb, scanner)
     return rgb[m : m + h, m : m + w], codes[m : m + h, m : m + w]
 
 

@@ -115,7 +115,7 @@ def _geojson(P: SyntheticParams) -> dict:
 
 def _info(P: SyntheticParams, objective_power: float) -> dict:
     """What the slide is (level 0's TIFF description and the head of the ``.json`` side-car)."""
-    return {
+    info = {
         "generator": "prostate_fast.synthetic",
         "version": 1,
         "seed": P.seed,
@@ -124,6 +124,9 @@ def _info(P: SyntheticParams, objective_power: float) -> dict:
         "width": P.width,
         "height": P.height,
     }
+    if not P.lab.is_default:  # the default lab records nothing: its files are as before labs
+        info["lab"] = P.lab.to_dict()
+    return info
 
 
 def _meta(P: SyntheticParams, info: dict, d: int, pen_marks: bool, files: dict[str, Path]) -> dict:

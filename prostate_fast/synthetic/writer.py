@@ -33,6 +33,7 @@ import numpy as np
 
 from .._util import atomic_path, check_outputs, check_parent, naming_disk_errors, resolve_threads
 from .geometry import SyntheticParams, _check_float, _check_int, synthetic_params
+from .labs import LabProfile
 from .render import _render
 from .truth import _geojson, _info, _mask_png, _meta, _paint
 
@@ -89,7 +90,8 @@ def make_synthetic(
     n_cores: int | None = None,
     n_cancer: int | None = None,
     pen_marks: bool = False,
-    jpeg_quality: int = 90,
+    lab: str | int | LabProfile | None = None,
+    jpeg_quality: int | None = None,
     tile: int = 256,
     mask_downsample: int | None = None,
     overwrite: bool = False,
@@ -114,8 +116,13 @@ def make_synthetic(
         Recorded in the JSON ImageDescription of level 0 (OpenSlide's generic-tiff reports none).
     n_cores, n_cancer, pen_marks
         See :func:`synthetic_params`.
-    jpeg_quality : int
-        JPEG quality of the tiles (1-100), the same for the slide and the painted copy.
+    lab : str, int or LabProfile, optional
+        The lab whose look the slide has (:func:`~.labs.lab_profile`: a name or a seed; default:
+        the standard look, byte for byte the slides made before labs existed). A lab other than
+        the default is recorded (``"lab"``) in the TIFF description and the ``.json`` side-car.
+    jpeg_quality : int, optional
+        JPEG quality of the tiles (1-100), the same for the slide and the painted copy (default:
+        the lab's, 90 in the default lab).
     tile : int
         Tile edge in pixels, a multiple of 16 in [64, 1024].
     mask_downsample : int, optional
@@ -148,11 +155,20 @@ def make_synthetic(
     46000 x 23000). Cost is about 20-30 ns of CPU per level-0 pixel and TIFF for a typical slide
     (10-20 % tissue). Nothing is left in ``out_dir`` on failure.
     """
-    objective_power, jpeg_quality, tile = _check_options(name, objective_power, jpeg_quality, tile)
     pen_marks = bool(pen_marks)
     P = synthetic_params(
-        width, height, seed, mpp=mpp, n_cores=n_cores, n_cancer=n_cancer, pen_marks=pen_marks
+        width,
+        height,
+        seed,
+        mpp=mpp,
+        n_cores=n_cores,
+        n_cancer=n_cancer,
+        pen_marks=pen_marks,
+        lab=lab,
     )
+    if jpeg_quality is None:
+        jpeg_quality = P.lab.jpeg_quality
+    objective_power, jpeg_quality, tile = _check_options(name, objective_power, jpeg_quality, tile)
     d = _default_mask_downsample(P.width, P.height) if mask_downsample is None else mask_downsample
     d = _check_int("mask_downsample", d, 1, 4096)
     files = _output_files(Path(out_dir), name, overwrite)
