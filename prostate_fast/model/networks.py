@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from .._mx import import_mxnet
 
 __all__ = [
@@ -134,17 +136,25 @@ def _classes() -> dict[str, type]:
             return F.softmax(self.body(x), axis=-1)
 
     class Standardised(mx.gluon.HybridBlock):
-        """``body((x - mean) / std)`` per channel, with ``mean`` and ``std`` fixed constants
-        (measured on the training split; exported with the weights, never trained)."""
+        """``body((x - mean) / std)`` per channel, with ``mean`` and ``1 / std`` fixed
+        parameters (measured on the training split; exported with the weights, never trained)."""
 
         def __init__(self, body: Any, mean: Any, std: Any, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.body = body
             with self.name_scope():
-                self.mean = self.params.get_constant("mean", mx.nd.array(mean).reshape(1, 3, 1, 1))
-                self.inv_std = self.params.get_constant(
-                    "inv_std", 1.0 / mx.nd.array(std).reshape(1, 3, 1, 1)
-                )
+                # fixed, untrained parameters (not Gluon's Constant, whose symbol attribute holds
+                # a memory address, so that the exported symbol is the same in every run)
+                for name, value in (("mean", mean), ("inv_std", [1.0 / v for v in std])):
+                    arr = np.asarray(value, np.float32).reshape(1, 3, 1, 1)
+                    param = self.params.get(
+                        name,
+                        shape=arr.shape,
+                        init=mx.init.Constant(arr),
+                        grad_req="null",
+                        differentiable=False,
+                    )
+                    setattr(self, name, param)
 
         def hybrid_forward(self, F: Any, x: Any, mean: Any, inv_std: Any) -> Any:  # noqa: N803
             return self.body(F.broadcast_mul(F.broadcast_sub(x, mean), inv_std))
