@@ -39,6 +39,7 @@ __all__ = [
     "SELECT_DEFAULT",
     "Confusion",
     "SmallSplitWarning",
+    "both_rates",
     "bootstrap_intervals",
     "check_select",
     "class_metrics",
@@ -463,7 +464,8 @@ def validation_metrics(
         and ``val_specificity`` (screening test at threshold 0.5), ``val_auc`` and
         ``val_select`` (the best sensitivity at specificity >= F of ``select``, F = 0.5 when
         ``select`` names another criterion), ``val_balanced_accuracy`` (the mean recall of the
-        classes present, arg-max decision). NaN where a class is absent.
+        classes present, arg-max decision) and ``val_both`` (:func:`both_rates`). NaN where a
+        class is absent.
     """
     y, score = screening_labels(labels, prob, classes)
     pooled = confusion(y, score >= 0.5)
@@ -480,22 +482,35 @@ def validation_metrics(
         "val_specificity": pooled.specificity,
         "val_auc": roc_auc(y, score),
         "val_select": sensitivity_at_specificity(y, score, floor),
+        "val_both": both_rates(y, score),
     }
+
+
+def both_rates(y: np.ndarray, score: np.ndarray) -> float:
+    """The largest F such that one threshold gives sensitivity and specificity both >= F
+    (the ROC point nearest the top-left corner in the min-norm): 0 for a constant score, NaN
+    when a class is absent. Unlike the rates at a fixed threshold it does not depend on the
+    model's calibration, only on how it ranks the tiles."""
+    fpr, tpr, _ = roc_curve(y, score)
+    if np.isnan(tpr).any() or np.isnan(fpr).any():
+        return math.nan
+    return float(np.max(np.minimum(tpr, 1.0 - fpr)))
 
 
 def selection_key(select: str, row: Mapping[str, Any], floor: float = 0.0) -> float:
     """The value to maximise for ``select`` in a :func:`validation_metrics` row.
 
     Loss is negated; NaN or None (e.g. the AUC of a one-class split) is -inf, so any defined
-    value wins over it. With ``floor`` > 0 an epoch whose sensitivity or specificity (arg-max
-    decision) is below ``floor``, or undefined, is -inf too: a constant model (one of them 0)
-    can never be chosen.
+    value wins over it. With ``floor`` > 0 an epoch is -inf too unless some threshold gives a
+    validation sensitivity and specificity both >= ``floor`` (``val_both``,
+    :func:`both_rates`): a constant model (0) can never be chosen, while a model that ranks
+    well but whose probabilities drift from 0.5 in a short run (batch norm's running statistics
+    on a small split) can; the stored threshold is tuned on val anyway.
     """
     if floor > 0:
-        for name in ("val_sensitivity", "val_specificity"):
-            v = row.get(name)
-            if v is None or math.isnan(v) or v < floor:
-                return -math.inf
+        v = row.get("val_both")
+        if v is None or math.isnan(v) or v < floor:
+            return -math.inf
     key = _SELECT_KEYS.get(select, "val_select")
     value = row.get(key)
     if value is None or math.isnan(value):

@@ -469,13 +469,22 @@ def test_default_recipe_standardises_inside_the_exported_network(ds, tmp_path: P
 
 def test_selection_never_picks_a_constant_model(ds, tmp_path: Path) -> None:
     from prostate_fast.errors import ModelError
-    from prostate_fast.metrics import selection_key
+    from prostate_fast.metrics import both_rates, selection_key, validation_metrics
 
-    constant = {"val_sensitivity": 1.0, "val_specificity": 0.0, "val_auc": 0.9}
-    learnt = {"val_sensitivity": 0.8, "val_specificity": 0.7, "val_auc": 0.8}
-    assert selection_key("auc", constant, 0.5) == -np.inf < selection_key("auc", learnt, 0.5)
-    assert selection_key("auc", constant) == 0.9  # no floor: the study's behaviour
-    nan = {"val_sensitivity": float("nan"), "val_specificity": 1.0, "val_auc": 0.5}
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert both_rates(y, np.full(6, 0.7)) == 0.0  # a constant model
+    assert both_rates(y, np.array([0.1, 0.2, 0.9, 0.8, 0.95, 0.99])) == pytest.approx(2 / 3)
+    # ranks perfectly but every probability is above 0.5 (arg-max says "all cancer")
+    shifted = np.array([0.6, 0.61, 0.62, 0.9, 0.91, 0.92])
+    row = validation_metrics(y, np.stack([1 - shifted, shifted], 1), ("benign", "cancer"))
+    assert row["val_specificity"] == 0.0 and row["val_both"] == 1.0
+    assert selection_key("auc", row, 0.5) == 1.0
+    constant = validation_metrics(
+        y, np.tile([0.3, 0.7], (6, 1)).astype(np.float32), ("benign", "cancer")
+    )
+    assert selection_key("auc", constant, 0.5) == -np.inf
+    assert selection_key("auc", {**constant, "val_auc": 0.5}) == 0.5  # no floor: the study's
+    nan = {"val_both": float("nan"), "val_balanced_accuracy": 0.5}
     assert selection_key("balanced_accuracy", nan, 0.5) == -np.inf
     # no epoch reaches the floor: nothing is exported, the run is kept for --resume
     out = tmp_path / "m"

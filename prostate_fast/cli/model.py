@@ -27,8 +27,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "val split and export MODEL_DIR (model-symbol.json, model-NNNN.params, model.json, "
         "log.csv, train.log, accuracy.png, checkpoints/). --recipe default (ResNet-10, "
         "standardised input, class weights, flips and turns, SGD lr 0.05 momentum 0.9 wd 1e-4, "
-        "30 epochs, lr/10 at 60%% and 85%%, epoch by val AUC with sensitivity and specificity "
-        ">= 0.5) learns on real tissue; --recipe study is the 2018 study exactly (its CNN, "
+        "30 epochs, lr/10 at 60%% and 85%%, epoch by val AUC where a threshold gives sensitivity and "
+        "specificity >= 0.5) learns on real tissue; --recipe study is the 2018 study exactly (its CNN, "
         "input/255, Xavier, SGD lr 0.001 momentum 0.8, batch 32, 100 epochs, epoch by "
         "accuracy). Any option below overrides the recipe's value.",
     )
@@ -92,6 +92,18 @@ def _add_train_optimiser(p: argparse.ArgumentParser) -> None:
         "(recipe: dataset / none)",
     )
     p.add_argument(
+        "--optimizer",
+        default=None,
+        choices=("sgd", "adam"),
+        help="optimiser (recipe: sgd / sgd; --momentum applies to sgd)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="epochs of linear learning-rate warm-up (recipe: 1 / 0)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         choices=("xavier", "scaled"),
@@ -126,7 +138,8 @@ def _add_train_run(p: argparse.ArgumentParser) -> None:
         "--select-floor",
         type=float,
         default=None,
-        help="only epochs with val sensitivity and specificity >= this can be exported "
+        help="only epochs where a threshold gives val sensitivity and specificity >= this can "
+        "be exported "
         "(recipe: 0.5 / 0)",
     )
     p.add_argument(
@@ -195,6 +208,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         standardise=args.standardise,
         init=args.init,
+        warmup=args.warmup,
+        optimizer=args.optimizer,
         n_threads=args.threads,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_interval=args.log_interval,

@@ -40,6 +40,8 @@ _RESUME_KEYS = (
     "select_floor",
     "augment",
     "init",
+    "warmup",
+    "optimizer",
     "recipe",
     "classes",
 )
@@ -63,6 +65,8 @@ class _Config:
     target_sensitivity: float
     augment: bool | str
     init: str
+    warmup: float
+    optimizer: str
     n_threads: int | None
     progress: bool
     log_interval: int
@@ -78,6 +82,10 @@ class _Config:
         if not self.wd >= 0:
             raise ValueError(f"wd must be >= 0, got {self.wd!r}")
         check_select(self.select)
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if not 0.0 <= self.warmup <= self.epochs:
+            raise ValueError(f"warmup must be in [0, epochs], got {self.warmup!r}")
         if not 0.0 <= self.select_floor <= 1.0:
             raise ValueError(f"select_floor must be in [0, 1], got {self.select_floor!r}")
         if not 0.0 < self.lr_factor <= math.inf:
@@ -135,8 +143,9 @@ def _settings(
         "select": cfg.select,
         "select_floor": cfg.select_floor,
         "augment": True if cfg.augment == "flips" else cfg.augment,  # True: as recorded before
-        "optimizer": "sgd",
+        "optimizer": cfg.optimizer,
         "init": cfg.init,
+        "warmup": cfg.warmup,
         "epochs": cfg.epochs,
         "ctx": [str(c) for c in ctxs],
         "kvstore": cfg.kvstore,

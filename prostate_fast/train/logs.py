@@ -27,6 +27,7 @@ _LOG_COLUMNS = (
     "val_balanced_accuracy",
     "val_auc",
     "val_select",
+    "val_both",
     "time_s",
     "samples_per_s",
 )

@@ -13,8 +13,10 @@ the recipe's value; ``model.json`` records the recipe and every resolved setting
   the network's first layer (so every engine applies it; stored in the exported weights and in
   ``model.json``);
 - initialisation suited to each activation (``"scaled"``: He for ReLU, 4x Glorot for sigmoid);
-- SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32, the learning rate divided by 10 at
-  60 % and 85 % of the epochs, 30 epochs;
+- SGD lr 0.05, momentum 0.9, weight decay 1e-4, batch 32, the learning rate rising linearly from
+  0 over the first epoch (warm-up: on a small split a full step at once can kill a fresh batch-norm
+  network, its output constant from then on), divided by 10 at 60 % and 85 % of the epochs,
+  30 epochs;
 - class weights from the training split's class counts (every tile kept; no class discarded);
 - random flips and 90-degree turns (an H&E field has no orientation) and colour jitter: each
   stain's concentration in HED space, brightness and contrast, per tile (``augment="colour"``,
@@ -23,9 +25,10 @@ the recipe's value; ``model.json`` records the recipe and every resolved setting
   cancer from 5 % marked, so the tiles missed at that point are mostly the edges of a focus whose
   other tiles are flagged: slide sensitivity stays near 100 % while far fewer benign tiles are
   flagged than at 99 % (on real tissue, 99 % tile sensitivity flagged most benign tiles);
-- the exported epoch chosen by validation AUC among epochs whose sensitivity and specificity at
-  the arg-max decision are both at least 0.5 (a constant model has one of them at 0 and is never
-  chosen; training fails with a clear error when no epoch qualifies).
+- the exported epoch chosen by validation AUC among epochs for which some threshold gives a
+  sensitivity and specificity both at least 0.5 (:func:`prostate_fast.metrics.both_rates`: a
+  constant model has 0 and is never chosen; training fails with a clear error when no epoch
+  qualifies).
 
 ``"study"`` reproduces the 2018 study's settings exactly: its CNN (conv, pool, conv, pool, three
 sigmoid dense layers), input / 255 only, MXNet's Xavier initialisation, SGD lr 0.001, momentum 0.8,
@@ -58,6 +61,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": "colour",
         "standardise": True,
         "init": "scaled",
+        "warmup": 1.0,
+        "optimizer": "sgd",
         "target_sensitivity": 0.95,
     },
     "study": {
@@ -75,6 +80,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": False,
         "standardise": False,
         "init": "xavier",
+        "warmup": 0.0,
+        "optimizer": "sgd",
         "target_sensitivity": 0.99,
     },
 }
