@@ -5,17 +5,13 @@ A tile is *positive* when its true class is one of the positive classes (every c
 probability of those classes (:func:`screening_score`), reaches a threshold. Everything here works
 on that binary view:
 
-* :class:`Confusion` and :func:`confusion`: the screening test against the true diagnosis
-  (scikit-learn's ``confusion_matrix``), with accuracy, sensitivity, specificity, PPV and NPV;
-* :func:`roc_curve` (scikit-learn's, keeping every distinct score as a threshold) and
-  :func:`roc_auc`, the exact area under it;
-* :func:`threshold_for_sensitivity`: the largest threshold that reaches a target sensitivity,
-  read off the ROC curve (the threshold stored in ``model.json``);
+* :class:`Confusion`, :func:`confusion`: the screening test against the true diagnosis, with
+  accuracy, sensitivity, specificity, PPV and NPV; :func:`roc_curve` (every distinct score a
+  threshold), :func:`roc_auc`; :func:`threshold_for_sensitivity` (``model.json``'s threshold);
 * :func:`bootstrap_intervals`: percentile intervals of AUC, sensitivity and specificity,
   resampling slides (the cluster) or tiles;
-* :func:`sensitivity_at_specificity` and the model-selection criterion of training
-  (:data:`SELECT_DEFAULT`, :func:`check_select`, :func:`validation_metrics`,
-  :func:`selection_key`);
+* training's model selection: :func:`sensitivity_at_specificity`, :func:`both_rates`,
+  :data:`SELECT_DEFAULT`, :func:`check_select`, :func:`validation_metrics`, :func:`selection_key`;
 * several classes: :func:`decided_classes`, :func:`class_metrics` (C x C matrix, per-class
   precision, recall, F1), :func:`primary_grades` and :func:`quadratic_weighted_kappa`.
 
@@ -487,10 +483,8 @@ def validation_metrics(
 
 
 def both_rates(y: np.ndarray, score: np.ndarray) -> float:
-    """The largest F such that one threshold gives sensitivity and specificity both >= F
-    (the ROC point nearest the top-left corner in the min-norm): 0 for a constant score, NaN
-    when a class is absent. Unlike the rates at a fixed threshold it does not depend on the
-    model's calibration, only on how it ranks the tiles."""
+    """The largest F for which one threshold gives sensitivity and specificity both >= F: 0 for
+    a constant score, NaN when a class is absent; it depends on the ranking, not calibration."""
     fpr, tpr, _ = roc_curve(y, score)
     if np.isnan(tpr).any() or np.isnan(fpr).any():
         return math.nan
@@ -501,11 +495,9 @@ def selection_key(select: str, row: Mapping[str, Any], floor: float = 0.0) -> fl
     """The value to maximise for ``select`` in a :func:`validation_metrics` row.
 
     Loss is negated; NaN or None (e.g. the AUC of a one-class split) is -inf, so any defined
-    value wins over it. With ``floor`` > 0 an epoch is -inf too unless some threshold gives a
-    validation sensitivity and specificity both >= ``floor`` (``val_both``,
-    :func:`both_rates`): a constant model (0) can never be chosen, while a model that ranks
-    well but whose probabilities drift from 0.5 in a short run (batch norm's running statistics
-    on a small split) can; the stored threshold is tuned on val anyway.
+    value wins over it. With ``floor`` > 0 an epoch is -inf too unless some threshold gives
+    sensitivity and specificity both >= ``floor`` (``val_both``): a constant model never wins,
+    one that ranks well but is shifted from p = 0.5 can (the threshold is tuned on val anyway).
     """
     if floor > 0:
         v = row.get("val_both")

@@ -24,8 +24,8 @@ def test_fp16_agrees_with_fp32_and_is_cached(model_dir: Path) -> None:
     from prostate_fast.predict import load_model
 
     tiles = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
-    p32 = load_model(model_dir, engine="onnx", n_threads=1).predict_batch(tiles)
-    pred = load_model(model_dir, engine="onnx", precision="fp16", n_threads=1)
+    p32 = load_model(model_dir, engine="onnx", n_threads=2).predict_batch(tiles)
+    pred = load_model(model_dir, engine="onnx", precision="fp16", n_threads=2)
     assert pred.onnx_path == model_dir / "model-fp16.onnx"
     p16 = pred.predict_batch(tiles)
     assert p16.dtype == np.float32 and p16.shape == p32.shape
@@ -34,7 +34,7 @@ def test_fp16_agrees_with_fp32_and_is_cached(model_dir: Path) -> None:
     weights = [i for i in m.graph.initializer if i.name.endswith("_weight")]
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
     mtime = pred.onnx_path.stat().st_mtime_ns
-    load_model(model_dir, engine="onnx", precision="fp16", n_threads=1)
+    load_model(model_dir, engine="onnx", precision="fp16", n_threads=2)
     assert pred.onnx_path.stat().st_mtime_ns == mtime  # reused, not made again
 
 

@@ -289,23 +289,13 @@ def train(
         optimizer=optimizer,
         target_sensitivity=target_sensitivity,
     )
+    # the recipe's settings that _Config holds (network, lr_steps, class weights and
+    # standardisation are used below, once)
+    held = {k: v for k, v in r.items() if k in _Config.__dataclass_fields__}
     cfg = _Config(
-        recipe=recipe,
-        epochs=r["epochs"],
-        batch_size=r["batch_size"],
-        lr=r["lr"],
-        momentum=r["momentum"],
-        wd=r["wd"],
-        lr_factor=r["lr_factor"],
+        **held,
         seed=seed,
         kvstore=kvstore,
-        select=r["select"],
-        select_floor=r["select_floor"],
-        target_sensitivity=r["target_sensitivity"],
-        augment=r["augment"],
-        init=r["init"],
-        warmup=r["warmup"],
-        optimizer=r["optimizer"],
         n_threads=n_threads,
         progress=progress,
         log_interval=log_interval,
