@@ -55,6 +55,7 @@ import numpy as np
 from ._outputs import command_inputs, register_csv_header
 from ._util import atomic_path, check_outputs, check_writable, csv_cell, resolve_threads
 from .errors import ProstateFastError, one_line
+from .triage import TOP_K, top_count
 
 __all__ = [
     "ScreeningOptions",
@@ -68,7 +69,6 @@ __all__ = [
     "write_worklist",
 ]
 
-TOP_K = 10
 #: Worklist status of a slide on which no tile lies on tissue (ranked with the failures).
 NO_TISSUE = "no tissue"
 #: Worklist status prefix of a slide outside the model's domain (ranked with the failures).
@@ -269,7 +269,6 @@ def cancer_score(scores: Any) -> dict[str, Any]:
     p = prob[:, 1:].max(axis=1) if n else np.zeros(0)
     ranked = np.sort(p)[::-1]
     top = ranked[:TOP_K]
-    k = max(TOP_K, -(-n // 100))
     mpp = getattr(scores, "mpp", None)
     area = n_pos * (float(scores.stride) * float(mpp) / 1000.0) ** 2 if mpp else None
     return {
@@ -279,7 +278,7 @@ def cancer_score(scores: Any) -> dict[str, Any]:
         "positive_area_mm2": area,
         "top_probability": float(top[0]) if n else 0.0,
         "top10_mean": float(top.mean()) if n else 0.0,
-        "score": float(ranked[:k].mean()) if n else 0.0,
+        "score": float(ranked[: top_count(n)].mean()) if n else 0.0,  # triage's slide score
     }
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "read_slide_truth",
     "run_triage",
     "slide_score",
+    "top_count",
     "triage",
     "write_triage_report",
 ]
@@ -115,8 +116,14 @@ def slide_score(prob: np.ndarray) -> float:
     if not len(prob):
         return 0.0
     p = np.sort(prob[:, 1:].max(axis=1))[::-1]
-    k = max(TOP_K, math.ceil(len(p) * TOP_SHARE))
-    return float(p[:k].mean())
+    return float(p[: top_count(len(p))].mean())
+
+
+def top_count(n: int) -> int:
+    """Tiles the slide score averages: ``max(TOP_K, ceil(n * TOP_SHARE))`` (also the worklist's
+    score, :func:`prostate_fast.screen.cancer_score`), computed in integers."""
+    share = round(1 / TOP_SHARE)
+    return max(TOP_K, -(-n // share))
 
 
 def _label(value: str, path: Path, line: int) -> int:
