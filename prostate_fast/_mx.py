@@ -106,8 +106,7 @@ def native_log_to(path: str | os.PathLike[str]) -> Iterator[None]:
     ``# prostate-fast`` line, so it counts as ours) while the block runs; Python's own
     ``sys.stderr`` is kept, so warnings and errors still reach the user."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    python_err = os.dup(2)
+    saved = os.dup(2)  # the real stderr: Python writes to it meanwhile, and it is put back after
     with open(Path(path), "ab") as log:
         if log.tell() == 0:  # the mark that makes it ours (prostate_fast._outputs)
             log.write(b"# prostate-fast native log: what MXNet's C++ code printed\n")
@@ -115,11 +114,10 @@ def native_log_to(path: str | os.PathLike[str]) -> Iterator[None]:
         os.dup2(log.fileno(), 2)
     old = sys.stderr
     try:
-        sys.stderr = os.fdopen(python_err, "w", buffering=1, closefd=True)
+        sys.stderr = os.fdopen(saved, "w", buffering=1, closefd=False)
         yield
     finally:
         sys.stderr.flush()
-        sys.stderr.close()
         sys.stderr = old
         os.dup2(saved, 2)
         os.close(saved)
