@@ -17,8 +17,12 @@ Conventions follow the reference implementation (``schaugf/HEnorm_python``, whic
 NumPy Macenko normaliser reproduces): optical density ``OD = -ln((I + 1) / Io)`` with
 ``Io = 240``; pixels with any channel's OD below ``beta = 0.15`` are transparent and left out of
 the fit; the stain vectors are the directions at the ``alpha = 1`` and ``99`` percentiles of the
-angle in the plane of the two main eigenvectors, haematoxylin first (the larger red OD); the
-maximum concentration of each stain is its 99th percentile. A tile is normalised as
+angle in the plane of the two main eigenvectors, haematoxylin first; the
+maximum concentration of each stain is its 99th percentile. One departure: the reference calls
+haematoxylin the vector with the larger red OD, which swaps the stains of a lab whose haematoxylin
+is bluish and eosin reddish (their red ODs close: synthetic lab "B" here); we call haematoxylin the
+vector with the larger red minus blue OD (haematoxylin absorbs red far more than blue, eosin the
+reverse), which agrees with the reference whenever the red ODs are far apart. A tile is normalised as
 ``Io * exp(-HE_ref (C * maxC_ref / maxC_src))`` with ``C`` the least-squares concentrations in the
 slide's own stain matrix, clipped to 255 and truncated to uint8, as the reference does.
 
@@ -211,8 +215,10 @@ def fit_macenko(rgb: np.ndarray) -> StainFit | None:
     lo, hi = np.percentile(phi, ALPHA), np.percentile(phi, 100 - ALPHA)
     v_min = plane @ np.array([np.cos(lo), np.sin(lo)])
     v_max = plane @ np.array([np.cos(hi), np.sin(hi)])
-    he = np.stack((v_min, v_max) if v_min[0] > v_max[0] else (v_max, v_min), axis=1)
+    he = np.stack((v_min, v_max), axis=1)
     he = he * np.where(he.sum(axis=0) < 0, -1.0, 1.0)  # an eigenvector's sign is arbitrary
+    if he[0, 0] - he[2, 0] < he[0, 1] - he[2, 1]:  # haematoxylin: more red than blue OD
+        he = he[:, ::-1]
     conc = np.linalg.lstsq(he, od.T, rcond=None)[0]
     max_conc = np.percentile(conc, 99, axis=1)
     try:

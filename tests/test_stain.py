@@ -54,6 +54,20 @@ def test_fit_and_normalise_equal_torchstain() -> None:
     assert (diff == 0).mean() > 0.95
 
 
+def test_haematoxylin_told_from_eosin_when_their_red_ods_are_close() -> None:
+    """A bluish haematoxylin and a reddish eosin (a real lab's look, and synthetic lab "B"): the
+    reference's rule (haematoxylin: the larger red OD) swaps them; ours (the larger red minus
+    blue OD) does not."""
+    rng = np.random.default_rng(3)
+    h, e = np.array([0.449, 0.856, 0.256]), np.array([0.469, 0.72, 0.512])
+    h, e = h / np.linalg.norm(h), e / np.linalg.norm(e)
+    od = rng.gamma(2.0, 0.35, (96, 96, 1)) * h + rng.gamma(2.0, 0.24, (96, 96, 1)) * e
+    img = np.clip(250.0 * np.exp(-od) + rng.normal(0, 2, od.shape), 0, 255).astype(np.uint8)
+    fit = fit_macenko(img)
+    assert fit is not None and fit.stain_matrix[0, 0] < fit.stain_matrix[0, 1]  # red OD: E > H
+    np.testing.assert_allclose(fit.stain_matrix.T, [h, e], atol=0.05)
+
+
 def test_transform_maps_a_slide_to_the_target_stains() -> None:
     a, b = he_image(3), he_image(4, h_od=1.7, e_od=0.3)
     fa, fb = fit_macenko(a), fit_macenko(b)

@@ -101,7 +101,8 @@ def _fold_run(
     if not (d / "dataset.json").exists():
         _run(
             [*_cli(), "dataset", *tables, "-o", d, "--balance", args.balance,
-             "--val-slides", ",".join(val), "--test-slides", ",".join(test), "--overwrite"],
+             "--val-slides", ",".join(val), "--test-slides", ",".join(test), "--overwrite",
+             *args.dataset_args.split()],
             log,
         )  # fmt: skip
     ev = work / f"fold{k}" / "eval-test"
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="default", help="train --recipe (default, study)")
     p.add_argument("--epochs", type=int, help="train --epochs (the recipe's by default)")
     p.add_argument("--train-args", default="", help="more train options, one string")
+    p.add_argument(
+        "--dataset-args", default="", help="more dataset options, one string (--stain-normalise)"
+    )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-folds", default="", help="run only these folds (a,b)")
     p.add_argument("--balance", default="all", help="dataset --balance (all: keep every tile)")
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": args.recipe,
         "epochs": args.epochs,
         "train_args": args.train_args,
+        "dataset_args": args.dataset_args,
         "images": len(images),
         "tiles": len(rows),
         "folds": list(only),
