@@ -151,3 +151,13 @@ def test_pyramid_takes_given_reduced_rows(tmp_path) -> None:
     np.testing.assert_array_equal(levels[1], given)
     with pytest.raises(ValueError, match="reduced rows"):
         write_pyramid(tmp_path / "q.tif", iter([(strip, given[:10])]), 640, 512, top=320)
+
+
+def test_opencv_decodes_the_same_without_simplejpeg(odd_slide, tmp_path, monkeypatch) -> None:
+    import sys
+
+    s = make_scores(odd_slide)
+    a = write_overlay(odd_slide.slide, s, tmp_path / "a.tif", thumbnail=False)
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import fails: OpenCV decodes
+    b = write_overlay(odd_slide.slide, s, tmp_path / "b.tif", thumbnail=False)
+    assert a.path.read_bytes() == b.path.read_bytes()
