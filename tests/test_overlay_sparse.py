@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 from _scoregrid import make_scores
+from test_overlay_copy import _copy_only
+from test_overlay_copy import _tiles as _tile_bytes
 
 from prostate_fast.overlay import blend_tables, write_overlay
 from prostate_fast.overlay import sparse as sparse_mod
@@ -27,21 +29,9 @@ def _levels(path) -> list[np.ndarray]:
         return [lv.asarray() for lv in tif.series[0].levels]
 
 
-def _tile_bytes(path, level: int = 0) -> list[bytes]:
-    with tifffile.TiffFile(path) as tif, open(path, "rb") as fh:
-        page = tif.series[0].levels[level].keyframe
-        out = []
-        for off, n in zip(page.dataoffsets, page.databytecounts, strict=True):
-            fh.seek(off)
-            out.append(fh.read(n))
-        return out
-
-
 def _before(monkeypatch, *args, **kwargs):
     """write_overlay without the half-size decoding (untouched tiles copied, all decoded)."""
-    with monkeypatch.context() as m:
-        m.setattr(sparse_mod, "sparse_levels", lambda *a, **k: None)
-        return write_overlay(*args, **kwargs)
+    return _copy_only(monkeypatch, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -472,7 +472,7 @@ def write_overlay(
             "n_threads": threads,
         }
         size = (width, height)
-        sparse, copy = tile_sources(stack, sl, choice, tables, size, TIFF_TILE, encoding)
+        sparse, copy = tile_sources(stack, sl, choice, tables, (*size, TIFF_TILE), encoding)
         drawn = (grid, tables, sparse)
         tmp, strips = _tiff_target(stack, sl, choice, drawn, size, out, overwrite, encoding)
         info = write_pyramid(

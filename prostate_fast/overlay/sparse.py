@@ -124,19 +124,15 @@ def _half_decode(data: bytes, tile: int) -> np.ndarray | None:
 
 
 def sparse_levels(
-    stack: contextlib.ExitStack,
-    slide: Any,
-    choice: Any,
-    tables: Any,
-    size: tuple[int, int],
-    tile: int,
-    encoding: dict[str, Any],
+    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
 ) -> SparseLevels | None:
     """A :class:`SparseLevels` for the overlay of ``slide``, or None when its tiles cannot be
     copied (see :mod:`prostate_fast.overlay.copy`), its level has no exact decoder of ours, or
-    level 0 itself is captured for the thumbnail. Its file and threads stay open in ``stack``."""
+    level 0 itself is captured for the thumbnail. Its file and threads stay open in ``stack``;
+    ``layout`` is (width, height, TIFF tile), ``encoding`` write_overlay's TIFF settings."""
     from concurrent.futures import ThreadPoolExecutor
 
+    size, tile = layout[:2], layout[2]
     if (
         encoding["compression"] != "jpeg"
         or choice.scale != 1.0
@@ -162,18 +158,12 @@ def sparse_levels(
 
 
 def tile_sources(
-    stack: contextlib.ExitStack,
-    slide: Any,
-    choice: Any,
-    tables: Any,
-    size: tuple[int, int],
-    tile: int,
-    encoding: dict[str, Any],
+    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
 ) -> tuple[SparseLevels | None, Any]:
     """(:func:`sparse_levels`, its ``copy``) when it applies, else (None, the
     :func:`~prostate_fast.overlay.copy.untouched_copier` or None)."""
-    sparse = sparse_levels(stack, slide, choice, tables, size, tile, encoding)
+    sparse = sparse_levels(stack, slide, choice, tables, layout, encoding)
     if sparse is not None:
         return sparse, sparse.copy
-    compression = encoding["compression"]
+    size, tile, compression = layout[:2], layout[2], encoding["compression"]
     return None, untouched_copier(stack, slide, choice, tables, size, tile, compression)
