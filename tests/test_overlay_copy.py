@@ -9,6 +9,7 @@ from _scoregrid import make_scores
 
 from prostate_fast.overlay import blend_tables, write_overlay
 from prostate_fast.overlay import copy as copy_mod
+from prostate_fast.overlay import sparse as sparse_mod
 from prostate_fast.overlay.core import TIFF_TILE
 
 
@@ -26,13 +27,21 @@ def _tiles(path, level: int = 0) -> list[bytes]:
 def _today(monkeypatch, *args, **kwargs):
     """write_overlay as before the copy (every tile blended and encoded)."""
     with monkeypatch.context() as m:
-        m.setattr(copy_mod, "untouched_copier", lambda *a, **k: None)
+        m.setattr(sparse_mod, "sparse_levels", lambda *a, **k: None)
+        m.setattr(sparse_mod, "untouched_copier", lambda *a, **k: None)
+        return write_overlay(*args, **kwargs)
+
+
+def _copy_only(monkeypatch, *args, **kwargs):
+    """write_overlay with the copy but without the half-size decoding (every tile decoded)."""
+    with monkeypatch.context() as m:
+        m.setattr(sparse_mod, "sparse_levels", lambda *a, **k: None)
         return write_overlay(*args, **kwargs)
 
 
 def test_untouched_tiles_copied_blended_unchanged(synthetic_small, tmp_path, monkeypatch) -> None:
     s = make_scores(synthetic_small)
-    new = write_overlay(synthetic_small.slide, s, tmp_path / "new.tif", thumbnail=False)
+    new = _copy_only(monkeypatch, synthetic_small.slide, s, tmp_path / "new.tif", thumbnail=False)
     old = _today(monkeypatch, synthetic_small.slide, s, tmp_path / "old.tif", thumbnail=False)
     src, got, before = _tiles(synthetic_small.slide), _tiles(new.path), _tiles(old.path)
     w, h = new.level_dimensions[0]

@@ -25,7 +25,8 @@ probability of its most probable non-negative class (a heat map, the predicted t
 Tiles partly off tissue: only their tissue pixels are tinted when the scores record the tissue
 mask (:mod:`prostate_fast.overlay.edges`); tiles fully on tissue keep the kernel's bytes.
 Untouched JPEG tiles of a slide in the overlay's own layout are copied as they are
-(:mod:`prostate_fast.overlay.copy`).
+(:mod:`prostate_fast.overlay.copy`), and decoded at half size only, for level 1
+(:mod:`prostate_fast.overlay.sparse`).
 """
 
 from __future__ import annotations
@@ -444,7 +445,7 @@ def write_overlay(
 
     from ..slide import open_slide
     from ..slide.pyramid import write_pyramid
-    from .copy import untouched_copier
+    from .sparse import tile_sources
 
     start = time.perf_counter()
     check_encoding(compression, quality, thumbnail_size)
@@ -470,10 +471,10 @@ def write_overlay(
             "capture_level": _capture_level(width, height, thumbnail_size) if thumbnail else None,
             "n_threads": threads,
         }
-        tmp, strips = _tiff_target(
-            stack, sl, choice, grid, tables, (width, height), out, overwrite, encoding
-        )
-        copy = untouched_copier(stack, sl, choice, tables, (width, height), TIFF_TILE, compression)
+        size = (width, height)
+        sparse, copy = tile_sources(stack, sl, choice, tables, (*size, TIFF_TILE), encoding)
+        drawn = (grid, tables, sparse)
+        tmp, strips = _tiff_target(stack, sl, choice, drawn, size, out, overwrite, encoding)
         info = write_pyramid(
             tmp, strips, width, height, tile=TIFF_TILE, copy_tiles=copy, **encoding
         )
@@ -535,14 +536,14 @@ def _tiff_target(
     stack: Any,
     sl: Any,
     choice: Any,
-    scores: Any,
-    tables: BlendTables,
+    drawn: tuple[Any, BlendTables, Any],
     size: tuple[int, int],
     out: Path,
     overwrite: bool,
     encoding: Mapping[str, Any],
-) -> tuple[Path, Iterator[np.ndarray]]:
-    """The TIFF's temporary name (renamed when ``stack`` ends) and the slide's blended strips."""
+) -> tuple[Path, Iterator[Any]]:
+    """The TIFF's temporary name (renamed when ``stack`` ends) and the slide's blended strips;
+    ``drawn``: (scores, tables, SparseLevels or None: then (strip, level-1 rows) pairs)."""
     import contextlib
 
     from ..slide import prefetch
@@ -550,13 +551,17 @@ def _tiff_target(
     from .edges import glass_cells
 
     (width, height), threads = size, encoding["n_threads"]
+    scores, tables, sparse = drawn
     glass = glass_cells(scores, tables)
     rows = strip_rows_for(width, TIFF_TILE, encoding["strip_pixels"])
-    read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
+    if sparse is None:
+        read = stack.enter_context(sl.strip_reader(choice, width, n_threads=threads)).read
+    else:
+        read = sparse.read
     tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
-    strips = stack.enter_context(
-        contextlib.closing(prefetch(_strips(read, width, height, rows, tables, threads, glass)))
-    )
+    items: Iterator[Any] = _strips(read, width, height, rows, tables, threads, glass)
+    items = sparse.with_halves(items) if sparse is not None else items
+    strips = stack.enter_context(contextlib.closing(prefetch(items)))
     return tmp, strips
 
 

@@ -85,7 +85,8 @@ def _tiles(
     import cv2
 
     y = 0
-    for strip in strips:
+    for item in strips:
+        strip, given = item if isinstance(item, tuple) else (item, None)
         h = strip.shape[0]
         if strip.shape[1] != width or strip.shape[2] != 3 or y + h > height:
             raise ValueError(
@@ -99,9 +100,14 @@ def _tiles(
             nw = next_dims[0]
             nh = min(h // factor, next_dims[1] - y // factor)
             if nh > 0 and nw > 0:
-                part = strip[: factor * nh, : factor * nw]
-                half = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA)
-                sink.write(np.ascontiguousarray(half).data)
+                if given is None:
+                    part = strip[: factor * nh, : factor * nw]
+                    given = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA)
+                elif given.shape != (nh, nw, 3):
+                    raise ValueError(
+                        f"reduced rows of shape {given.shape} at row {y}, not {nh}x{nw}"
+                    )
+                sink.write(np.ascontiguousarray(given).data)
         for r in range(0, h, tile):
             band = strip[r : r + tile]
             for c in range(0, width, tile):
@@ -222,7 +228,9 @@ def write_pyramid(
         File to write (replaced if it exists; callers use :func:`~prostate_fast._util.atomic_path`).
     strips : iterator of numpy.ndarray
         Level 0 as (h, width, 3) uint8 strips, top to bottom; every h but the last a multiple of
-        ``tile``.
+        ``tile``. An item may also be a pair (strip, reduced): ``reduced`` is the strip already
+        divided by ``factor`` (the next level's rows, e.g. decoded at a reduced scale), written
+        to level 1 instead of the strip's own ``cv2.INTER_AREA`` reduction.
     width, height : int
         Level-0 size.
     tile : int

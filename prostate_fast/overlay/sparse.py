@@ -1,0 +1,169 @@
+"""The overlay's first two levels from the slide's JPEG tiles, each decoded only as far as needed.
+
+When the slide's level read by the overlay allows copying its JPEG tiles
+(:mod:`prostate_fast.overlay.copy`), the level-0 pixels of an untouched tile are never needed: its
+bytes are stored as they are. Only the next level (level 0 halved) needs them, at half size, so
+an untouched tile is decoded by libjpeg-turbo at scale 1/2 (simplejpeg, or OpenCV's
+``IMREAD_REDUCED_COLOR_2``: the IDCT computes 4 x 4 pixels per 8 x 8 block, about half the cost of
+a full decode plus the 2 x 2 average). Touched tiles are decoded in full by the slide's own decoder, blended, encoded and
+halved (``cv2.INTER_AREA``) exactly as before. Tiles are decoded on ``n_threads`` threads (the
+decoders release the GIL).
+
+Pixels: level 0 is what the copy gives (blended tiles: the same bytes as without this module;
+untouched tiles: the slide's bytes). Level 1 and below change where untouched tiles lie: libjpeg's
+scaled IDCT against the 2 x 2 average of the full decode differ by a few grey levels (the tests
+bound it); the blended regions of level 1 are the same pixels as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import SlideError
+from .copy import _matching_page, touched_tiles, untouched_copier
+
+__all__ = ["SparseLevels", "sparse_levels", "tile_sources"]
+
+
+class SparseLevels:
+    """Strips of level 0 (only touched tiles filled), the halved level, and the copied bytes.
+
+    Use: ``read(y0, h)`` gives a level-0 strip whose touched tiles hold the slide's pixels (the
+    rest is left unset: those tiles are copied); the caller blends it; :meth:`with_halves` pairs
+    each blended strip with its next-level rows; ``copy(i)`` gives the bytes of untouched tile
+    ``i`` (read while its strip was), None for touched tiles.
+    """
+
+    def __init__(
+        self, page: Any, decoder: Any, level: int, touched: np.ndarray, size: Any, **kw: Any
+    ) -> None:
+        self.page, self.decoder, self.level, self.touched = page, decoder, level, touched
+        self.width, self.height = size
+        self.tile, self.fd, self.pool, self.path = kw["tile"], kw["fd"], kw["pool"], kw["path"]
+        self.cols = touched.shape[1]
+        self._bytes: dict[int, bytes] = {}
+        self._half: dict[int, np.ndarray] = {}
+
+    def copy(self, i: int) -> bytes | None:
+        """The slide's bytes of level-0 tile ``i`` when untouched (read once), else None."""
+        return None if self.touched.flat[i] else self._bytes.pop(i)
+
+    def read(self, y0: int, h: int) -> np.ndarray:
+        """Level-0 rows [y0, y0 + h) (a whole number of tile rows but the last), touched tiles
+        decoded; their untouched tiles decoded at half size for :meth:`with_halves`."""
+        strip = np.empty((h, self.width, 3), np.uint8)
+        half = np.empty((h // 2, self.width // 2, 3), np.uint8)
+        t = self.tile
+        jobs = [(r, c) for r in range(y0 // t, -(-(y0 + h) // t)) for c in range(self.cols)]
+        list(self.pool.map(lambda rc: self._decode(strip, half, y0, *rc), jobs))
+        self._half[y0] = half
+        return strip
+
+    def with_halves(self, strips: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Any]]:
+        """(blended strip, its next-level rows): touched tiles halved from the blended strip."""
+        import cv2
+
+        t, y0 = self.tile, 0
+        for strip in strips:
+            half = self._half.pop(y0)
+            h2, w2 = half.shape[:2]
+            for r in range(y0 // t, -(-(y0 + strip.shape[0]) // t)):
+                ya, yb = r * t - y0, min(r * t - y0 + t, 2 * h2)
+                for c in np.flatnonzero(self.touched[r]).tolist():
+                    xa, xb = c * t, min(c * t + t, 2 * w2)
+                    if yb > ya and xb > xa:
+                        box = (xb - xa) // 2, (yb - ya) // 2
+                        half[ya // 2 : yb // 2, xa // 2 : xb // 2] = cv2.resize(
+                            strip[ya:yb, xa:xb], box, interpolation=cv2.INTER_AREA
+                        )
+            yield strip, half
+            y0 += strip.shape[0]
+
+    def _decode(self, strip: np.ndarray, half: np.ndarray, y0: int, r: int, c: int) -> None:
+        t, i = self.tile, r * self.cols + c
+        ya, xa = r * t - y0, c * t
+        if self.touched[r, c]:  # the slide's own decoder: today's pixels, exactly
+            seg = self.decoder.segment(self.level, i, cache=False)
+            n, m = min(t, strip.shape[0] - ya), min(t, self.width - xa)
+            strip[ya : ya + n, xa : xa + m] = seg[:n, :m]
+            return
+        count = int(self.page.databytecounts[i])
+        data = os.pread(self.fd, count, int(self.page.dataoffsets[i]))
+        img = _half_decode(data, t) if len(data) == count else None
+        if img is None or img.shape != (t // 2, t // 2, 3):
+            raise SlideError(f"{self.path}: cannot decode JPEG tile {i} of level {self.level}")
+        self._bytes[i] = data
+        n, m = min(t // 2, half.shape[0] - ya // 2), min(t // 2, half.shape[1] - xa // 2)
+        if n > 0 and m > 0:
+            half[ya // 2 : ya // 2 + n, xa // 2 : xa // 2 + m] = img[:n, :m]
+
+
+def _half_decode(data: bytes, tile: int) -> np.ndarray | None:
+    """A JPEG tile of ``tile`` px decoded at scale 1/2 (RGB), or None when it does not decode:
+    simplejpeg when installed (less overhead per call), else OpenCV; the same libjpeg-turbo
+    scaled IDCT, the same pixels."""
+    try:
+        import simplejpeg
+    except ImportError:  # simplejpeg is a dependency; OpenCV gives the same pixels
+        import cv2
+
+        flags = cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        return None if img is None else img[..., ::-1]
+    try:
+        return simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=tile // 2, min_width=tile // 2
+        )
+    except ValueError:
+        return None
+
+
+def sparse_levels(
+    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
+) -> SparseLevels | None:
+    """A :class:`SparseLevels` for the overlay of ``slide``, or None when its tiles cannot be
+    copied (see :mod:`prostate_fast.overlay.copy`), its level has no exact decoder of ours, or
+    level 0 itself is captured for the thumbnail. Its file and threads stay open in ``stack``;
+    ``layout`` is (width, height, TIFF tile), ``encoding`` write_overlay's TIFF settings."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size, tile = layout[:2], layout[2]
+    if (
+        encoding["compression"] != "jpeg"
+        or choice.scale != 1.0
+        or slide.path is None
+        or encoding.get("capture_level") == 0
+        or not hasattr(os, "pread")
+        or tile % 2
+    ):
+        return None
+    decoder = slide._level_decoder(choice.level)
+    page = _matching_page(stack, slide.path, choice.level, size, tile)
+    if decoder is None or page is None:
+        return None
+    touched = touched_tiles(tables, size[0], size[1], tile)
+    if len(page.dataoffsets) != touched.size:
+        return None
+    touched |= (np.asarray(page.databytecounts) == 0).reshape(touched.shape)
+    fd = os.open(slide.path, os.O_RDONLY)
+    stack.callback(os.close, fd)
+    pool = stack.enter_context(ThreadPoolExecutor(max(1, int(encoding["n_threads"]))))
+    kw = {"tile": tile, "fd": fd, "pool": pool, "path": slide.path}
+    return SparseLevels(page, decoder, choice.level, touched, size, **kw)
+
+
+def tile_sources(
+    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
+) -> tuple[SparseLevels | None, Any]:
+    """(:func:`sparse_levels`, its ``copy``) when it applies, else (None, the
+    :func:`~prostate_fast.overlay.copy.untouched_copier` or None)."""
+    sparse = sparse_levels(stack, slide, choice, tables, layout, encoding)
+    if sparse is not None:
+        return sparse, sparse.copy
+    size, tile, compression = layout[:2], layout[2], encoding["compression"]
+    return None, untouched_copier(stack, slide, choice, tables, size, tile, compression)
