@@ -1,36 +1,51 @@
-"""Stain normalisation (Macenko) and colour augmentation of H&E tiles.
+"""Normalisation of each slide's light and stains, and colour augmentation of H&E tiles.
 
-Why Macenko (Macenko et al., ISBI 2009) and not Reinhard or Vahadane:
+Two normalisations (:data:`METHODS`), each fitted once per slide and mapped to a target measured
+on the training slides:
 
-- it separates the two stains (haematoxylin, eosin) and rescales each one's concentration, so a
-  slide with a pale eosin and a dark haematoxylin is corrected stain by stain; Reinhard matches
-  the mean and spread of each Lab channel of the whole image, so the share of nuclei in a tile
-  (or of stroma in a slide) shifts its colours;
-- it is closed form (an eigen-decomposition of a 3 x 3 covariance and two percentiles) and fits a
-  slide's low-resolution tissue in milliseconds, deterministically; Vahadane's sparse
-  non-negative matrix factorisation is iterative, slower by orders of magnitude, and depends on
-  its solver (SPAMS) and its starting point;
-- applying it is one 3 x 3 linear map in optical density per slide (:class:`StainTransform`), a
-  few NumPy passes per batch, cheap beside the network.
+- ``"glass"`` (recommended across labs): the light through the slide's bare glass, per RGB
+  channel, is brought to the target's: every pixel value (plus one) times ``io_tgt / io_src``,
+  the white balance a scanner makes, redone across scanners. The stains are not touched. It reads
+  only the glass, so a slide's composition (its share of nuclei, of stroma, of cancer) cannot
+  move it, and one lab's slides stay as they were (the same glass, a gain of 1).
+- ``"macenko"`` (Macenko et al., ISBI 2009): also maps the slide's two stain vectors and each
+  stain's 99th-percentile concentration to the target's. It is closed form (an
+  eigen-decomposition of a 3 x 3 covariance and two percentiles, milliseconds per slide,
+  deterministic); Vahadane's sparse non-negative factorisation is iterative, orders of magnitude
+  slower, and depends on its solver (SPAMS) and starting point; Reinhard matches each Lab
+  channel's mean and spread of the whole image, so the share of nuclei shifts every colour.
 
-Conventions follow the reference implementation (``schaugf/HEnorm_python``, which torchstain's
-NumPy Macenko normaliser reproduces): optical density ``OD = -ln((I + 1) / Io)`` with
-``Io = 240``; pixels with any channel's OD below ``beta = 0.15`` are transparent and left out of
-the fit; the stain vectors are the directions at the ``alpha = 1`` and ``99`` percentiles of the
-angle in the plane of the two main eigenvectors, haematoxylin first; the
-maximum concentration of each stain is its 99th percentile. One departure: the reference calls
-haematoxylin the vector with the larger red OD, which swaps the stains of a lab whose haematoxylin
-is bluish and eosin reddish (their red ODs close: synthetic lab "B" here); we call haematoxylin the
-vector with the larger red minus blue OD (haematoxylin absorbs red far more than blue, eosin the
-reverse), which agrees with the reference whenever the red ODs are far apart. A tile is normalised as
-``Io * exp(-HE_ref (C * maxC_ref / maxC_src))`` with ``C`` the least-squares concentrations in the
-slide's own stain matrix, clipped to 255 and truncated to uint8, as the reference does.
+Why ``"glass"`` is the one to use across labs: on the cross-lab benchmark (``tools/cross_lab.py``,
+README) it lifts a model trained on one synthetic lab to the other lab's results, while Macenko
+lowers them. Its per-slide estimates follow the slide's composition as much as its stain: the
+99th percentile of haematoxylin is that of cancer nuclei on a slide with cancer and of benign
+nuclei on a benign one (benign slides darkened 1.3x to the cancer-bearing training target), and
+the eosin vector, read at the extreme angle of pixels that always hold some haematoxylin (more
+in a blurrier or bluer lab), differs between labs by more than the stain does.
 
-Fitting: once per slide (:func:`fit_slide`) on the tissue pixels of its low-resolution image (the
-image the tissue mask was computed on, :meth:`~prostate_fast.slide.Slide.read_low_res`), so every
-tile of a slide gets the same correction. The target (:class:`StainFit` of the training slides:
-the median of their stain vectors and maximum concentrations, :func:`reference_target`) is kept
-by the dataset (``dataset.json``) and the model (``model.json``'s ``"stain"``).
+Conventions of ``"macenko"`` follow the reference implementation (``schaugf/HEnorm_python``,
+which torchstain's NumPy normaliser reproduces): optical density ``OD = -ln((I + 1) / Io)``;
+pixels with any channel's OD below ``beta = 0.15`` are transparent and left out of the fit; the
+stain vectors are the directions at the ``alpha = 1`` and ``99`` percentiles of the angle in the
+plane of the two main eigenvectors; the maximum concentration of each stain is its 99th
+percentile; a tile is normalised as ``Io * exp(-HE_ref (C * maxC_ref / maxC_src))`` with ``C``
+the least-squares concentrations in the slide's own stain matrix, clipped to 255 and truncated to
+uint8. Two departures, each equal to the reference in its own case:
+
+- ``Io`` is the light through the slide's glass per channel (:func:`glass_light`; Macenko's paper
+  reads it from the background too), not the reference's fixed 240 (:data:`IO`, kept for images
+  without glass);
+- the reference calls haematoxylin the vector with the larger red OD, which swaps the stains of a
+  lab whose haematoxylin is bluish and eosin reddish (their red ODs close: synthetic lab "B");
+  we call haematoxylin the vector with the larger red minus blue OD (haematoxylin absorbs red far
+  more than blue, eosin the reverse).
+
+Fitting: once per slide (:func:`fit_slide`) on its low-resolution image (the image the tissue
+mask was computed on, :meth:`~prostate_fast.slide.Slide.read_low_res`): the stains on the pixels
+under the mask, the glass on those off it, so every tile of a slide gets the same correction. The
+target (:class:`StainFit` of the training slides: the median of their stain vectors, maximum
+concentrations and glass light, :func:`reference_target`) is kept by the dataset
+(``dataset.json``) and the model (``model.json``'s ``"stain"``).
 
 Colour augmentation (:func:`augment_colour`): per sample, a random scaling and shift of each
 stain's concentration in the Ruifrok-Johnston HED space (the "HED jitter" of Tellez et al., 2018)
@@ -60,8 +75,10 @@ __all__ = [
     "stain_transform",
 ]
 
-METHODS = ("macenko",)
-"""Stain normalisation methods (the ``method`` of a :class:`StainFit`)."""
+METHODS = ("glass", "macenko")
+"""Normalisation methods (the ``method`` of a target :class:`StainFit`): ``"glass"`` brings the
+light through each slide's glass to the target's (a gain per channel, stains untouched);
+``"macenko"`` maps each slide's stain vectors and maximum concentrations to the target's."""
 IO = 240.0
 """Transmitted light intensity of the optical density (the reference's ``Io``)."""
 ALPHA = 1.0
@@ -77,6 +94,10 @@ FIT_FINER = 4.0
 stroma), ..."""
 FIT_IMAGE_PIXELS = 4_000_000
 """... within this many pixels (12 MB of RGB), and never coarser than the mask."""
+GLASS_MIN_SHARE = 0.05
+"""Smallest share of the fitted image off the tissue for the slide's glass to give ``Io``."""
+GLASS_MIN = 200.0
+"""Darkest glass (per channel) taken as ``Io``; darker: no bright-field glass, :data:`IO`."""
 
 #: Ruifrok and Johnston's H, E, DAB optical density vectors (rows), as scikit-image's.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
@@ -95,12 +116,17 @@ class StainFit:
     max_conc : numpy.ndarray
         float64 (2,): 99th percentile of each stain's concentration.
     method : str
+        How a target built from fits normalises (:data:`METHODS`); a slide's own fit says
         ``"macenko"``.
+    io : numpy.ndarray
+        float64 (3,): the light through bare glass, per RGB channel (``Io`` of the optical
+        density): the slide's glass (:func:`fit_slide`), or :data:`IO` in every channel.
     """
 
     stain_matrix: np.ndarray
     max_conc: np.ndarray
     method: str = "macenko"
+    io: Any = None
 
     def __post_init__(self) -> None:
         he = np.asarray(self.stain_matrix, np.float64)
@@ -113,14 +139,18 @@ class StainFit:
             raise ValueError("stain_matrix must have two independent stain vectors")
         if mc.shape != (2,) or not np.isfinite(mc).all() or not (mc > 0).all():
             raise ValueError(f"max_conc must be two positive numbers, got {mc.tolist()}")
+        io = np.full(3, IO) if self.io is None else np.asarray(self.io, np.float64).reshape(-1)
+        if io.shape != (3,) or not np.isfinite(io).all() or not ((io >= 1) & (io <= 256)).all():
+            raise ValueError(f"io must be three numbers in [1, 256], got {io.tolist()}")
         object.__setattr__(self, "stain_matrix", he)
         object.__setattr__(self, "max_conc", mc)
+        object.__setattr__(self, "io", io)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (``dataset.json``, ``model.json``'s ``"stain"``)."""
         return {
             "method": self.method,
-            "io": IO,
+            "io": [round(float(v), 4) for v in self.io],
             "stain_matrix": [[round(float(v), 8) for v in row] for row in self.stain_matrix],
             "max_conc": [round(float(v), 8) for v in self.max_conc],
         }
@@ -131,10 +161,10 @@ class StainFit:
         try:
             if not isinstance(obj, dict):
                 raise TypeError(f"an object, got {type(obj).__name__}")
-            if obj.get("io", IO) != IO:
-                raise ValueError(f"io {obj.get('io')!r} is not {IO:g}")
+            io = obj.get("io", IO)  # one number: a record written before per-slide glass
+            io = np.full(3, io, np.float64) if isinstance(io, int | float) else np.array(io, float)
             he = np.array(obj["stain_matrix"], dtype=np.float64)
-            return cls(he, np.array(obj["max_conc"], np.float64), str(obj.get("method")))
+            return cls(he, np.array(obj["max_conc"], np.float64), str(obj.get("method")), io)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: bad 'stain' record ({exc})") from None
 
@@ -143,38 +173,54 @@ class StainFit:
 class StainTransform:
     """The linear map, in optical density, that takes one slide's stains to the target's.
 
-    ``matrix`` (3, 3) float32 acts on row vectors: ``OD_out = OD_in @ matrix``.
+    ``matrix`` (3, 3) float32 acts on row vectors: ``OD_out = OD_in @ matrix``; the optical
+    density is read against the slide's glass ``io_in`` and written against the target's
+    ``io_out`` (both (3,) float64; :data:`IO` in every channel by default). ``exact``: the
+    pixel written is ``io_out * exp(-OD_out) - 1`` rounded, the inverse of the optical density
+    (an identity map gives back every pixel); else ``io_out * exp(-OD_out)`` truncated, as the
+    reference Macenko does.
     """
 
     matrix: np.ndarray
+    io_in: Any = None
+    io_out: Any = None
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("io_in", "io_out"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, np.full(3, IO) if v is None else np.asarray(v, float))
+        od = -np.log((np.arange(256, dtype=np.float64)[:, None] + 1.0) / self.io_in)
+        affine = np.empty((3, 4), np.float32)  # cv2.transform: -OD @ matrix + ln(io_out)
+        affine[:, :3] = -np.asarray(self.matrix, np.float64).T
+        affine[:, 3] = np.log(self.io_out)
+        object.__setattr__(self, "_lut", np.ascontiguousarray(od, np.float32)[None])
+        object.__setattr__(self, "_affine", affine)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """Normalise uint8 (..., 3) RGB ``tiles``; a new uint8 array of the same shape."""
         tiles = np.asarray(tiles)
         if tiles.dtype != np.uint8 or tiles.ndim < 1 or tiles.shape[-1] != 3:
             raise ValueError(f"tiles must be uint8 (..., 3), got {tiles.dtype} {tiles.shape}")
-        return _apply(np.ascontiguousarray(tiles), self.matrix)
+        shift = -1.0 if self.exact else -0.5
+        return _apply(np.ascontiguousarray(tiles), self._lut, self._affine, shift)
 
 
-#: OD of every uint8 value: -ln((v + 1) / Io), as an OpenCV look-up table.
-_OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)).astype(np.float32)[None]
-
-
-def _apply(tiles: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Kernel of :meth:`StainTransform.__call__` (contiguous uint8 (..., 3)): OpenCV's look-up,
-    per-pixel 3 x 3 transform and exp (about 4 ms for 64 tiles of 128 px on 2 cores, 3x NumPy's
-    gather, matmul and exp); ``round(Io * exp(-OD) - 0.5)``, saturated, truncates as the
-    reference's ``astype(uint8)`` does (an exact integer may land one lower)."""
+def _apply(tiles: np.ndarray, lut: np.ndarray, affine: np.ndarray, shift: float) -> np.ndarray:
+    """Kernel of :meth:`StainTransform.__call__` (contiguous uint8 (..., 3)): OpenCV's look-up
+    (OD per channel), per-pixel affine transform and exp (about 4 ms for 64 tiles of 128 px on 2
+    cores, 3x NumPy's gather, matmul and exp); ``round(io_out * exp(-OD) + shift)``, saturated:
+    ``shift`` -0.5 truncates as the reference's ``astype(uint8)`` does (an exact integer may land
+    one lower), -1 inverts the optical density's ``+ 1``."""
     import cv2
 
     if tiles.size == 0:
         return tiles.copy()
     width = tiles.shape[-2] if tiles.ndim >= 3 else tiles.size // 3
     img = tiles.reshape(-1, width, 3)
-    od = cv2.LUT(img, _OD_LUT)
-    out = cv2.transform(od, -np.ascontiguousarray(matrix.T, np.float32))
+    out = cv2.transform(cv2.LUT(img, lut), affine)
     cv2.exp(out, out)
-    return cv2.convertScaleAbs(out, alpha=IO, beta=-0.5).reshape(tiles.shape)
+    return cv2.convertScaleAbs(out, alpha=1.0, beta=shift).reshape(tiles.shape)
 
 
 def _pixels(rgb: Any) -> np.ndarray:
@@ -184,13 +230,16 @@ def _pixels(rgb: Any) -> np.ndarray:
     return rgb.reshape(-1, 3)
 
 
-def fit_macenko(rgb: np.ndarray) -> StainFit | None:
+def fit_macenko(rgb: np.ndarray, io: Any = None) -> StainFit | None:
     """Fit Macenko's stain matrix and maximum concentrations to tissue pixels.
 
     Parameters
     ----------
     rgb : numpy.ndarray
         uint8 (..., 3) RGB pixels: the tissue of a slide (glass is left out by ``BETA`` too).
+    io : array-like of 3 floats, optional
+        The light through the slide's glass per channel (the optical density's ``Io``);
+        :data:`IO` in every channel by default, as the reference.
 
     Returns
     -------
@@ -204,7 +253,8 @@ def fit_macenko(rgb: np.ndarray) -> StainFit | None:
         ``rgb`` is not uint8 (..., 3).
     """
     px = _pixels(rgb)
-    od = -np.log((px.astype(np.float64) + 1.0) / IO)
+    io = np.full(3, IO) if io is None else np.asarray(io, np.float64)
+    od = -np.log((px.astype(np.float64) + 1.0) / io)
     odhat = od[~np.any(od < BETA, axis=1)]
     if len(odhat) < MIN_PIXELS:
         return None
@@ -222,9 +272,20 @@ def fit_macenko(rgb: np.ndarray) -> StainFit | None:
     conc = np.linalg.lstsq(he, od.T, rcond=None)[0]
     max_conc = np.percentile(conc, 99, axis=1)
     try:
-        return StainFit(he, max_conc)
+        return StainFit(he, max_conc, io=io)
     except ValueError:  # a flat colour: one stain direction, or no positive concentration
         return None
+
+
+def glass_light(glass: np.ndarray, n_pixels: int) -> np.ndarray:
+    """The light through a slide's bare glass per channel, float64 (3,): the per-channel median
+    of its ``glass`` pixels (uint8 (n, 3): those off the tissue, of an image of ``n_pixels``);
+    :data:`IO` in every channel when they are under :data:`GLASS_MIN_SHARE` of the image or
+    darker than :data:`GLASS_MIN` in a channel (no bright-field glass to read)."""
+    if len(glass) < max(GLASS_MIN_SHARE * n_pixels, MIN_PIXELS):
+        return np.full(3, IO)
+    light = np.median(glass.reshape(-1, 3), axis=0).astype(np.float64)
+    return light if (light >= GLASS_MIN).all() else np.full(3, IO)
 
 
 def fit_slide(slide: Any, tissue: Any) -> StainFit | None:
@@ -238,7 +299,8 @@ def fit_slide(slide: Any, tissue: Any) -> StainFit | None:
         Its tissue mask (:func:`prostate_fast.tissue.detect_tissue`). The slide is read
         :data:`FIT_FINER` times finer than the mask (within :data:`FIT_IMAGE_PIXELS`;
         :meth:`~prostate_fast.slide.Slide.read_low_res`) and the pixels under the mask are
-        fitted (at most :data:`FIT_PIXELS`, evenly spaced).
+        fitted (at most :data:`FIT_PIXELS`, evenly spaced), their optical density read against
+        the light through the slide's glass (:func:`glass_light` of the pixels off the mask).
 
     Returns
     -------
@@ -253,10 +315,11 @@ def fit_slide(slide: Any, tissue: Any) -> StainFit | None:
     rgb, ds = slide.read_low_res(min(ds, mds))
     rows = np.minimum((np.arange(rgb.shape[0]) * ds / mds).astype(np.int64), mask.shape[0] - 1)
     cols = np.minimum((np.arange(rgb.shape[1]) * ds / mds).astype(np.int64), mask.shape[1] - 1)
-    px = rgb[mask[rows[:, None], cols[None, :]]]
+    on = mask[rows[:, None], cols[None, :]]
+    px = rgb[on]
     if len(px) > FIT_PIXELS:
         px = px[np.linspace(0, len(px) - 1, FIT_PIXELS).astype(np.int64)]
-    fit = fit_macenko(px)
+    fit = fit_macenko(px, glass_light(rgb[~on], on.size))
     if fit is None:
         name = getattr(slide, "path", None) or getattr(slide, "name", "<slide>")
         warnings.warn(
@@ -266,23 +329,30 @@ def fit_slide(slide: Any, tissue: Any) -> StainFit | None:
     return fit
 
 
-def reference_target(fits: Sequence[StainFit | None]) -> StainFit | None:
-    """The training target: the median stain vectors (unit length again) and the median maximum
-    concentrations of ``fits`` (None entries skipped); None when there is none."""
+def reference_target(fits: Sequence[StainFit | None], method: str = "macenko") -> StainFit | None:
+    """The training target: the median stain vectors (unit length again), maximum concentrations
+    and glass light of ``fits`` (None entries skipped), normalising by ``method``; None when
+    there is none."""
     done = [f for f in fits if f is not None]
     if not done:
         return None
     he = np.median(np.stack([f.stain_matrix for f in done]), axis=0)
     he = he / np.linalg.norm(he, axis=0, keepdims=True)
-    return StainFit(he, np.median(np.stack([f.max_conc for f in done]), axis=0))
+    med = [np.median(np.stack([getattr(f, k) for f in done]), axis=0) for k in ("max_conc", "io")]
+    return StainFit(he, med[0], method, io=med[1])
 
 
 def stain_transform(source: StainFit, target: StainFit) -> StainTransform:
-    """The map taking tiles of a slide fitted as ``source`` to the stains of ``target``:
-    ``OD @ pinv(HE_src).T @ diag(maxC_tgt / maxC_src) @ HE_tgt.T``."""
+    """The map taking tiles of a slide fitted as ``source`` to ``target``, the optical density
+    read against the source's glass light and written against the target's: by
+    ``target.method`` ``"glass"``, nothing more (``OD_out = OD``: each channel times
+    ``io_tgt / io_src``); ``"macenko"``, ``OD @ pinv(HE_src).T @ diag(maxC_tgt / maxC_src) @
+    HE_tgt.T``."""
+    if target.method == "glass":
+        return StainTransform(np.eye(3, dtype=np.float32), source.io, target.io, exact=True)
     scale = np.diag(target.max_conc / source.max_conc)
     m = np.linalg.pinv(source.stain_matrix).T @ scale @ target.stain_matrix.T
-    return StainTransform(np.ascontiguousarray(m, np.float32))
+    return StainTransform(np.ascontiguousarray(m, np.float32), source.io, target.io)
 
 
 # -- colour augmentation ---------------------------------------------------------------------------

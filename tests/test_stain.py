@@ -68,6 +68,35 @@ def test_haematoxylin_told_from_eosin_when_their_red_ods_are_close() -> None:
     np.testing.assert_allclose(fit.stain_matrix.T, [h, e], atol=0.05)
 
 
+def test_glass_light_is_the_slides_own() -> None:
+    """The same stained tissue under a dimmer, tinted light (another scanner's glass): read
+    against each slide's glass, both normalise to the same pixels; read against the fixed
+    ``Io`` of the reference, the dimmer one stays dimmer."""
+    rng = np.random.default_rng(11)
+    od = rng.gamma(2.0, 0.35, (96, 96, 1)) * np.array([0.65, 0.70, 0.29])
+    od = od + rng.gamma(2.0, 0.24, (96, 96, 1)) * np.array([0.07, 0.99, 0.11])
+    bright, dim = np.array([244.0, 244.0, 244.0]), np.array([226.0, 233.0, 236.0])
+    a, b = (np.clip(g * np.exp(-od) - 1.0, 0, 255).round().astype(np.uint8) for g in (bright, dim))
+    target = fit_macenko(a, io=bright)
+    same = stain_transform(fit_macenko(b, io=dim), target)(b).astype(int)
+    fixed = stain_transform(fit_macenko(b), fit_macenko(a))(b).astype(int)
+    own = stain_transform(target, target)(a).astype(int)
+    assert np.abs(same - own).mean() < 1.0
+    assert np.abs(fixed - own).mean() > 2 * np.abs(same - own).mean() + 2.0
+    # "glass" normalises the light only: the dimmer slide comes back to the bright one's
+    # pixels, and a slide already under the target's light is left exactly as it is
+    glass = reference_target([target], "glass")
+    assert glass.method == "glass"
+    back = stain_transform(fit_macenko(b, io=dim), glass)(b).astype(int)
+    assert np.abs(back - a).mean() < 0.6 and np.abs(back - a).max() <= 2
+    np.testing.assert_array_equal(stain_transform(target, glass)(a), a)
+    # glass too scarce or too dark for bright field: the reference's fixed light
+    px = np.full((1000, 3), 238, np.uint8)
+    assert stain.glass_light(px, 1000).tolist() == [238.0] * 3
+    assert stain.glass_light(px[:10], 1000).tolist() == [stain.IO] * 3
+    assert stain.glass_light(px // 4, 1000).tolist() == [stain.IO] * 3
+
+
 def test_transform_maps_a_slide_to_the_target_stains() -> None:
     a, b = he_image(3), he_image(4, h_od=1.7, e_od=0.3)
     fa, fb = fit_macenko(a), fit_macenko(b)
@@ -97,12 +126,19 @@ def test_json_round_trip_and_bad_records() -> None:
     fit = fit_macenko(he_image(8))
     back = StainFit.from_json(json.loads(json.dumps(fit.to_json())), "x.json")
     np.testing.assert_allclose(back.stain_matrix, fit.stain_matrix, atol=1e-8)
+    glass = fit_macenko(he_image(8), io=[231.0, 235.0, 236.0])
+    back = StainFit.from_json(json.loads(json.dumps(glass.to_json())), "x.json")
+    assert back.io.tolist() == [231.0, 235.0, 236.0]
+    old = StainFit.from_json({**fit.to_json(), "io": 240}, "x.json")  # written before glass
+    assert old.io.tolist() == [240.0] * 3
     for bad in (
         [1, 2],
         {**fit.to_json(), "method": "reinhard"},
         {**fit.to_json(), "max_conc": [1.0, -1.0]},
         {**fit.to_json(), "stain_matrix": [[1, 0], [0, 1]]},
-        {**fit.to_json(), "io": 255},
+        {**fit.to_json(), "io": 0},
+        {**fit.to_json(), "io": [240, 240]},
+        {**fit.to_json(), "io": "bright"},
     ):
         with pytest.raises(ValueError, match="x.json: bad 'stain' record"):
             StainFit.from_json(bad, "x.json")
@@ -241,6 +277,7 @@ def test_dataset_normalises_per_slide_and_records_the_target(tmp_path, monkeypat
     assert len(calls) == 3  # once per slide
     info = load_dataset_info(normed)
     assert isinstance(info.stain, StainFit) and load_dataset_info(plain).stain is None
+    assert np.all(info.stain.io >= 242)  # the synthetic glass (about 245), not the fixed 240
     meta = json.loads((normed / "dataset.json").read_text())
     assert meta["settings"]["stain_normalise"] == "macenko"
     assert set(meta["stain"]["slides"]) == {t.slide_name for t in tables}

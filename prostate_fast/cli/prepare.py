@@ -403,9 +403,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument(
         "--stain-normalise",
-        choices=("macenko",),
+        choices=("glass", "macenko"),
         default=None,
-        help="normalise each slide's stains to the train slides' (the model then does too)",
+        help="normalise each slide to the train slides: glass = its light (a gain per channel), "
+        "macenko = also its stains (the model then does the same)",
     )
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")

@@ -133,10 +133,11 @@ def build_dataset(
         Threads reading and encoding tiles (None = all cores); the output does not depend on it.
     overwrite : bool
         Replace an existing non-empty ``out_dir`` (only once the new dataset is complete).
-    stain_normalise : {"macenko"}, optional
-        Normalise every slide's stains (:mod:`prostate_fast.stain`): each slide is fitted once
-        on its tissue, the target is the median of the train split's slides, and every tile is
-        mapped to it before encoding. ``dataset.json``'s ``"stain"`` records the target (and
+    stain_normalise : {"glass", "macenko"}, optional
+        Normalise every slide (:mod:`prostate_fast.stain`): each slide is fitted once on its
+        tissue and glass, the target is the median of the train split's slides, and every tile
+        is mapped to it before encoding: ``"glass"`` brings each slide's glass light to the
+        target's (stains untouched), ``"macenko"`` also maps its stains. ``dataset.json``'s ``"stain"`` records the target (and
         each slide's fit); training copies it to ``model.json`` so prediction normalises the
         same way. None (default): tiles are packed as read.
 
@@ -215,7 +216,7 @@ def _build(
     tmp = temp_path(out)
     try:
         tmp.mkdir(0o755)
-        stain = _fit_stains(plan, n_threads) if stain_method else None
+        stain = _fit_stains(plan, n_threads, stain_method) if stain_method else None
         packed, seconds = _pack(tmp, plan, opts, n_threads, stain)
         summary = _write_metadata(tmp, out, plan, packed, seconds, opts, stain)
         _install(tmp, out, overwrite)
@@ -252,9 +253,9 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 # -- pack ---------------------------------------------------------------------------------------
-def _fit_stains(plan: DatasetPlan, n_threads: int | None) -> dict[str, Any]:
-    """Fit every slide's stains once (on its tissue) and the target (median of the train split's
-    slides); ``{"target": StainFit, "fits": {slide: StainFit or None}, "transforms": {...}}``."""
+def _fit_stains(plan: DatasetPlan, n_threads: int | None, method: str) -> dict[str, Any]:
+    """Fit every slide's stains and glass once (on its tissue) and the target (median of the
+    train split's slides, normalising by ``method``); ``{"target": StainFit, "fits": {slide: StainFit or None}, "transforms": {...}}``."""
     from .. import stain as _stain
     from ..slide import open_slide
     from ..tissue import detect_tissue
@@ -266,7 +267,7 @@ def _fit_stains(plan: DatasetPlan, n_threads: int | None) -> dict[str, Any]:
                 slide, detect_tissue(slide, n_threads=n_threads)
             )
     train = plan.splits["train"]["slides"]
-    target = _stain.reference_target([fits.get(name) for name in train])
+    target = _stain.reference_target([fits.get(name) for name in train], method)
     if target is None:
         raise DatasetError(
             f"{origins(plan.sources)}: no slide of the train split has enough stained tissue "
