@@ -266,8 +266,9 @@ def train(
 
     Notes
     -----
-    Cost on 2 CPU cores: about 30 tiles/s for the study's CNN on 128 px tiles (13.9 M weights),
-    about 800 tiles/s on 32 px tiles.
+    Cost on 2 CPU cores: about 70-110 tiles/s for the study's CNN on 128 px tiles at batch 32
+    (13.9 M weights; the machine's load decides where), within a few per cent of the same step on
+    batches held in memory (:mod:`.throughput`); about 800 tiles/s on 32 px tiles.
     """
     t_start = time.time()
     r = resolve_recipe(
