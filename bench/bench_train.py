@@ -4,8 +4,8 @@ Run: ``pytest bench/bench_train.py --benchmark-only -s [--bench-scale tiny|small
 (about 2 minutes on 2 cores at ``default``).
 
 Input: the benchmark dataset, the shared synthetic slide's tissue tiles (``bench_slide``: 128 px at
-20x, labelled from its painted copy) packed as ``build_dataset`` packs them (JPEG q95, every tile,
-one train split): 1,933 tiles at ``default``.
+20x, labelled from its painted copy) packed as the end-to-end benchmark's preprocessing packs them
+(``bench_end_to_end.ours_preprocess``: white cleaning, JPEG q95, one train split).
 
 For each recipe, ``"study"`` (the study's CNN, batch 32, no augmentation) and ``"default"``
 (ResNet-10, batch 32, standardised input, class weights, flips and colour jitter),
@@ -21,51 +21,31 @@ import os
 from pathlib import Path
 
 import pytest
+from bench_end_to_end import ours_preprocess
 
-from prostate_fast.dataset import build_dataset
-from prostate_fast.label import label_tiles
-from prostate_fast.slide import open_slide
-from prostate_fast.tile import build_grid
-from prostate_fast.tissue import detect_tissue
 from prostate_fast.train.throughput import measure_throughput
 
 #: Batches timed per measurement by scale (the tiny scale is a smoke test: its timings mean nothing).
 BATCHES = {"tiny": 2, "small": 10, "default": 20, "large": 20}
 THREADS = int(os.environ.get("PF_BENCH_THREADS", "0")) or None  # all cores
-RESULTS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def bench_dataset(bench_slide, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The benchmark dataset: the slide's tissue tiles, labelled, JPEG q95, one train split."""
-    with open_slide(bench_slide.slide) as sl:
-        table = label_tiles(sl, bench_slide.painted, build_grid(sl, detect_tissue(sl)))
+    """The benchmark dataset: what the end-to-end benchmark's preprocessing packs."""
     out = tmp_path_factory.mktemp("bench-train") / "ds"
-    build_dataset(
-        [table],
-        out,
-        balance="all",
-        encoding="jpeg",
-        quality=95,
-        split={"train": [table.slide_name]},
-    )
+    ours_preprocess(bench_slide, out)
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report(request: pytest.FixtureRequest):
-    yield
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None or not RESULTS:
-        return
-    with capture.global_and_fixture_disabled():
-        print()
-        for line in RESULTS.values():
-            print(f"bench_train: {line}")
-
-
 @pytest.mark.parametrize("recipe", ["study", "default"])
-def test_train_throughput(benchmark, bench_dataset: Path, bench_scale: str, recipe: str) -> None:
+def test_train_throughput(
+    benchmark,
+    capsys: pytest.CaptureFixture[str],
+    bench_dataset: Path,
+    bench_scale: str,
+    recipe: str,
+) -> None:
     benchmark.group = "train: throughput vs limit"
     got = benchmark.pedantic(
         measure_throughput,
@@ -93,4 +73,5 @@ def test_train_throughput(benchmark, bench_dataset: Path, bench_scale: str, reci
             "forward_sps": round(got.forward, 2),
         }
     )
-    RESULTS[recipe] = got.line()
+    with capsys.disabled():
+        print(f"\nbench_train: {got.line()}")

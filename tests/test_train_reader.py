@@ -135,16 +135,8 @@ def test_an_abandoned_epoch_stops_its_reads(ds: Path) -> None:
 def test_measure_throughput(ds: Path) -> None:
     from prostate_fast.train.throughput import measure_throughput
 
-    got = measure_throughput(
-        ds,
-        recipe="study",
-        batch_size=8,
-        batches=3,
-        warmup=1,
-        rounds=1,
-        n_threads=2,
-        augment="colour",
-    )
+    small = {"batch_size": 8, "batches": 3, "warmup": 1, "rounds": 1, "n_threads": 2}
+    got = measure_throughput(ds, recipe="study", augment="colour", **small)
     assert got.limit > 0 and got.real > 0 and got.forward > 0
     assert got.ratio == pytest.approx(got.real / got.limit)
     assert (got.network, got.batch_size, got.tile_size, got.augment) == ("study", 8, 32, "colour")
