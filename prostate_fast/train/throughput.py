@@ -13,8 +13,11 @@ sources, and the forward pass alone:
 * **forward**: the network's forward pass alone (prediction mode) on the held batches, for
   reference (a training step costs about three to four of them).
 
-Limit and real are timed after a warm-up (the first batches build the static graph), alternately for
-``rounds`` rounds; each is the best round (other work on the machine only slows a round down).
+Each round times the limit and then the real rate back to back, after a warm-up (the first
+batches build the static graph), from a finished engine to a finished engine (``waitall``: the
+last update counts). Over ``rounds`` rounds, ``limit`` and ``real`` are the medians and ``ratio``
+the median of the rounds' own ratios: on a shared machine the load changes between rounds (by
+3x on the 2 shared cores here), far less within one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._mx import import_mxnet, parse_context
 from .._util import resolve_threads
@@ -44,7 +49,11 @@ _HELD = 4  # distinct batches held in memory for the limit
 
 @dataclass(frozen=True)
 class Throughput:
-    """Training samples per second: ``real`` (reading the split) against ``limit`` (in memory)."""
+    """Training samples per second: ``real`` (reading the split) against ``limit`` (in memory).
+
+    ``ratio`` is the median of the rounds' ``real / limit`` (1: reading never holds training
+    back); ``forward`` the forward pass alone, for reference.
+    """
 
     recipe: str
     network: str
@@ -56,11 +65,7 @@ class Throughput:
     limit: float
     real: float
     forward: float
-
-    @property
-    def ratio(self) -> float:
-        """``real / limit``: 1 when reading never holds training back."""
-        return self.real / self.limit
+    ratio: float
 
     def line(self) -> str:
         """One line for a report: settings, both rates and their ratio."""
@@ -95,7 +100,7 @@ def measure_throughput(
     batches, warmup : int
         Batches timed, and batches run before timing, per measurement.
     rounds : int
-        Measurements of each kind, alternately; the best of each is kept.
+        Rounds of (limit, real) measured back to back (module docstring).
     n_threads : int, optional
         Threads for MXNet and reading, as ``train --threads`` (None: all cores).
     seed : int
@@ -141,12 +146,17 @@ def measure_throughput(
         held = _held(reader, seed)
         memory = itertools.cycle(held)
         reading = _epochs(reader, seed)
-        limit = real = forward = 0.0
-        for _ in range(rounds):
-            limit = max(limit, _timed(run, net, trainer, memory, batches, warmup))
-            real = max(real, _timed(run, net, trainer, reading, batches, warmup))
-        for _ in range(rounds):
-            forward = max(forward, _forward(net, held, batches, warmup))
+        pairs = np.array(
+            [
+                (
+                    _timed(run, net, trainer, memory, batches, warmup),
+                    _timed(run, net, trainer, reading, batches, warmup),
+                )
+                for _ in range(rounds)
+            ]
+        )
+        forward = float(np.median([_forward(net, held, batches, warmup) for _ in range(rounds)]))
+    limit, real = (float(v) for v in np.median(pairs, axis=0))
     return Throughput(
         recipe=cfg.recipe,
         network=arch["name"],
@@ -158,6 +168,7 @@ def measure_throughput(
         limit=limit,
         real=real,
         forward=forward,
+        ratio=float(np.median(pairs[:, 1] / pairs[:, 0])),
     )
 
 
@@ -204,14 +215,18 @@ def _timed(
     run: _Run, net: Any, trainer: Any, source: Iterator[Any], batches: int, warmup: int
 ) -> float:
     """Samples per second of the training step over ``batches`` batches of ``source``."""
+    mx = import_mxnet()
     bs, epoch = run.cfg.batch_size, int(run.cfg.warmup) + 1  # past the learning-rate warm-up
     off = _Progress(False, 1, "")
     if warmup:
         _train_epoch(run, net, trainer, itertools.islice(source, warmup), warmup * bs, epoch, off)
+    mx.nd.waitall()
+    t0 = time.perf_counter()
     row = _train_epoch(
         run, net, trainer, itertools.islice(source, batches), batches * bs, epoch, off
     )
-    return row["samples_per_s"]
+    mx.nd.waitall()  # the last backward and update
+    return row["samples_per_s"] * row["time_s"] / (time.perf_counter() - t0)
 
 
 def _forward(net: Any, held: list[tuple[Any, Any, int]], batches: int, warmup: int) -> float:
