@@ -9,6 +9,10 @@
   working folder and the resume rules);
 * :mod:`.io`: the reading side (dataset checks, record batches, :func:`predict_split`,
   :func:`load_exported`), also used by evaluation;
+* :mod:`.reader`: :class:`~.reader.BatchReader`, the training batches decoded and augmented by
+  ``n_threads`` threads ahead of the step; :mod:`.epoch`: the training step over one epoch;
+* :mod:`.throughput`: :func:`~.throughput.measure_throughput`, training samples/s against the
+  compute limit (the same step on batches held in memory), in one run;
 * :mod:`.distributed`: MXNet's parameter-server roles and the local ``dist_sync`` launcher;
 * :mod:`.check`: ``prostate-fast check``, the study's MLP sanity check and MXNet's build.
 

@@ -8,10 +8,11 @@ batch 32, 100 epochs, Xavier). The study's "input / 255" is the dataset's ``norm
 standardisation, when asked, is the network's first layer, with its constants in the exported
 weights, so every engine applies it.
 
-Data: ``train``/``val`` RecordIO files streamed through ``mx.io.ImageRecordIter``
-(:func:`prostate_fast.dataset.record_iter`), a fresh iterator per epoch seeded with
-``(seed, epoch)``, samples counted here (the iterator's ``pad`` is unreliable), padded samples
-masked out of the loss and the metrics.
+Data: the ``train`` RecordIO file read by :class:`~.reader.BatchReader` (decoded and augmented
+by ``n_threads`` threads ahead of the training step, each epoch's order and augmentation seeded
+with ``(seed, epoch)``; the step itself is :func:`~.epoch._train_epoch`), ``val`` streamed through
+``mx.io.ImageRecordIter`` (:func:`prostate_fast.dataset.record_iter`); samples counted here,
+padded samples masked out of the loss and the metrics.
 
 Outputs (``MODEL_DIR``, built in ``MODEL_DIR.partial`` and renamed when complete)::
 
@@ -68,11 +69,10 @@ from ..metrics import (
 from ..model import write_model
 from ..model.networks import StudyConfig, build_network, initializer, network_spec
 from .config import _class_weights, _Config, _finish_dir, _prepare_dir, _settings
+from .epoch import _nd_batches, _train_epoch
 from .io import (
-    _batches,
     _count,
     _dataset,
-    _open_records,
     _Progress,
     channel_stats,
     load_exported,
@@ -80,6 +80,7 @@ from .io import (
     training_domain,
 )
 from .logs import fmt_number, write_log_timed
+from .reader import BatchReader
 from .recipes import RECIPE_DEFAULT, resolve_recipe
 
 __all__ = ["TrainResult", "load_exported", "predict_split", "train"]
@@ -265,8 +266,9 @@ def train(
 
     Notes
     -----
-    Cost on 2 CPU cores: about 30 tiles/s for the study's CNN on 128 px tiles (13.9 M weights),
-    about 800 tiles/s on 32 px tiles.
+    Cost on 2 CPU cores: about 70-110 tiles/s for the study's CNN on 128 px tiles at batch 32
+    (13.9 M weights; the machine's load decides where), within a few per cent of the same step on
+    batches held in memory (:mod:`.throughput`); about 800 tiles/s on 32 px tiles.
     """
     t_start = time.time()
     r = resolve_recipe(
@@ -452,26 +454,17 @@ def _run_epoch(run: _Run, net: Any, trainer: Any, epoch: int) -> dict[str, float
     trainer.set_learning_rate(rate)
     eseed = _epoch_seed(cfg.seed, epoch)
     mx.random.seed(eseed)
-    it = _open_records(
-        run.info,
-        "train",
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        augment=cfg.augment,
-        seed=eseed,
-        n_threads=cfg.n_threads,
-        num_parts=run.parts,
-        part_index=run.rank,
-    )
-    # ImageRecordIter's parts hold ceil(n / parts) records and the last one the rest:
-    # every worker reads as many as the smallest part, so all take the same steps
     n_train = run.n_train
-    n_epoch = n_train - (run.parts - 1) * math.ceil(n_train / run.parts)
-    if n_epoch < 1:
-        rec = run.info.split("train").rec
-        raise DatasetError(f"{rec}: {n_train} records cannot be shared by {run.parts} workers")
-    bar = _Progress(cfg.progress, n_epoch, f"epoch {epoch}/{cfg.epochs}")
-    row = _train_epoch(run, net, trainer, it, n_epoch, epoch, bar)
+    with _reader(run) as reader:
+        # ImageRecordIter's parts held ceil(n / parts) records and the last one the rest, as the
+        # reader's do: every worker reads as many as the smallest part, so all take the same steps
+        n_epoch = n_train - (run.parts - 1) * math.ceil(n_train / run.parts)
+        if n_epoch < 1:
+            rec = run.info.split("train").rec
+            raise DatasetError(f"{rec}: {n_train} records cannot be shared by {run.parts} workers")
+        bar = _Progress(cfg.progress, n_epoch, f"epoch {epoch}/{cfg.epochs}")
+        batches = _nd_batches(reader.epoch(eseed, n_epoch))
+        row = _train_epoch(run, net, trainer, batches, n_epoch, epoch, bar)
     row["lr"] = rate
     t0 = time.time()
     labels, prob = run.predict_val(net)
@@ -480,6 +473,23 @@ def _run_epoch(run: _Run, net: Any, trainer: Any, epoch: int) -> dict[str, float
     for k in ("accuracy", "sensitivity", "specificity", "auc", "loss"):
         run.say(f"Epoch[{epoch - 1}] Validation-{k}={row['val_' + k]:f}")
     return row
+
+
+def _reader(run: _Run) -> BatchReader:
+    """The training split's :class:`BatchReader` for this worker's part."""
+    sp, cfg = run.info.split("train"), run.cfg
+    return BatchReader(
+        sp.rec,
+        sp.idx,
+        tile_size=run.info.tile_size,
+        n_classes=len(run.info.classes),
+        batch_size=cfg.batch_size,
+        scale=run.info.scale,
+        augment=cfg.augment,
+        n_threads=cfg.n_threads,
+        num_parts=run.parts,
+        part_index=run.rank,
+    )
 
 
 def _checkpoint(run: _Run, net: Any, trainer: Any, epoch: int, state: dict[str, Any]) -> None:
@@ -504,60 +514,6 @@ def _best_line(
         f"sensitivity {b['val_sensitivity']}, specificity {b['val_specificity']}, "
         f"AUC {b['val_auc']}; threshold for sensitivity {target:g}: {threshold:.4g}"
     )
-
-
-def _train_epoch(
-    run: _Run, net: Any, trainer: Any, it: Any, n: int, epoch: int, bar: _Progress
-) -> dict[str, float]:
-    """One pass over the training split; return the epoch's training log row."""
-    mx = import_mxnet()
-    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
-    w_nd, ctxs, e0 = mx.nd.array(run.weights), run.ctxs, epoch - 1
-    rate = trainer.learning_rate
-    t0 = tic = time.time()
-    seen = correct = 0
-    loss_sum = 0.0
-    rec = run.info.split("train").rec
-    for b, (data, label, valid) in enumerate(_batches(it, n, rec, len(run.info.classes)), 1):
-        if epoch <= run.cfg.warmup:  # linear warm-up of the learning rate, batch by batch
-            done = (e0 * n + seen + valid) / (run.cfg.warmup * n)
-            trainer.set_learning_rate(rate * min(1.0, done))
-        sw = w_nd.take(label) * (mx.nd.arange(data.shape[0]) < valid)
-        split = mx.gluon.utils.split_and_load
-        xs, ys, ws = (split(a, ctxs, even_split=False) for a in (data, label, sw))
-        with mx.autograd.record():
-            outs = [net(x) for x in xs]
-            losses = [
-                loss_fn(o, y, w.reshape((-1, 1))) for o, y, w in zip(outs, ys, ws, strict=True)
-            ]
-        mx.autograd.backward(losses)
-        trainer.step(valid)
-        for o, y, w, lo in zip(outs, ys, ws, losses, strict=True):
-            correct += int(((o.argmax(axis=1) == y) * (w > 0)).sum().asscalar())
-            loss_sum += float(lo.sum().asscalar())
-        seen += valid
-        bar.update(seen, f"accuracy {correct / seen:.3f}")
-        if b % run.cfg.log_interval == 0:
-            bar.close()
-            speed = run.cfg.log_interval * run.cfg.batch_size / max(time.time() - tic, 1e-9)
-            accuracy = correct / seen
-            run.say(
-                f"Epoch[{e0}] Batch [{b}]\tSpeed: {speed:.2f} samples/sec\taccuracy={accuracy:f}"
-            )
-            tic = time.time()
-    bar.close()
-    cost = time.time() - t0
-    row = {
-        "epoch": epoch,
-        "train_loss": loss_sum / seen,
-        "train_accuracy": correct / seen,
-        "time_s": cost,
-        "samples_per_s": seen / cost,
-    }
-    run.say(f"Epoch[{e0}] Train-accuracy={row['train_accuracy']:f}")
-    run.say(f"Epoch[{e0}] Train-loss={row['train_loss']:f}")
-    run.say(f"Epoch[{e0}] Time cost={cost:.3f}")
-    return row
 
 
 def _export(
