@@ -24,6 +24,7 @@ def make_model(
     epoch: int = 3,
     domain: object = None,
     dataset: Path | None = None,
+    network: str = "study",
 ) -> Path:
     """Write a model folder to ``out`` and return it.
 
@@ -31,7 +32,8 @@ def make_model(
     not match ``model.json``. ``domain`` (a :class:`~prostate_fast.model.StainDomain`) is
     recorded as the training domain; None writes a model as older versions did, without one.
     ``dataset`` is recorded as the training dataset (``training.dataset``, as ``train`` does: the
-    int8 precision calibrates on its validation split).
+    int8 precision calibrates on its validation split). ``network`` is any name of
+    :data:`prostate_fast.model.NETWORKS`.
     """
     from prostate_fast._mx import import_mxnet
     from prostate_fast.model import build_network, network_spec, write_model
@@ -40,8 +42,10 @@ def make_model(
     out.mkdir(parents=True, exist_ok=True)
     n_out = len(classes) if n_outputs is None else n_outputs
     mx.random.seed(seed)
-    net = build_network("study", n_out, tile_size=tile_size)
+    net = build_network(network, n_out, tile_size=tile_size)
     net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    if network != "study":  # the ResNets' deferred shapes (batch norm) need one forward pass
+        net(mx.nd.zeros((1, 3, tile_size, tile_size)))
     return write_model(
         out,
         net,
@@ -54,7 +58,7 @@ def make_model(
         mpp=mpp,
         downsample=1.0,
         threshold={classes[-1]: threshold, "target_sensitivity": 0.99},
-        architecture=network_spec("study", n_out, tile_size),
+        architecture=network_spec(network, n_out, tile_size),
         training={"note": "untrained test fixture", "seed": seed}
         | ({"dataset": str(dataset)} if dataset is not None else {}),
         domain=domain,

@@ -5,10 +5,17 @@ The rewrite is ONNX Runtime's QOperator form, written with ``onnx.helper`` of on
 * ``Conv`` with constant weights → ``QLinearConv``: weights int8, symmetric, one scale per output
   channel (``max |w| / 127``); bias int32 at ``x_scale * w_scale``; uint8 input and output. A
   ``Relu`` that is the convolution's only consumer is folded into the output range (zero point
-  0: the uint8 saturation is the ReLU).
+  0: the uint8 saturation is the ReLU). A convolution whose input channels are not a multiple of
+  :data:`CHANNEL_ALIGN` (the RGB input's 3) gets its uint8 input padded with zero-point channels
+  (``Pad``) and zero weights for them: the result is the same, and ONNX Runtime then runs it with
+  MLAS's direct symmetric int8 kernel (``MlasConvSym``, which needs input channels in fours)
+  instead of im2col and a general int8 GEMM, about 1.4x faster for the study CNN's first layer.
 * ``MaxPool`` (one output) and ``Flatten`` of a uint8 tensor run on it as they are (exact).
-* ``Gemm`` with constant ``B`` (``alpha = beta = 1``, no ``transA``) → ``QGemm`` (ONNX Runtime's
-  ``com.microsoft`` domain) with per-column int8 weights, int32 bias and float32 output.
+* ``Gemm`` with constant ``B`` (``alpha = beta = 1``, no ``transA``) whose input is already uint8
+  (a pooled convolution output, exact) → ``QGemm`` (ONNX Runtime's ``com.microsoft`` domain)
+  with per-column int8 weights, int32 bias and float32 output. A ``Gemm`` on a float tensor (the
+  study CNN's sigmoid outputs) stays float32: quantizing those activations is where an
+  undertrained network loses its AUC, and those layers cost under 0.1 % of the FLOP.
 * Everything else stays float32: ``QuantizeLinear`` / ``DequantizeLinear`` are inserted where a
   tensor changes form. Activations are uint8, asymmetric, over the calibrated [min, max] widened
   to include 0.
@@ -22,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["calibrate", "quantize"]
+__all__ = ["CHANNEL_ALIGN", "calibrate", "fold_batchnorm", "quantize"]
+
+#: Input channels of an int8 convolution are padded to a multiple of this (MLAS's ConvSym kernels).
+CHANNEL_ALIGN = 4
 
 Ranges = dict[str, tuple[float, float]]
 
@@ -52,6 +62,57 @@ def calibrate(
             lo[name] = min(lo.get(name, np.inf), float(value.min()))
             hi[name] = max(hi.get(name, -np.inf), float(value.max()))
     return {n: (lo[n], hi[n]) for n in lo}
+
+
+def fold_batchnorm(onnx: Any, model: Any) -> Any:
+    """``model`` with each ``BatchNormalization`` that is the only consumer of a constant-weight
+    ``Conv`` folded into that convolution (a new model; the same function, in float32).
+
+    ``w' = w * g``, ``b' = (b - mean) * g + beta`` with ``g = scale / sqrt(var + eps)``: the
+    convolution's output is then the normalised one, so its ReLU (and a residual ``Add``) can be
+    fused in int8 instead of running dequantize, normalise, quantize around every convolution.
+    """
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    consts = {i.name: i for i in g.initializer}
+    consumers: dict[str, int] = defaultdict(int)
+    for node in g.node:
+        for name in node.input:
+            consumers[name] += 1
+    producer = {o: node for node in g.node for o in node.output}
+    drop = []
+    for bn in g.node:
+        conv = producer.get(bn.input[0])
+        ok = bn.op_type == "BatchNormalization" and len(bn.output) == 1 and conv is not None
+        ok = ok and conv.op_type == "Conv" and consumers[conv.output[0]] == 1
+        if not (ok and conv.input[1] in consts and all(x in consts for x in bn.input[1:5])):
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(consts[x]) for x in bn.input[1:5])
+        w = numpy_helper.to_array(consts[conv.input[1]]).astype(np.float64)
+        has_b = len(conv.input) > 2 and conv.input[2] in consts
+        b = numpy_helper.to_array(consts[conv.input[2]]) if has_b else np.zeros(len(w))
+        k = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+        w_new = (w * k.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32)
+        b_new = ((b - mean) * k + beta).astype(np.float32)
+        names = (f"{conv.output[0]}_bnfold_w", f"{conv.output[0]}_bnfold_b")
+        g.initializer.extend(
+            numpy_helper.from_array(a, n) for a, n in zip((w_new, b_new), names, strict=True)
+        )
+        del conv.input[1:]
+        conv.input.extend(names)
+        conv.output[0] = bn.output[0]
+        drop.append(bn)
+    for bn in drop:
+        g.node.remove(bn)
+    used = {name for node in g.node for name in node.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return out
 
 
 def _uint8_params(rng: tuple[float, float]) -> tuple[float, int]:
@@ -90,6 +151,7 @@ class _Rewrite:
         self.quant: dict[str, tuple[str, str, str]] = {}  # float name -> (uint8, scale, zp)
         self.floats: set[str] = {i.name for i in model.graph.input} | set(self.consts)
         self.used: set[str] = set()
+        self.padded: dict[tuple[str, int], str] = {}  # (uint8 name, channels) -> padded name
 
     def const(self, name: str, value: np.ndarray) -> str:
         self.inits.append(self.nh.from_array(np.asarray(value), name))
@@ -123,14 +185,59 @@ class _Rewrite:
         self.nodes.append(node)
         self.floats.update(node.output)
 
-    def conv(self, node: Any) -> Any:
-        """QLinearConv for ``node``; returns the Relu folded into it (or None)."""
+    def relu_after(self, node: Any) -> tuple[Any, str]:
+        """(the Relu that is ``node``'s only consumer or None, the name of the result)."""
         after = self.consumers[node.output[0]]
         relu = after[0] if len(after) == 1 and after[0].op_type == "Relu" else None
-        out = relu.output[0] if relu is not None else node.output[0]
+        return relu, (relu.output[0] if relu is not None else node.output[0])
+
+    def add(self, node: Any) -> Any:
+        """QLinearAdd for ``node`` (a following Relu folded); returns that Relu (or None)."""
+        relu, out = self.relu_after(node)
+        inputs = [name for x in node.input for name in self.uint8(x)]
+        ys, yz = self.qparams(out)
+        self.nodes.append(
+            self.h.make_node("QLinearAdd", [*inputs, ys, yz], [f"{out}_q"], domain="com.microsoft")
+        )
+        self.quant[out] = (f"{out}_q", ys, yz)
+        return relu
+
+    def global_pool(self, node: Any) -> None:
+        """QLinearGlobalAveragePool of a uint8 tensor (NCHW)."""
+        xq, xs, xz = self.quant[node.input[0]]
+        out = node.output[0]
+        ys, yz = self.qparams(out)
+        self.nodes.append(
+            self.h.make_node(
+                "QLinearGlobalAveragePool",
+                [xq, xs, xz, ys, yz],
+                [f"{out}_q"],
+                domain="com.microsoft",
+                channels_last=0,
+            )
+        )
+        self.quant[out] = (f"{out}_q", ys, yz)
+
+    def pad_channels(self, xq: str, xz: str, add: int) -> str:
+        """``xq`` (uint8 NCHW) with ``add`` more channels of its zero point (a Pad node, once)."""
+        key = (xq, add)
+        if key not in self.padded:
+            pads = self.const(f"{xq}_pad{add}", np.array([0, 0, 0, 0, 0, add, 0, 0], np.int64))
+            name = f"{xq}_pad{add}_out"
+            self.nodes.append(self.h.make_node("Pad", [xq, pads, xz], [name], mode="constant"))
+            self.padded[key] = name
+        return self.padded[key]
+
+    def conv(self, node: Any) -> Any:
+        """QLinearConv for ``node``; returns the Relu folded into it (or None)."""
+        relu, out = self.relu_after(node)
         xq, xs, xz = self.uint8(node.input[0])
         w = self.consts[node.input[1]]
         wq, ws = _int8_weights(w, 0)
+        add = -w.shape[1] % CHANNEL_ALIGN
+        if add and w.ndim == 4 and _group(node) == 1:  # zero weights on zero-point channels
+            wq = np.concatenate([wq, np.zeros((len(wq), add, *wq.shape[2:]), np.int8)], axis=1)
+            xq = self.pad_channels(xq, xz, add)
         bias = self.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else 0.0
         x_scale = _uint8_params(self.ranges[node.input[0]])[0]
         bq = np.rint(np.broadcast_to(bias, ws.shape) / (x_scale * ws)).astype(np.int32)
@@ -165,6 +272,10 @@ class _Rewrite:
         self.floats.add(n)
 
 
+def _group(node: Any) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
 def _gemm_ok(node: Any, consts: dict[str, np.ndarray]) -> bool:
     attrs = {a.name: a for a in node.attribute}
     plain = all(attrs[k].f == 1.0 if k in attrs else True for k in ("alpha", "beta")) and not (
@@ -175,7 +286,7 @@ def _gemm_ok(node: Any, consts: dict[str, np.ndarray]) -> bool:
 
 def quantize(onnx: Any, model: Any, ranges: Ranges, *, dense: bool = True) -> Any:
     """The int8 QOperator graph of float32 ``model`` with activation ``ranges`` (a new model);
-    ``dense=False`` keeps the ``Gemm`` layers in float32."""
+    ``dense=False`` keeps every ``Gemm`` layer in float32 (else those on uint8 input are int8)."""
     rw = _Rewrite(onnx, model, ranges)
     folded: set[int] = set()
     for node in model.graph.node:
@@ -186,13 +297,19 @@ def quantize(onnx: Any, model: Any, ranges: Ranges, *, dense: bool = True) -> An
             relu = rw.conv(node)
             if relu is not None:
                 folded.add(id(relu))
+        elif op == "Add" and len(node.input) == 2 and all(x in ranges for x in node.input):
+            relu = rw.add(node)
+            if relu is not None:
+                folded.add(id(relu))
+        elif op == "GlobalAveragePool" and node.input[0] in rw.quant and node.output[0] in ranges:
+            rw.global_pool(node)
         elif op in ("MaxPool", "Flatten") and len(node.output) == 1 and node.input[0] in rw.quant:
             q, s, z = rw.quant[node.input[0]]
             attrs = {a.name: rw.h.get_attribute_value(a) for a in node.attribute}
             out = node.output[0]
             rw.nodes.append(rw.h.make_node(op, [q], [f"{out}_q"], **attrs))
             rw.quant[out] = (f"{out}_q", s, z)
-        elif dense and op == "Gemm" and _gemm_ok(node, rw.consts) and node.input[0] in ranges:
+        elif dense and op == "Gemm" and _gemm_ok(node, rw.consts) and node.input[0] in rw.quant:
             rw.gemm(node)
         else:
             rw.keep(node)

@@ -1,9 +1,11 @@
 """The int8 precision of the ``"onnx"`` engine: static quantization, calibrated and checked once.
 
-:func:`int8_onnx` turns ``model.onnx`` into ``model-int8.onnx`` (ONNX Runtime's QOperator form:
-``QLinearConv`` with per-output-channel int8 weights and uint8 activations, a ReLU after a
-convolution folded into its output range, max pooling and flattening kept in uint8, ``QGemm``
-for the dense layers with float output, everything else in float32). Activation ranges are the
+:func:`int8_onnx` turns ``model.onnx`` into ``model-int8.onnx`` (ONNX Runtime's QOperator form,
+see :mod:`._qgraph`: batch norm folded into the convolutions first; ``QLinearConv`` with
+per-output-channel int8 weights and uint8 activations, input channels padded to fours for MLAS's
+direct int8 kernel, a ReLU after a convolution or a residual ``QLinearAdd`` folded into its output
+range; max pooling, flattening and global average pooling kept in uint8; ``QGemm`` for a dense
+layer on uint8 input, with float output; everything else in float32). Activation ranges are the
 minimum and maximum over up to :data:`CALIBRATION_TILES` tiles spread over the model's own
 validation split (``model.json``'s ``training.dataset``, read with
 :func:`prostate_fast.dataset.read_records`). The whole validation split is then scored in fp32 and
@@ -168,11 +170,11 @@ def _make(info: ModelInfo, fp32: Path, source: str, folder: Path, n_threads: int
     import onnx
     import onnxruntime as ort
 
-    from ._qgraph import calibrate, quantize
+    from ._qgraph import calibrate, fold_batchnorm, quantize
 
     tiles, labels = _validation_tiles(info)
     x = prepare_tiles(info, tiles)
-    model = onnx.load(str(fp32))
+    model = fold_batchnorm(onnx, onnx.load(str(fp32)))
     pick = np.unique(np.linspace(0, len(x) - 1, min(CALIBRATION_TILES, len(x))).astype(int))
     ranges = calibrate(onnx, model, lambda m: _session(ort, m, n_threads), x[pick], _BATCH)
     p32 = _scores(_session(ort, str(fp32), n_threads), x)
