@@ -271,7 +271,9 @@ def test_dataset_normalises_per_slide_and_records_the_target(tmp_path, monkeypat
             grid = full_grid(sl, sl.choose_level(magnification=20.0), 128)
             tables.append(label_tiles(sl, made.mask, grid, n_threads=1))
     kw = {"balance": "all", "fractions": (0.67, 0.33), "n_threads": 1, "seed": 1}
-    plain = build_dataset(tables, tmp_path / "plain", **kw).path
+    plain = build_dataset(tables, tmp_path / "plain", stain_normalise=None, **kw).path
+    default = load_dataset_info(build_dataset(tables, tmp_path / "default", **kw).path)
+    assert default.stain.method == "glass"  # the default: each slide's glass light
     calls = _counting(monkeypatch)
     normed = build_dataset(tables, tmp_path / "normed", stain_normalise="macenko", **kw).path
     assert len(calls) == 3  # once per slide

@@ -403,10 +403,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument(
         "--stain-normalise",
-        choices=("glass", "macenko"),
-        default=None,
-        help="normalise each slide to the train slides: glass = its light (a gain per channel), "
-        "macenko = also its stains (the model then does the same)",
+        choices=("glass", "macenko", "none"),
+        default="glass",
+        help="normalise each slide to the train slides: glass (default) = its glass light, a "
+        "gain per channel; macenko = also its stains; none (the model then does the same)",
     )
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
@@ -453,5 +453,5 @@ def _build(args: argparse.Namespace, split: dict[str, Any]) -> Any:
         seed=args.seed,
         n_threads=args.threads,
         overwrite=args.overwrite,
-        stain_normalise=args.stain_normalise,
+        stain_normalise=None if args.stain_normalise == "none" else args.stain_normalise,
     )

@@ -90,7 +90,7 @@ def build_dataset(
     seed: int = 0,
     n_threads: int | None = None,
     overwrite: bool = False,
-    stain_normalise: str | None = None,
+    stain_normalise: str | None = "glass",
 ) -> DatasetSummary:
     """Build a RecordIO training set from label tables (see the module docstring for the steps).
 
@@ -133,11 +133,12 @@ def build_dataset(
         Threads reading and encoding tiles (None = all cores); the output does not depend on it.
     overwrite : bool
         Replace an existing non-empty ``out_dir`` (only once the new dataset is complete).
-    stain_normalise : {"glass", "macenko"}, optional
+    stain_normalise : {"glass", "macenko"} or None
         Normalise every slide (:mod:`prostate_fast.stain`): each slide is fitted once on its
         tissue and glass, the target is the median of the train split's slides, and every tile
-        is mapped to it before encoding: ``"glass"`` brings each slide's glass light to the
-        target's (stains untouched), ``"macenko"`` also maps its stains. ``dataset.json``'s ``"stain"`` records the target (and
+        is mapped to it before encoding: ``"glass"`` (default) brings each slide's glass light to
+        the target's (stains untouched; slides of one scanner are left as they are, a gain of
+        about 1), ``"macenko"`` also maps its stains. ``dataset.json``'s ``"stain"`` records the target (and
         each slide's fit); training copies it to ``model.json`` so prediction normalises the
         same way. None (default): tiles are packed as read.
 
