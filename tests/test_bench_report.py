@@ -226,8 +226,16 @@ def test_limits_against_peak_decode_and_engine(br) -> None:
             2.0,
             {"limit": "predict-int8", "inference_s": 2.4, "engine_s": 2.0, "ratio": 1.2},
         ),
+        _bench(
+            "bench_train",
+            "test_training_vs_limit[study]",
+            3.0,
+            {"limit_sps": 100.0, "real_sps": 85.0, "ratio": 0.86},
+        ),
     ]
     rows = {r["what"]: r for r in br.limits(br.load_entries(data))}
+    t = rows["training samples/s vs the same step on decoded batches, training_vs_limit[study]"]
+    assert t["ratio"] == 0.86 and t["ok"] is True  # at least 0.8 of the limit
     g = rows["inference GFLOP/s, onnx_precision[fp32]"]
     assert g["limit"] == 200.0 and g["ratio"] == pytest.approx(0.75) and g["ok"] is None
     pre = rows["preprocessing vs only decoding its tiles"]  # ours preprocess: 4.0 s
@@ -236,3 +244,4 @@ def test_limits_against_peak_decode_and_engine(br) -> None:
     assert eng["ratio"] == 1.2 and eng["ok"] is False
     text = br.render(br.build_report(data, {}))
     assert "## Against the limit" in text and "| 1.20x | <= 1.1x FAIL |" in text
+    assert "| 85.0 samples/s | 100.0 samples/s | 0.86x | >= 0.8x PASS |" in text
