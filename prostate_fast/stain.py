@@ -3,7 +3,7 @@
 Two normalisations (:data:`METHODS`), each fitted once per slide and mapped to a target measured
 on the training slides:
 
-- ``"glass"`` (recommended across labs): the light through the slide's bare glass, per RGB
+- ``"glass"`` (the dataset's default): the light through the slide's bare glass, per RGB
   channel, is brought to the target's: every pixel value (plus one) times ``io_tgt / io_src``,
   the white balance a scanner makes, redone across scanners. The stains are not touched. It reads
   only the glass, so a slide's composition (its share of nuclei, of stroma, of cancer) cannot
