@@ -395,6 +395,20 @@ def targets(kernels: list[dict[str, Any]], pre: dict[str, Any] | None) -> list[d
     ]
 
 
+def _row(
+    what: str, achieved: float, limit: float, extra: dict, unit: str, target: float
+) -> dict[str, Any]:
+    """A limit-table row whose ratio the benchmark measured itself (``extra["ratio"]``)."""
+    return {
+        "what": what,
+        "achieved": achieved,
+        "limit": limit,
+        "ratio": extra["ratio"],
+        "unit": unit,
+        "target": target,
+    }
+
+
 def limits(entries: list[Entry]) -> list[dict[str, Any]]:
     """Each stage against its limit measured in the same run: achieved GFLOP/s of inference
     against the float32 GEMM peak (bench_predict), preprocessing against only decoding the same
@@ -433,28 +447,13 @@ def limits(entries: list[Entry]) -> list[dict[str, Any]]:
     for e in entries:
         lim = str(e.extra.get("limit", ""))
         if lim.startswith("predict-") and e.extra.get("ratio"):
-            rows.append(
-                {
-                    "what": f"predict vs engine's pure batch time, {lim[8:]}",
-                    "achieved": e.extra["inference_s"],
-                    "limit": e.extra["engine_s"],
-                    "ratio": e.extra["ratio"],
-                    "unit": "s",
-                    "target": 1.1,
-                }
-            )
-    for e in entries:
+            what = f"predict vs engine's pure batch time, {lim[8:]}"
+            rows.append(_row(what, e.extra["inference_s"], e.extra["engine_s"], e.extra, "s", 1.1))
         if e.file == "bench_train" and e.extra.get("limit_sps"):
+            what = f"training samples/s vs the same step on decoded batches, {e.name[5:]}"
             rows.append(
-                {
-                    "what": f"training samples/s vs the same step on decoded batches, {e.name[5:]}",
-                    "achieved": e.extra["real_sps"],
-                    "limit": e.extra["limit_sps"],
-                    "ratio": e.extra["ratio"],
-                    "unit": "samples/s",
-                    "target": 0.8,
-                    "at_least": True,
-                }
+                _row(what, e.extra["real_sps"], e.extra["limit_sps"], e.extra, "samples/s", 0.8)
+                | {"at_least": True}
             )
     for r in rows:
         if r["target"] is None:
