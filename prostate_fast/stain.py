@@ -96,8 +96,8 @@ FIT_IMAGE_PIXELS = 4_000_000
 """... within this many pixels (12 MB of RGB), and never coarser than the mask."""
 GLASS_MIN_SHARE = 0.05
 """Smallest share of the fitted image off the tissue for the slide's glass to give ``Io``."""
-GLASS_MIN = 200.0
-"""Darkest glass (per channel) taken as ``Io``; darker: no bright-field glass, :data:`IO`."""
+GLASS_MIN = 200
+"""Darkest pixel value (per channel) read as glass for ``Io``."""
 
 #: Ruifrok and Johnston's H, E, DAB optical density vectors (rows), as scikit-image's.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
@@ -279,13 +279,15 @@ def fit_macenko(rgb: np.ndarray, io: Any = None) -> StainFit | None:
 
 def glass_light(glass: np.ndarray, n_pixels: int) -> np.ndarray:
     """The light through a slide's bare glass per channel, float64 (3,): the per-channel median
-    of its ``glass`` pixels (uint8 (n, 3): those off the tissue, of an image of ``n_pixels``);
-    :data:`IO` in every channel when they are under :data:`GLASS_MIN_SHARE` of the image or
-    darker than :data:`GLASS_MIN` in a channel (no bright-field glass to read)."""
-    if len(glass) < max(GLASS_MIN_SHARE * n_pixels, MIN_PIXELS):
+    of its ``glass`` pixels (uint8 (n, 3): those off the tissue, of an image of ``n_pixels``)
+    that are bright-field glass, every channel in [:data:`GLASS_MIN`, 254] (pure white is a
+    scanner's fill of unscanned area, not glass; dark is ink, dust or a fill too); :data:`IO` in
+    every channel when those are under :data:`GLASS_MIN_SHARE` of the image."""
+    px = glass.reshape(-1, 3)
+    px = px[((px >= GLASS_MIN) & (px < 255)).all(axis=1)]
+    if len(px) < max(GLASS_MIN_SHARE * n_pixels, MIN_PIXELS):
         return np.full(3, IO)
-    light = np.median(glass.reshape(-1, 3), axis=0).astype(np.float64)
-    return light if (light >= GLASS_MIN).all() else np.full(3, IO)
+    return np.median(px, axis=0).astype(np.float64)
 
 
 def fit_slide(slide: Any, tissue: Any) -> StainFit | None:

@@ -95,6 +95,11 @@ def test_glass_light_is_the_slides_own() -> None:
     assert stain.glass_light(px, 1000).tolist() == [238.0] * 3
     assert stain.glass_light(px[:10], 1000).tolist() == [stain.IO] * 3
     assert stain.glass_light(px // 4, 1000).tolist() == [stain.IO] * 3
+    # a scanner's white fill of unscanned area and black ink are not glass
+    fill = np.concatenate(
+        [px[:300], np.full((600, 3), 255, np.uint8), np.zeros((100, 3), np.uint8)]
+    )
+    assert stain.glass_light(fill, 1000).tolist() == [238.0] * 3
 
 
 def test_transform_maps_a_slide_to_the_target_stains() -> None:
