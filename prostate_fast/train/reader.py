@@ -8,7 +8,9 @@ the random mirror and quarter turns and the colour jitter
 (:func:`prostate_fast.stain.augment_colour`), and scale them; up to ``n_threads + 1`` batches are
 in flight, so while MXNet computes one batch the next ones are being prepared. MXNet's
 ``ImageRecordIter`` decodes with one thread on 2 cores whatever it is asked, and the colour jitter
-ran on the training thread: together they held training at about half its compute limit.
+ran on the training thread. On 2 cores at batch 32 that older path still kept up with the network
+(both within noise of the compute limit, ``bench/bench_train.py``); where the network is faster
+(small tiles, a GPU) one decoding thread would not.
 
 Determinism: an epoch's order is a permutation drawn from the epoch's seed, and batch ``b``'s
 augmentation draws from generators seeded with ``(seed, b)``, so the batches depend on the seed
