@@ -84,13 +84,19 @@ class MarkerTally:
 
     def add(self, original: np.ndarray, painted: np.ndarray) -> None:
         """Tally one batch of (n, h, w, 3) uint8 tiles of the slide and of its copy."""
-        o = original[:, ::_STEP, ::_STEP].reshape(-1, 3).astype(np.int16)
-        p = painted[:, ::_STEP, ::_STEP].reshape(-1, 3).astype(np.int16)
-        changed = np.abs(o - p).max(axis=1) > self.threshold
-        sat = p.max(axis=1) - p.min(axis=1) >= MIN_SATURATION
-        px = p[changed & sat]
-        if not len(px):
+        o = original[:, ::_STEP, ::_STEP].reshape(-1, 3)
+        p = painted[:, ::_STEP, ::_STEP].reshape(-1, 3)
+        # per channel, elementwise: NumPy's max/min along a 3-wide axis cost 5x the decoding
+        oc, pc = [o[:, k].astype(np.int16) for k in range(3)], [p[:, k] for k in range(3)]
+        changed = np.abs(oc[0] - pc[0]) > self.threshold
+        for k in (1, 2):
+            changed |= np.abs(oc[k] - pc[k]) > self.threshold
+        hi = np.maximum(np.maximum(pc[0], pc[1]), pc[2])
+        lo = np.minimum(np.minimum(pc[0], pc[1]), pc[2])
+        keep = changed & (hi - lo >= MIN_SATURATION)  # uint8: hi >= lo, no wrap
+        if not keep.any():
             return
+        px = p[keep].astype(np.int16)
         bins = _hue_bins(px)
         near = np.zeros(len(px), bool)
         for c in self.colours:
