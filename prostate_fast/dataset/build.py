@@ -138,9 +138,9 @@ def build_dataset(
         tissue and glass, the target is the median of the train split's slides, and every tile
         is mapped to it before encoding: ``"glass"`` (default) brings each slide's glass light to
         the target's (stains untouched; slides of one scanner are left as they are, a gain of
-        about 1), ``"macenko"`` also maps its stains. ``dataset.json``'s ``"stain"`` records the target (and
-        each slide's fit); training copies it to ``model.json`` so prediction normalises the
-        same way. None (default): tiles are packed as read.
+        about 1), ``"macenko"`` also maps its stains. ``dataset.json``'s ``"stain"`` records
+        the target (and each slide's fit); training copies it to ``model.json`` so prediction
+        normalises the same way. None: tiles are packed as read.
 
     Returns
     -------
@@ -256,7 +256,8 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 # -- pack ---------------------------------------------------------------------------------------
 def _fit_stains(plan: DatasetPlan, n_threads: int | None, method: str) -> dict[str, Any]:
     """Fit every slide's stains and glass once (on its tissue) and the target (median of the
-    train split's slides, normalising by ``method``); ``{"target": StainFit, "fits": {slide: StainFit or None}, "transforms": {...}}``."""
+    train split's slides, normalising by ``method``); ``{"target": StainFit, "fits": {slide:
+    StainFit or None}, "transforms": {...}}``."""
     from .. import stain as _stain
     from ..slide import open_slide
     from ..tissue import detect_tissue
