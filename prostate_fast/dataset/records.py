@@ -48,6 +48,7 @@ __all__ = [
     "make_record_iter",
     "pack_split",
     "read_records",
+    "record_label",
 ]
 
 SIDE_CAR_COLUMNS = (
@@ -324,6 +325,12 @@ def _ordered(
                 fut.exception()
 
 
+def record_label(header: Any) -> float:
+    """The class label of a record's header (a number, or the first of an array)."""
+    label = header.label
+    return float(label if np.isscalar(label) else np.asarray(label).ravel()[0])
+
+
 def read_records(
     rec: Path, idx: Path, records: Sequence[int] | None = None
 ) -> Iterator[tuple[int, np.ndarray, float]]:
@@ -341,9 +348,7 @@ def read_records(
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise DatasetError(f"{rec}: record {key} does not decode as an image")
-            label = header.label
-            label = float(label if np.isscalar(label) else np.asarray(label).ravel()[0])
-            yield key, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
+            yield key, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), record_label(header)
     finally:
         reader.close()
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._mx import import_mxnet
 from .._util import resolve_threads
-from ..dataset.records import check_augment
+from ..dataset.records import check_augment, record_label
 from ..errors import DatasetError
 
 __all__ = ["BatchReader"]
@@ -146,8 +146,7 @@ class BatchReader:
         blobs, labels = [], np.empty(len(rows), np.float32)
         for i, r in enumerate(rows):
             header, data = self._unpack(self._reader.read_idx(self.keys[r]))
-            label = header.label
-            labels[i] = float(label if np.isscalar(label) else np.asarray(label).ravel()[0])
+            labels[i] = record_label(header)
             blobs.append(data)
         if labels.min() < 0 or labels.max() >= self.n_classes or not np.all(labels % 1 == 0):
             bad = labels[(labels < 0) | (labels >= self.n_classes) | (labels % 1 != 0)][0]
