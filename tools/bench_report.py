@@ -396,70 +396,51 @@ def targets(kernels: list[dict[str, Any]], pre: dict[str, Any] | None) -> list[d
 
 
 def _row(
-    what: str, achieved: float, limit: float, extra: dict, unit: str, target: float
+    what: str,
+    achieved: float,
+    limit: float,
+    unit: str,
+    target: float | None = None,
+    *,
+    ratio: float | None = None,
+    at_least: bool = False,
 ) -> dict[str, Any]:
-    """A limit-table row whose ratio the benchmark measured itself (``extra["ratio"]``)."""
-    return {
-        "what": what,
-        "achieved": achieved,
-        "limit": limit,
-        "ratio": extra["ratio"],
-        "unit": unit,
-        "target": target,
-    }
+    """A limit-table row: ``ratio`` as the benchmark measured it, else achieved / limit; ``ok``
+    against ``target`` (at most, or ``at_least``), None without one."""
+    ratio = achieved / limit if ratio is None else ratio
+    ok = None if target is None else (ratio >= target if at_least else ratio <= target)
+    row = {"what": what, "achieved": achieved, "limit": limit, "ratio": ratio, "unit": unit}
+    return row | {"target": target, "ok": ok} | ({"at_least": True} if at_least else {})
 
 
 def limits(entries: list[Entry]) -> list[dict[str, Any]]:
     """Each stage against its limit measured in the same run: achieved GFLOP/s of inference
     against the float32 GEMM peak (bench_predict), preprocessing against only decoding the same
-    tiles, and predict's inference phase against the engine's pure batch time (bench_limits)."""
+    tiles, predict's inference phase against the engine's pure batch time (bench_limits), and
+    training against the same step on decoded batches (bench_train)."""
     rows: list[dict[str, Any]] = []
     peaks = [e.extra["gflops"] for e in entries if e.name.startswith("test_peak_matmul")]
     peak = max(peaks, default=None)
     for e in entries:
         if e.file == "bench_predict" and "gflops" in e.extra and peak and "peak" not in e.name:
             if e.name.startswith(("test_engine", "test_onnx_precision")):
-                g = float(e.extra["gflops"])
-                rows.append(
-                    {
-                        "what": f"inference GFLOP/s, {e.name[5:]}",
-                        "achieved": g,
-                        "limit": peak,
-                        "ratio": g / peak,
-                        "unit": "GFLOP/s",
-                        "target": None,
-                    }
-                )
+                what = f"inference GFLOP/s, {e.name[5:]}"
+                rows.append(_row(what, float(e.extra["gflops"]), peak, "GFLOP/s"))
     e2e = e2e_stages(entries)
     decode = next((e.extra for e in entries if e.extra.get("limit") == "decode"), None)
     pre = e2e.get(("ours", "preprocess"))
     if decode and pre:
-        rows.append(
-            {
-                "what": "preprocessing vs only decoding its tiles",
-                "achieved": pre["s_per_slide"],
-                "limit": decode["s_per_slide"],
-                "ratio": pre["s_per_slide"] / decode["s_per_slide"],
-                "unit": "s",
-                "target": 1.25,
-            }
-        )
+        what = "preprocessing vs only decoding its tiles"
+        rows.append(_row(what, pre["s_per_slide"], decode["s_per_slide"], "s", 1.25))
     for e in entries:
-        lim = str(e.extra.get("limit", ""))
-        if lim.startswith("predict-") and e.extra.get("ratio"):
+        x, lim = e.extra, str(e.extra.get("limit", ""))
+        if lim.startswith("predict-") and x.get("ratio"):
             what = f"predict vs engine's pure batch time, {lim[8:]}"
-            rows.append(_row(what, e.extra["inference_s"], e.extra["engine_s"], e.extra, "s", 1.1))
-        if e.file == "bench_train" and e.extra.get("limit_sps"):
+            rows.append(_row(what, x["inference_s"], x["engine_s"], "s", 1.1, ratio=x["ratio"]))
+        if e.file == "bench_train" and x.get("limit_sps"):
             what = f"training samples/s vs the same step on decoded batches, {e.name[5:]}"
-            rows.append(
-                _row(what, e.extra["real_sps"], e.extra["limit_sps"], e.extra, "samples/s", 0.8)
-                | {"at_least": True}
-            )
-    for r in rows:
-        if r["target"] is None:
-            r["ok"] = None
-        else:
-            r["ok"] = r["ratio"] >= r["target"] if r.get("at_least") else r["ratio"] <= r["target"]
+            real, limit = x["real_sps"], x["limit_sps"]
+            rows.append(_row(what, real, limit, "samples/s", 0.8, ratio=x["ratio"], at_least=True))
     return rows
 
 
