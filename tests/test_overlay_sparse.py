@@ -143,6 +143,34 @@ def test_pyramid_takes_given_reduced_rows(tmp_path) -> None:
         write_pyramid(tmp_path / "q.tif", iter([(strip, given[:10])]), 640, 512, top=320)
 
 
+@pytest.mark.parametrize("strip_rows", [64, 96])
+def test_reduced_levels_in_memory_or_on_disk_give_the_same_file(
+    tmp_path, monkeypatch, strip_rows
+) -> None:
+    """A reduced level kept in memory (the default up to LEVEL_MEMORY) or moved to a temporary
+    file part-way (a budget of a few strips) gives the same TIFF, and no file is left behind."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (600, 1000, 3), np.uint8)
+    strips = [image[y : y + strip_rows] for y in range(0, 600, strip_rows)]
+    kw = {"tile": 32, "top": 40, "compression": "deflate"}
+    import tempfile
+
+    real, made = tempfile.mkstemp, []
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **k: made.append(k) or real(**k))
+    mem = write_pyramid(tmp_path / "mem.tif", iter(strips), 1000, 600, **kw)
+    assert made == []
+    budget = 3 * (strip_rows // 2) * 500 * 3  # level 1 spills after its third strip
+    disk = write_pyramid(
+        tmp_path / "disk.tif", iter(strips), 1000, 600, level_memory=budget, strip_pixels=1, **kw
+    )
+    assert [k["suffix"] for k in made] == [".level1.raw"]
+    assert mem.level_dimensions == disk.level_dimensions and len(mem.level_dimensions) > 3
+    assert (tmp_path / "mem.tif").read_bytes() == (tmp_path / "disk.tif").read_bytes()
+    levels = _levels(tmp_path / "mem.tif")
+    np.testing.assert_array_equal(levels[0], image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.tif", "mem.tif"]
+
+
 def test_opencv_decodes_the_same_without_simplejpeg(odd_slide, tmp_path, monkeypatch) -> None:
     import sys
 

@@ -2,20 +2,23 @@
 
 Level 0 arrives as horizontal strips (full width, a multiple of the tile height each, the last one
 shorter) and is written tile by tile as it comes. While it is written, every strip is halved (2 x 2
-box average, ``cv2.INTER_AREA``) and appended to a raw temporary file beside the output; that file is
-level 1's source, read back in strips while level 2 is produced the same way, and so on. Levels are
+box average, ``cv2.INTER_AREA``) and kept as level 1's source: in memory while the level is at most
+``level_memory`` bytes (:data:`LEVEL_MEMORY`, 128 MiB: a 0.18-gigapixel level 0), else in a raw
+temporary file beside the output. It is read back in strips while level 2 is produced the same
+way, and so on. Levels are
 successive IFDs (level 0 first, ``subfiletype`` 1 for the reduced ones), each tiled, with the same
 compression and a resolution that doubles per level: OpenSlide's ``generic-tiff`` reader, QuPath
 (through OpenSlide or Bio-Formats) and ASAP read that layout.
 
-Memory: a few strips (``strip_pixels`` each, default 8 megapixels = 24 MB) plus tifffile's encoding
-buffer, whatever the slide size. Disk: the raw level-1 file is a quarter of level 0 uncompressed
-(3 bytes per pixel); each raw file is deleted as soon as its level is written.
+Memory: a few strips (``strip_pixels`` each, default 8 megapixels = 24 MB), tifffile's encoding
+buffer and at most ``level_memory`` of reduced rows, whatever the slide size. Disk, past that: the
+raw level-1 file is a quarter of level 0 uncompressed (3 bytes per pixel); each raw file is
+deleted as soon as its level is written.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,6 +29,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = ["PyramidInfo", "level_dimensions", "strip_rows_for", "write_pyramid"]
+
+#: Bytes of a reduced level held in memory before it goes to a temporary file instead.
+LEVEL_MEMORY = 128 * 1024 * 1024
 
 #: Default strip size in pixels (width x rows); rows are rounded down to whole tiles.
 STRIP_PIXELS = 8 * 1024 * 1024
@@ -76,7 +82,7 @@ def _tiles(
     width: int,
     height: int,
     tile: int,
-    sink: BinaryIO | None,
+    sink: _LevelBuffer | None,
     next_dims: tuple[int, int] | None,
     capture: list[np.ndarray] | None,
     factor: int = 2,
@@ -107,7 +113,7 @@ def _tiles(
                     raise ValueError(
                         f"reduced rows of shape {given.shape} at row {y}, not {nh}x{nw}"
                     )
-                sink.write(np.ascontiguousarray(given).data)
+                sink.write(given)
         for r in range(0, h, tile):
             band = strip[r : r + tile]
             for c in range(0, width, tile):
@@ -148,6 +154,65 @@ def _copy_or_encode(
             yield done if isinstance(done, bytes) else done.result()
 
 
+class _LevelBuffer:
+    """The next level's rows, written strip by strip and read back once, in strips.
+
+    Held in memory up to ``budget`` bytes (no copy to disk and back for a level that small);
+    past it, everything moves to a raw temporary file beside the output (deleted when read or
+    on failure), so memory stays bounded whatever the slide size.
+    """
+
+    def __init__(self, path: Path, level: int, width: int, budget: int) -> None:
+        self.path, self.level, self.width, self.budget = path, level, width, budget
+        self.chunks: list[np.ndarray] = []
+        self.nbytes = 0
+        self.file: Path | None = None
+        self._sink: BinaryIO | None = None
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows)
+        if self._sink is None and self.nbytes + rows.nbytes > self.budget:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=f".level{self.level}.raw", dir=self.path.parent
+            )
+            self.file = Path(name)
+            self._sink = os.fdopen(fd, "wb")
+            for chunk in self.chunks:
+                self._sink.write(chunk.data)
+            self.chunks = []
+        if self._sink is not None:
+            self._sink.write(rows.data)
+        else:
+            self.chunks.append(rows.copy() if rows.base is not None else rows)
+        self.nbytes += rows.nbytes
+
+    def close_writing(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def strips(self, height: int, rows: int, tile: int) -> Iterator[np.ndarray]:
+        """The level's rows again: from the file ``rows`` at a time, from memory as written
+        (joined only where a strip would end inside a tile row)."""
+        if self.file is not None:
+            yield from _raw_strips(self.file, self.width, height, rows)
+            return
+        chunks, self.chunks = collections.deque(self.chunks), []
+        if sum(c.shape[0] for c in chunks) != height:
+            raise ValueError(f"level {self.level}: the reduced rows do not cover {height} rows")
+        while chunks:
+            parts = [chunks.popleft()]
+            while chunks and sum(p.shape[0] for p in parts) % tile:
+                parts.append(chunks.popleft())
+            yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def discard(self) -> None:
+        self.close_writing()
+        self.chunks = []
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
+
+
 def _raw_strips(path: Path, width: int, height: int, rows: int) -> Iterator[np.ndarray]:
     with open(path, "rb") as f:
         for y in range(0, height, rows):
@@ -156,22 +221,6 @@ def _raw_strips(path: Path, width: int, height: int, rows: int) -> Iterator[np.n
             if arr.size != n * width * 3:
                 raise OSError(f"{path}: temporary level file is short (disk full?)")
             yield arr.reshape(n, width, 3)
-
-
-@contextlib.contextmanager
-def _next_level_sink(
-    path: Path, level: int, dims: tuple[int, int] | None, raws: list[Path]
-) -> Iterator[BinaryIO | None]:
-    """A raw temporary file beside ``path`` for ``level`` (added to ``raws``); None past the top."""
-    if dims is None:
-        yield None
-        return
-    fd, name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".level{level}.raw", dir=path.parent
-    )
-    raws.append(Path(name))
-    with os.fdopen(fd, "wb") as sink:
-        yield sink
 
 
 def _write_level(
@@ -219,6 +268,7 @@ def write_pyramid(
     factor: int = 2,
     min_side: int = 2,
     copy_tiles: Callable[[int], bytes | None] | None = None,
+    level_memory: int = LEVEL_MEMORY,
 ) -> PyramidInfo:
     """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
 
@@ -260,6 +310,9 @@ def write_pyramid(
         makes them (YCbCr, 2 x 2 subsampling, no shared tables) of the same pixels as the
         strips, which still make the reduced levels. The other tiles are encoded as without it,
         to the same bytes.
+    level_memory : int
+        A reduced level up to this many bytes (uncompressed) is kept in memory until it is
+        written; a larger one goes through a raw temporary file beside ``path``.
 
     Returns
     -------
@@ -281,7 +334,7 @@ def write_pyramid(
     }
     ff = factor * factor  # uncompressed bytes of every level together: level 0 * ff / (ff - 1)
     bigtiff = width * height * 3 * ff // (ff - 1) > 2**32 - 2**28
-    raws: list[Path] = []
+    buffers: list[_LevelBuffer] = []
     try:
         with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
             source: Iterator[np.ndarray] = strips
@@ -289,19 +342,24 @@ def write_pyramid(
             for lvl, (w, h) in enumerate(dims):
                 if lvl > 0:
                     rows = strip_rows_for(w, tile, strip_pixels)
-                    source = _raw_strips(raws[lvl - 1], w, h, rows)
+                    source = buffers[lvl - 1].strips(h, rows, tile)
                 nxt = dims[lvl + 1] if lvl + 1 < len(dims) else None
                 cap: list[np.ndarray] | None = [] if capture_level == lvl else None
-                with _next_level_sink(path, lvl + 1, nxt, raws) as sink:
-                    tiles: Iterator[Any] = _tiles(source, w, h, tile, sink, nxt, cap, factor)
-                    if lvl == 0 and copy_tiles is not None and compression == "jpeg":
-                        tiles = _copy_or_encode(tiles, copy_tiles, quality, n_threads)
-                    _write_level(tif, tiles, lvl, (w, h), mpp, factor**lvl, description, options)
+                sink = None
+                if nxt is not None:
+                    sink = _LevelBuffer(path, lvl + 1, nxt[0], level_memory)
+                    buffers.append(sink)
+                tiles: Iterator[Any] = _tiles(source, w, h, tile, sink, nxt, cap, factor)
+                if lvl == 0 and copy_tiles is not None and compression == "jpeg":
+                    tiles = _copy_or_encode(tiles, copy_tiles, quality, n_threads)
+                _write_level(tif, tiles, lvl, (w, h), mpp, factor**lvl, description, options)
+                if sink is not None:
+                    sink.close_writing()
                 if lvl > 0:
-                    raws[lvl - 1].unlink(missing_ok=True)
+                    buffers[lvl - 1].discard()
                 captured = cap if cap is not None else captured
     finally:
-        for r in raws:
-            r.unlink(missing_ok=True)
+        for buf in buffers:
+            buf.discard()
     image = np.concatenate(captured, axis=0) if captured else None
     return PyramidInfo(tuple(dims), image)
