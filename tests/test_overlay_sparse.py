@@ -34,6 +34,13 @@ def _before(monkeypatch, *args, **kwargs):
     return _copy_only(monkeypatch, *args, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _no_mirror(monkeypatch):
+    """These tests are about the factor-2 pyramid made from level 0 (tests/test_overlay_mirror.py
+    has the slide's own levels, which synthetic slides allow)."""
+    monkeypatch.setattr(sparse_mod, "mirror_levels", lambda *a, **k: None)
+
+
 @pytest.fixture(scope="module")
 def odd_slide(tmp_path_factory):
     """A synthetic slide whose sides are odd and no multiple of the 256 px TIFF tile."""

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["touched_tiles", "untouched_copier"]
+__all__ = ["page_has_layout", "touched_tiles", "untouched_copier"]
 
 
 def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray:
@@ -43,7 +43,8 @@ def untouched_copier(
     tile: int,
     compression: str,
 ) -> Callable[[int], bytes | None] | None:
-    """``copy(i)``: the slide's JPEG bytes of overlay tile ``i`` when untouched, else None; None
+    """``copy(level, i)``: the slide's JPEG bytes of level-0 overlay tile ``i`` when untouched,
+    else None (and for other levels); None
     when the slide's file does not allow copying (see the module). The file stays open in
     ``stack``."""
     if compression != "jpeg" or choice.scale != 1.0 or slide.path is None:
@@ -57,8 +58,8 @@ def untouched_copier(
         return None
     fh: BinaryIO = stack.enter_context(open(slide.path, "rb"))
 
-    def copy(i: int) -> bytes | None:
-        if touched[i] or counts[i] == 0:
+    def copy(level: int, i: int) -> bytes | None:
+        if level or touched[i] or counts[i] == 0:
             return None
         fh.seek(offsets[i])
         data = fh.read(counts[i])
@@ -79,10 +80,15 @@ def _matching_page(
         page = levels[level].keyframe if level < len(levels) else None
     except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: nothing to copy
         return None
-    if page is None or not page.is_tiled:
-        return None
-    layout = (
-        page.compression == 7
+    return page if page is not None and page_has_layout(page, size, tile) else None
+
+
+def page_has_layout(page: Any, size: tuple[int, int], tile: int) -> bool:
+    """Whether a tifffile page is tiled ``tile`` px JPEG in YCbCr 2 x 2 without shared tables,
+    8-bit RGB, of ``size`` (width, height): tiles whose bytes the overlay may store as they are."""
+    return bool(
+        page.is_tiled
+        and page.compression == 7
         and page.photometric == 6
         and tuple(getattr(page, "subsampling", ()) or ()) == (2, 2)
         and not page.jpegtables
@@ -92,4 +98,3 @@ def _matching_page(
         and (page.tilewidth, page.tilelength) == (tile, tile)
         and (page.imagewidth, page.imagelength) == tuple(size)
     )
-    return page if layout else None

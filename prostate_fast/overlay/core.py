@@ -25,8 +25,9 @@ probability of its most probable non-negative class (a heat map, the predicted t
 Tiles partly off tissue: only their tissue pixels are tinted when the scores record the tissue
 mask (:mod:`prostate_fast.overlay.edges`); tiles fully on tissue keep the kernel's bytes.
 Untouched JPEG tiles of a slide in the overlay's own layout are copied as they are
-(:mod:`prostate_fast.overlay.copy`), and decoded at half size only, for level 1
-(:mod:`prostate_fast.overlay.sparse`).
+(:mod:`prostate_fast.overlay.copy`): at every level when the slide's levels allow it (the TIFF
+then has the slide's levels, :mod:`prostate_fast.overlay.mirror`), else at level 0, decoded at
+half size for level 1 (:mod:`prostate_fast.overlay.sparse`).
 """
 
 from __future__ import annotations
@@ -435,11 +436,11 @@ def write_overlay(
     Notes
     -----
     One pass: a reader thread reads, shrinks (when ``scores.scale != 1``) and blends strips of the
-    slide while the main thread encodes their 256 px tiles (``n_threads`` encoders) and halves them
-    into a temporary raw file for the next pyramid level (deleted when done). Peak memory is a few
-    strips (8 Mi pixels, 24 MB each) whatever the slide size; disk needs a quarter of level 0
-    uncompressed (3 bytes per pixel) for the temporary level. Outputs are written to temporary
-    names and renamed when complete.
+    slide while the main thread encodes their 256 px tiles (``n_threads`` encoders) and reduces
+    them for the next pyramid level (in memory up to 128 MiB, else a temporary raw file, deleted
+    when done). Peak memory is a few strips (8 Mi pixels, 24 MB each) whatever the slide size;
+    disk may need a quarter of level 0 uncompressed. Outputs are written to temporary names and
+    renamed when complete.
     """
     import contextlib
 
@@ -472,11 +473,12 @@ def write_overlay(
             "n_threads": threads,
         }
         size = (width, height)
-        sparse, copy = tile_sources(stack, sl, choice, tables, (*size, TIFF_TILE), encoding)
+        thumb, layout = thumbnail_size if thumbnail else None, (*size, TIFF_TILE)
+        sparse, copy, levels = tile_sources(stack, sl, choice, tables, layout, encoding, thumb)
         drawn = (grid, tables, sparse)
         tmp, strips = _tiff_target(stack, sl, choice, drawn, size, out, overwrite, encoding)
         info = write_pyramid(
-            tmp, strips, width, height, tile=TIFF_TILE, copy_tiles=copy, **encoding
+            tmp, strips, *size, tile=TIFF_TILE, copy_tiles=copy, **levels, **encoding
         )
         if thumb_path is not None:
             from .thumbnail import legend_thumbnail, write_png
@@ -527,9 +529,9 @@ def _strip_pixels(strip_pixels: int | None) -> int:
 def _capture_level(width: int, height: int, thumbnail_size: int) -> int:
     """The smallest pyramid level whose longer side is still ``thumbnail_size`` or more."""
     from ..slide.pyramid import level_dimensions
+    from .sparse import capture_level
 
-    dims = level_dimensions(width, height)
-    return max([i for i, d in enumerate(dims) if max(d) >= thumbnail_size] or [0])
+    return capture_level(level_dimensions(width, height), thumbnail_size)
 
 
 def _tiff_target(
@@ -560,7 +562,7 @@ def _tiff_target(
         read = sparse.read
     tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
     items: Iterator[Any] = _strips(read, width, height, rows, tables, threads, glass)
-    items = sparse.with_halves(items) if sparse is not None else items
+    items = sparse.with_halves(items) if sparse is not None and sparse.halves else items
     strips = stack.enter_context(contextlib.closing(prefetch(items)))
     return tmp, strips
 

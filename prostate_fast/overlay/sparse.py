@@ -26,8 +26,9 @@ import numpy as np
 
 from ..errors import SlideError
 from .copy import _matching_page, touched_tiles, untouched_copier
+from .mirror import mirror_levels
 
-__all__ = ["SparseLevels", "sparse_levels", "tile_sources"]
+__all__ = ["SparseLevels", "capture_level", "sparse_levels", "tile_sources"]
 
 
 class SparseLevels:
@@ -35,8 +36,8 @@ class SparseLevels:
 
     Use: ``read(y0, h)`` gives a level-0 strip whose touched tiles hold the slide's pixels (the
     rest is left unset: those tiles are copied); the caller blends it; :meth:`with_halves` pairs
-    each blended strip with its next-level rows; ``copy(i)`` gives the bytes of untouched tile
-    ``i`` (read while its strip was), None for touched tiles.
+    each blended strip with its next-level rows; ``copy(0, i)`` gives the bytes of untouched tile
+    ``i`` (read while its strip was), None for touched tiles and other levels.
     """
 
     def __init__(
@@ -45,23 +46,27 @@ class SparseLevels:
         self.page, self.decoder, self.level, self.touched = page, decoder, level, touched
         self.width, self.height = size
         self.tile, self.fd, self.pool, self.path = kw["tile"], kw["fd"], kw["pool"], kw["path"]
-        self.cols = touched.shape[1]
+        self.cols, self.halves = touched.shape[1], kw.get("halves", True)
+        self.full = not self.halves and kw.get("full", False)  # every tile, decoded in full
         self._bytes: dict[int, bytes] = {}
         self._half: dict[int, np.ndarray] = {}
 
-    def copy(self, i: int) -> bytes | None:
+    def copy(self, level: int, i: int) -> bytes | None:
         """The slide's bytes of level-0 tile ``i`` when untouched (read once), else None."""
-        return None if self.touched.flat[i] else self._bytes.pop(i)
+        return None if level or self.touched.flat[i] else self._bytes.pop(i)
 
     def read(self, y0: int, h: int) -> np.ndarray:
         """Level-0 rows [y0, y0 + h) (a whole number of tile rows but the last), touched tiles
         decoded; their untouched tiles decoded at half size for :meth:`with_halves`."""
         strip = np.empty((h, self.width, 3), np.uint8)
-        half = np.empty((h // 2, self.width // 2, 3), np.uint8)
+        half = np.empty((h // 2 if self.halves else 0, self.width // 2, 3), np.uint8)
         t = self.tile
         jobs = [(r, c) for r in range(y0 // t, -(-(y0 + h) // t)) for c in range(self.cols)]
+        if not (self.halves or self.full):  # the next level is made elsewhere: touched only
+            jobs = [(r, c) for r, c in jobs if self.touched[r, c]]
         list(self.pool.map(lambda rc: self._decode(strip, half, y0, *rc), jobs))
-        self._half[y0] = half
+        if self.halves:
+            self._half[y0] = half
         return strip
 
     def with_halves(self, strips: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Any]]:
@@ -87,7 +92,7 @@ class SparseLevels:
     def _decode(self, strip: np.ndarray, half: np.ndarray, y0: int, r: int, c: int) -> None:
         t, i = self.tile, r * self.cols + c
         ya, xa = r * t - y0, c * t
-        if self.touched[r, c]:  # the slide's own decoder: today's pixels, exactly
+        if self.touched[r, c] or not self.halves:  # the slide's decoder: today's pixels
             seg = self.decoder.segment(self.level, i, cache=False)
             n, m = min(t, strip.shape[0] - ya), min(t, self.width - xa)
             strip[ya : ya + n, xa : xa + m] = seg[:n, :m]
@@ -124,7 +129,13 @@ def _half_decode(data: bytes, tile: int) -> np.ndarray | None:
 
 
 def sparse_levels(
-    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
+    stack: contextlib.ExitStack,
+    slide: Any,
+    choice: Any,
+    tables: Any,
+    layout: Any,
+    encoding: Any,
+    halves: bool = True,
 ) -> SparseLevels | None:
     """A :class:`SparseLevels` for the overlay of ``slide``, or None when its tiles cannot be
     copied (see :mod:`prostate_fast.overlay.copy`), its level has no exact decoder of ours, or
@@ -137,7 +148,7 @@ def sparse_levels(
         encoding["compression"] != "jpeg"
         or choice.scale != 1.0
         or slide.path is None
-        or encoding.get("capture_level") == 0
+        or (halves and encoding.get("capture_level") == 0)
         or not hasattr(os, "pread")
         or tile % 2
     ):
@@ -153,17 +164,45 @@ def sparse_levels(
     fd = os.open(slide.path, os.O_RDONLY)
     stack.callback(os.close, fd)
     pool = stack.enter_context(ThreadPoolExecutor(max(1, int(encoding["n_threads"]))))
-    kw = {"tile": tile, "fd": fd, "pool": pool, "path": slide.path}
+    kw = {"tile": tile, "fd": fd, "pool": pool, "path": slide.path, "halves": halves}
+    kw["full"] = encoding.get("capture_level") == 0  # level 0 kept whole for the thumbnail
     return SparseLevels(page, decoder, choice.level, touched, size, **kw)
 
 
 def tile_sources(
-    stack: contextlib.ExitStack, slide: Any, choice: Any, tables: Any, layout: Any, encoding: Any
-) -> tuple[SparseLevels | None, Any]:
-    """(:func:`sparse_levels`, its ``copy``) when it applies, else (None, the
-    :func:`~prostate_fast.overlay.copy.untouched_copier` or None)."""
+    stack: contextlib.ExitStack,
+    slide: Any,
+    choice: Any,
+    tables: Any,
+    layout: Any,
+    encoding: dict[str, Any],
+    thumbnail_size: int | None = None,
+) -> tuple[SparseLevels | None, Any, dict[str, Any]]:
+    """Where the overlay's tiles come from: (SparseLevels or None, ``copy(level, i)`` or None,
+    write_pyramid's level settings). The slide's own pyramid (:mod:`.mirror`) when it applies,
+    with only touched level-0 tiles decoded (``encoding["capture_level"]`` becomes the mirror's
+    level for a thumbnail of ``thumbnail_size``, if one is made); else :func:`sparse_levels`
+    and its ``copy``; else the :func:`~prostate_fast.overlay.copy.untouched_copier` or nothing."""
+    from ..slide.pyramid import level_dimensions
+
+    size, tile, compression = layout[:2], layout[2], encoding["compression"]
+    mirror = mirror_levels(stack, slide, choice, tables, layout, encoding)
+    if mirror is not None:
+        dims = level_dimensions(*size, mirror.top, factor=mirror.factor)
+        mirror.capture = None if thumbnail_size is None else capture_level(dims, thumbnail_size)
+        if dims == mirror.dims:
+            plain = {**encoding, "capture_level": mirror.capture}
+            sparse = sparse_levels(stack, slide, choice, tables, layout, plain, halves=False)
+            if sparse is not None:
+                encoding["capture_level"] = mirror.capture
+                levels = {"factor": mirror.factor, "top": mirror.top, "reduce_rows": mirror.reduce}
+                return sparse, mirror.copy, levels
     sparse = sparse_levels(stack, slide, choice, tables, layout, encoding)
     if sparse is not None:
-        return sparse, sparse.copy
-    size, tile, compression = layout[:2], layout[2], encoding["compression"]
-    return None, untouched_copier(stack, slide, choice, tables, size, tile, compression)
+        return sparse, sparse.copy, {}
+    return None, untouched_copier(stack, slide, choice, tables, size, tile, compression), {}
+
+
+def capture_level(dims: list[tuple[int, int]], thumbnail_size: int) -> int:
+    """The smallest level of ``dims`` whose longer side is still ``thumbnail_size`` or more."""
+    return max([i for i, d in enumerate(dims) if max(d) >= thumbnail_size] or [0])

@@ -19,6 +19,7 @@ deleted as soon as its level is written.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -86,8 +87,10 @@ def _tiles(
     next_dims: tuple[int, int] | None,
     capture: list[np.ndarray] | None,
     factor: int = 2,
+    reduce: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the tiles of ``strips`` in TIFF order; reduce each strip into ``sink`` on the way."""
+    """Yield the tiles of ``strips`` in TIFF order; reduce each strip into ``sink`` on the way
+    (``reduce(strip, y)`` when given, else ``cv2.INTER_AREA``)."""
     import cv2
 
     y = 0
@@ -106,6 +109,8 @@ def _tiles(
             nw = next_dims[0]
             nh = min(h // factor, next_dims[1] - y // factor)
             if nh > 0 and nw > 0:
+                if given is None and reduce is not None:
+                    given = reduce(strip, y)
                 if given is None:
                     part = strip[: factor * nh, : factor * nw]
                     given = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA)
@@ -267,7 +272,8 @@ def write_pyramid(
     n_threads: int = 1,
     factor: int = 2,
     min_side: int = 2,
-    copy_tiles: Callable[[int], bytes | None] | None = None,
+    copy_tiles: Callable[[int, int], bytes | None] | None = None,
+    reduce_rows: Callable[[int, np.ndarray, int], np.ndarray] | None = None,
     level_memory: int = LEVEL_MEMORY,
 ) -> PyramidInfo:
     """Write a pyramidal tiled RGB TIFF from level-0 strips, in one pass over the strips.
@@ -305,11 +311,15 @@ def write_pyramid(
     min_side : int
         No further level once the shorter side is below ``min_side``.
     copy_tiles : callable, optional
-        JPEG only: ``copy_tiles(i)`` gives the bytes to store as they are for level-0 tile ``i``
-        (row-major), or None to encode it. The bytes must be a whole JPEG stream as this writer
-        makes them (YCbCr, 2 x 2 subsampling, no shared tables) of the same pixels as the
-        strips, which still make the reduced levels. The other tiles are encoded as without it,
-        to the same bytes.
+        JPEG only: ``copy_tiles(level, i)`` gives the bytes to store as they are for tile ``i``
+        (row-major) of ``level``, or None to encode it. The bytes must be a whole JPEG stream as
+        this writer makes them (YCbCr, 2 x 2 subsampling, no shared tables). The other tiles are
+        encoded as without it, to the same bytes. A copied tile's pixels in the strips are not
+        used for it, only for the next level (unless ``reduce_rows`` makes that level).
+    reduce_rows : callable, optional
+        ``reduce_rows(level, strip, y)`` gives the next level's rows of ``strip`` (rows ``y`` on
+        of ``level``), in place of its ``cv2.INTER_AREA`` reduction: e.g. only the rows of the
+        tiles that are not copied (see :mod:`prostate_fast.overlay.mirror`).
     level_memory : int
         A reduced level up to this many bytes (uncompressed) is kept in memory until it is
         written; a larger one goes through a raw temporary file beside ``path``.
@@ -349,9 +359,11 @@ def write_pyramid(
                 if nxt is not None:
                     sink = _LevelBuffer(path, lvl + 1, nxt[0], level_memory)
                     buffers.append(sink)
-                tiles: Iterator[Any] = _tiles(source, w, h, tile, sink, nxt, cap, factor)
-                if lvl == 0 and copy_tiles is not None and compression == "jpeg":
-                    tiles = _copy_or_encode(tiles, copy_tiles, quality, n_threads)
+                red = None if reduce_rows is None else functools.partial(reduce_rows, lvl)
+                tiles: Iterator[Any] = _tiles(source, w, h, tile, sink, nxt, cap, factor, red)
+                if copy_tiles is not None and compression == "jpeg":
+                    copy = functools.partial(copy_tiles, lvl)
+                    tiles = _copy_or_encode(tiles, copy, quality, n_threads)
                 _write_level(tif, tiles, lvl, (w, h), mpp, factor**lvl, description, options)
                 if sink is not None:
                     sink.close_writing()
