@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from _tiny_model import make_model
 
+from prostate_fast._util import resolve_threads
 from prostate_fast.cli.main import main
 from prostate_fast.errors import ModelError, SlideError
 
@@ -285,9 +286,12 @@ def test_missing_model_folder(tmp_path: Path) -> None:
 
 
 # -- slides and scale -----------------------------------------------------------------------------
-def test_predict_slide_matches_predict_batch_and_reads_in_background(
-    model_dir: Path, synthetic_slide: Path
+@pytest.mark.parametrize("engine_threads", [None, 1], ids=["engine-all-cores", "engine-1-thread"])
+def test_predict_slide_matches_predict_batch_and_reads_as_planned(
+    model_dir: Path, synthetic_slide: Path, engine_threads: int | None
 ) -> None:
+    """An engine with every core gets its batches read between its calls, on every core; one
+    with a spare core runs beside a background reader. Same probabilities either way."""
     from prostate_fast.predict import load_model, predict_slide
     from prostate_fast.slide import open_slide
     from prostate_fast.tile import build_grid, read_tiles
@@ -301,7 +305,7 @@ def test_predict_slide_matches_predict_batch_and_reads_in_background(
             return original(*args)  # type: ignore[arg-type]
 
         slide._read = spy  # type: ignore[method-assign]
-        pred = load_model(model_dir, engine="native", batch_size=32)
+        pred = load_model(model_dir, engine="native", batch_size=32, n_threads=engine_threads)
         grid = predict_slide(pred, slide)
         slide._read = original  # type: ignore[method-assign]
         tg = build_grid(slide, tile_size=TILE)
@@ -310,13 +314,33 @@ def test_predict_slide_matches_predict_batch_and_reads_in_background(
     assert len(grid) == len(direct) > 32 and full.sum() > 32
     assert np.abs(grid.prob[full] - direct[full]).max() < 1e-6
     np.testing.assert_array_equal(grid.tissue_fraction, tg.tissue_fraction)
-    assert any(name.startswith("pf-read") for name in threads)
+    cores = resolve_threads(None)
+    if engine_threads is None or cores == 1:  # read between engine calls, on every core
+        assert not any(name.startswith("pf-read") for name in threads)
+        assert cores == 1 or any(name.startswith("pf-tiles") for name in threads)
+    else:
+        assert any(name.startswith("pf-read") for name in threads)
     assert grid.level == 0 and grid.downsample == 1.0 and grid.mpp == pytest.approx(0.5)
     assert grid.engine == "native" and grid.classes == ("benign", "cancer")
     assert grid.colours == {"cancer": (0, 255, 0)} and grid.thresholds == {"cancer": 0.5}
     rows, cols = grid.grid_shape
     assert (grid.tile_rc[:, 0] < rows).all() and (grid.tile_rc[:, 1] < cols).all()
     np.testing.assert_array_equal(grid.l0_xy, grid.tile_rc[:, ::-1].astype(np.int64) * TILE)
+
+
+def test_reading_plan() -> None:
+    from types import SimpleNamespace
+
+    from prostate_fast.predict.core import reading_plan
+
+    cores = resolve_threads(None)
+    cpu = SimpleNamespace(device=("cpu", 0), n_threads=cores)
+    assert reading_plan(cpu) == (False, cores)  # type: ignore[arg-type]
+    gpu = SimpleNamespace(device=("gpu", 0), n_threads=cores)
+    assert reading_plan(gpu) == (True, cores)  # type: ignore[arg-type]
+    if cores > 1:
+        one = SimpleNamespace(device=("cpu", 0), n_threads=1)
+        assert reading_plan(one) == (True, cores - 1)  # type: ignore[arg-type]
 
 
 def test_slide_without_mpp_asks_for_mpp_or_level(data_dir: Path, model_dir: Path) -> None:

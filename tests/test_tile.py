@@ -165,9 +165,13 @@ def test_read_tiles_equals_one_read_per_tile(synthetic_small):
             rng = np.random.default_rng(stride)
             some = rng.choice(len(grid), 40, replace=False)
             for idx in (some, np.sort(some), np.arange(60, 120), np.array([3])):
-                got = read_tiles(slide, grid, idx)
                 want = [slide.read_region(tuple(grid.l0_xy[i]), 0, (128, 128)) for i in idx]
-                np.testing.assert_array_equal(got, np.stack(want))
+                for threads in (1, 3):
+                    got = read_tiles(slide, grid, idx, n_threads=threads)
+                    np.testing.assert_array_equal(got, np.stack(want))
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(ValueError, match="n_threads"):
+                read_tiles(slide, grid, np.arange(4), n_threads=bad)
 
 
 def test_read_tiles_scaled_grid_and_white_fraction():
@@ -176,6 +180,7 @@ def test_read_tiles_scaled_grid_and_white_fraction():
     tiles = read_tiles(slide, grid)
     want = [slide.read_scaled(tuple(xy), (128, 128), grid.choice) for xy in grid.l0_xy]
     np.testing.assert_array_equal(tiles, np.stack(want))
+    np.testing.assert_array_equal(read_tiles(slide, grid, n_threads=2), tiles)
     white = tile_white_fraction(slide, grid, batch=7, n_threads=1)
     np.testing.assert_array_equal(white, white_fraction(tiles))
     strict = tile_white_fraction(slide, grid, min_brightness=255)

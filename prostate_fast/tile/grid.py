@@ -158,7 +158,9 @@ def full_grid(
 _BLOCK = 1024
 
 
-def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) -> np.ndarray:
+def read_tiles(
+    slide: Slide, grid: TileGrid, indices: np.ndarray | None = None, *, n_threads: int = 1
+) -> np.ndarray:
     """Read tiles of ``grid`` from ``slide`` as one (k, tile_size, tile_size, 3) uint8 array.
 
     Parameters
@@ -168,6 +170,8 @@ def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) 
     grid : TileGrid
     indices : array of int, optional
         Which tiles (positions in the grid); all when None.
+    n_threads : int
+        Threads reading (and decoding) at once; 1 reads on the calling thread.
 
     Notes
     -----
@@ -175,12 +179,32 @@ def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) 
     ``choice.scale == 1``), neighbouring tiles are read together, one region per block of about
     1024 x 1024 level-0 pixels holding enough of them, and cut out of it: the pixels are the same
     as reading every tile alone (level-0 coordinates are whole pixels), with far fewer reads and
-    tile decodings. Other grids are read tile by tile with :meth:`Slide.read_scaled`.
+    tile decodings. Other grids are read tile by tile with :meth:`Slide.read_scaled`. With
+    ``n_threads`` > 1 the blocks (and the lone tiles, in runs) are shared among threads: no
+    slide tile is split between two threads within a block, and the pixels are the same.
     """
     idx = np.arange(len(grid)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
     t = grid.tile_size
     out = np.empty((len(idx), t, t, 3), dtype=np.uint8)
+    jobs = _read_jobs(grid, idx)
+    if n_threads == 1 or len(jobs) < 2:
+        for job in jobs:
+            _read_job(slide, grid, idx, out, job)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(int(n_threads), len(jobs)), thread_name_prefix="pf-tiles") as pool:
+        list(pool.map(lambda job: _read_job(slide, grid, idx, out, job), jobs))
+    return out
+
+
+def _read_jobs(grid: TileGrid, idx: np.ndarray) -> list[tuple[bool, np.ndarray]]:
+    """(is a block, positions into ``idx``): blocks read as one region, then runs of lone tiles."""
+    t = grid.tile_size
     done = np.zeros(len(idx), bool)
+    jobs: list[tuple[bool, np.ndarray]] = []
     if grid.choice.level == 0 and grid.choice.scale == 1.0 and len(idx) > 1:
         xy = grid.l0_xy[idx]
         block = (xy[:, 1] // _BLOCK) * (1 << 32) + xy[:, 0] // _BLOCK
@@ -191,15 +215,29 @@ def read_tiles(slide: Slide, grid: TileGrid, indices: np.ndarray | None = None) 
             x1, y1 = xy[members].max(axis=0) + t
             if len(members) < 2 or len(members) * t * t * 4 < (x1 - x0) * (y1 - y0):
                 continue  # too sparse: read these tiles alone
-            region = slide.read_region((int(x0), int(y0)), 0, (int(x1 - x0), int(y1 - y0)))
-            for k in members:
-                x, y = xy[k] - (x0, y0)
-                out[k] = region[y : y + t, x : x + t]
+            jobs.append((True, members))
             done[members] = True
-    for k in np.flatnonzero(~done):
+    lone = np.flatnonzero(~done)
+    jobs += [(False, lone[s : s + 16]) for s in range(0, len(lone), 16)]
+    return jobs
+
+
+def _read_job(
+    slide: Slide, grid: TileGrid, idx: np.ndarray, out: np.ndarray, job: tuple[bool, np.ndarray]
+) -> None:
+    """Fill ``out`` at the positions of one job of :func:`_read_jobs`."""
+    t = grid.tile_size
+    is_block, members = job
+    if is_block:
+        xy = grid.l0_xy[idx[members]]
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0) + t
+        region = slide.read_region((int(x0), int(y0)), 0, (int(x1 - x0), int(y1 - y0)))
+        for k, (x, y) in zip(members, xy - (x0, y0), strict=True):
+            out[k] = region[y : y + t, x : x + t]
+        return
+    for k in members:
         x, y = grid.l0_xy[idx[k]]
         out[k] = slide.read_scaled((int(x), int(y)), (t, t), grid.choice)
-    return out
 
 
 def tile_white_fraction(
