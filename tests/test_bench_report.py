@@ -245,3 +245,26 @@ def test_limits_against_peak_decode_and_engine(br) -> None:
     text = br.render(br.build_report(data, {}))
     assert "## Against the limit" in text and "| 1.20x | <= 1.1x FAIL |" in text
     assert "| 85.0 samples/s | 100.0 samples/s | 0.86x | >= 0.8x PASS |" in text
+
+
+def test_issue18_rows_int8_and_overlay(br) -> None:
+    data = fake_json()  # overlay: ours 4.0 s, pyvips 5.0 s
+    fp32 = {"tiles_per_s": 400.0}
+    data["benchmarks"] += [
+        _bench("bench_predict", "test_onnx_precision[fp32]", 0.5, fp32),
+        _bench(
+            "bench_predict",
+            "test_onnx_precision[int8]",
+            0.25,
+            {"tiles_per_s": 800.0, "decisions_unchanged": 0.985},
+        ),
+    ]
+    rows = {r["what"][:20]: r for r in br.limits(br.load_entries(data))}
+    q = rows["int8 vs fp32 tiles/s"]
+    assert q["ratio"] == pytest.approx(2.0) and q["ok"] is False  # fast, but 1.5 % changed
+    assert "98.5% of decisions unchanged" in q["what"]
+    ov = rows["overlay vs pyvips, s"]
+    assert ov["ratio"] == pytest.approx(5.0 / 4.0) and ov["ok"] is False and ov["at_least"]
+    data["benchmarks"][-1]["extra_info"]["decisions_unchanged"] = 0.995
+    rows = {r["what"][:20]: r for r in br.limits(br.load_entries(data))}
+    assert rows["int8 vs fp32 tiles/s"]["ok"] is True

@@ -426,6 +426,7 @@ def limits(entries: list[Entry]) -> list[dict[str, Any]]:
             if e.name.startswith(("test_engine", "test_onnx_precision")):
                 what = f"inference GFLOP/s, {e.name[5:]}"
                 rows.append(_row(what, float(e.extra["gflops"]), peak, "GFLOP/s"))
+    rows += _issue18_rows(entries)
     e2e = e2e_stages(entries)
     decode = next((e.extra for e in entries if e.extra.get("limit") == "decode"), None)
     pre = e2e.get(("ours", "preprocess"))
@@ -441,6 +442,28 @@ def limits(entries: list[Entry]) -> list[dict[str, Any]]:
             what = f"training samples/s vs the same step on decoded batches, {e.name[5:]}"
             real, limit = x["real_sps"], x["limit_sps"]
             rows.append(_row(what, real, limit, "samples/s", 0.8, ratio=x["ratio"], at_least=True))
+    return rows
+
+
+def _issue18_rows(entries: list[Entry]) -> list[dict[str, Any]]:
+    """int8 against fp32 on the same tiles (>= 1.8x with >= 99 % of decisions unchanged) and the
+    overlay against pyvips on the same picture (>= 4x)."""
+    rows = []
+    by_name = {(e.file, e.name): e for e in entries}
+    fp32 = by_name.get(("bench_predict", "test_onnx_precision[fp32]"))
+    int8 = by_name.get(("bench_predict", "test_onnx_precision[int8]"))
+    if fp32 and int8 and fp32.extra.get("tiles_per_s") and int8.extra.get("tiles_per_s"):
+        same = float(int8.extra.get("decisions_unchanged", 0.0))
+        what = f"int8 vs fp32 tiles/s, same tiles ({same:.1%} of decisions unchanged)"
+        row = _row(what, int8.extra["tiles_per_s"], fp32.extra["tiles_per_s"], "tiles/s", 1.8)
+        row = row | {"at_least": True, "ok": row["ratio"] >= 1.8 and same >= 0.99}
+        rows.append(row)
+    ours = by_name.get(("bench_overlay", "test_ours[all-cores]"))
+    vips = by_name.get(("bench_overlay", "test_pyvips"))
+    if ours and vips:
+        what = "overlay vs pyvips, same picture (pyvips time / ours)"
+        ratio = vips.median / ours.median
+        rows.append(_row(what, ours.median, vips.median, "s", 4.0, ratio=ratio, at_least=True))
     return rows
 
 
