@@ -19,6 +19,9 @@ struct Huff {
     std::array<uint16_t, 1 << kLookBits> look{};  // (length << 8) | symbol; 0: longer code
     std::array<int32_t, 18> maxcode{};
     std::array<int32_t, 17> valptr{}, mincode{};
+    // AC fast path: a code and its extra bits within kLookBits bits, as
+    // (value << 16) | (run << 8) | total length; 0: take the general path
+    std::array<int32_t, 1 << kLookBits> fast{};
     // encoding
     std::array<uint16_t, 256> code{};
     std::array<uint8_t, 256> size{};  // 0: the symbol has no code
@@ -51,6 +54,14 @@ struct Huff {
             c <<= 1;
         }
         maxcode[17] = 0x7fffffff;
+        for (int i = 0; i < (1 << kLookBits); ++i) {
+            const int e = look[i], l = e >> 8, r = (e >> 4) & 15, sz = e & 15;
+            fast[i] = 0;
+            if (e == 0 || sz == 0 || l + sz > kLookBits) continue;
+            int v = (i >> (kLookBits - l - sz)) & ((1 << sz) - 1);
+            if (v < (1 << (sz - 1))) v += 1 - (1 << sz);
+            fast[i] = static_cast<int32_t>(static_cast<uint32_t>(v) << 16) | (r << 8) | (l + sz);
+        }
         defined = true;
         return true;
     }
@@ -195,6 +206,21 @@ struct BitReader {
     bool marker = false;
 
     void fill() {
+        // Fast path: eight bytes without 0xFF (no stuffing, no marker) go in at once.
+        if (!marker && bits <= 56 && end - p >= 8) {
+            uint64_t w;
+            std::memcpy(&w, p, 8);
+            w = __builtin_bswap64(w);
+            const uint64_t x = ~w;
+            if (((x - 0x0101010101010101ull) & w & 0x8080808080808080ull) == 0) {
+                const int nb = (64 - bits) >> 3;
+                const uint64_t take = nb == 8 ? w : w & (~uint64_t{0} << (64 - 8 * nb));
+                buf |= take >> bits;
+                bits += 8 * nb;
+                p += nb;
+                return;
+            }
+        }
         while (bits <= 56) {
             uint32_t b = 0;
             if (!marker && p < end) {
@@ -237,8 +263,8 @@ struct BitReader {
     }
 };
 
+// A Huffman symbol; the caller made sure of 32 bits in the reader (a code and its extra bits).
 inline bool decode_symbol(BitReader& br, const Huff& t, int& sym) {
-    if (br.bits < 32) br.fill();
     const uint16_t e = t.look[br.peek(kLookBits)];
     if (e) {
         br.skip(e >> 8);
@@ -260,21 +286,35 @@ inline bool decode_symbol(BitReader& br, const Huff& t, int& sym) {
 
 inline int receive_extend(BitReader& br, int s) {
     if (s == 0) return 0;
-    if (br.bits < 32) br.fill();
     const int v = static_cast<int>(br.peek(s));
     br.skip(s);
     return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
 }
 
-// One block's coefficients (zigzag order) into ``blk``; ``pred`` is the component's DC.
-bool decode_block(BitReader& br, const Huff& dc, const Huff& ac, int& pred, int16_t* blk) {
-    int s;
+// One block's coefficients (zigzag order) into ``blk``; ``pred`` is the component's DC; ``nz``
+// gets bit k set for each non-zero AC coefficient k (the encoder walks these bits only).
+bool decode_block(BitReader& reader, const Huff& dc, const Huff& ac, int& pred_io,
+                  int16_t* blk, uint64_t& nz_out) {
+    BitReader br = reader;  // local copies: no aliasing with the coefficient stores
+    int s, pred = pred_io;
+    uint64_t nz = 0;
+    if (br.bits < 32) br.fill();
     if (!decode_symbol(br, dc, s) || s > 11) return false;
     pred += receive_extend(br, s);
     if (pred < -32768 || pred > 32767) return false;
     std::memset(blk, 0, 64 * sizeof(int16_t));
     blk[0] = static_cast<int16_t>(pred);
     for (int k = 1; k < 64; ++k) {
+        if (br.bits < 32) br.fill();
+        const int32_t f = ac.fast[br.peek(kLookBits)];
+        if (f) {  // a short code with a small value: one look-up
+            br.skip(f & 0xFF);
+            k += (f >> 8) & 15;
+            if (k > 63) return false;
+            blk[k] = static_cast<int16_t>(f >> 16);
+            nz |= uint64_t{1} << k;
+            continue;
+        }
         if (!decode_symbol(br, ac, s)) return false;
         const int r = s >> 4, size = s & 15;
         if (size == 0) {
@@ -283,68 +323,89 @@ bool decode_block(BitReader& br, const Huff& dc, const Huff& ac, int& pred, int1
             continue;
         }
         k += r;
-        if (k > 63 || size > 15) return false;
+        if (k > 63) return false;
         blk[k] = static_cast<int16_t>(receive_extend(br, size));
+        nz |= uint64_t{1} << k;
     }
+    reader = br;
+    pred_io = pred;
+    nz_out = nz;
     return true;
 }
 
-struct BitWriter {
-    std::string& out;
-    uint64_t buf = 0;
-    int bits = 0;
+// Four bytes of entropy data, a 0x00 stuffed after each 0xFF (the rare case of BitWriter::put).
+__attribute__((noinline)) void put_stuffed(std::string* out, uint32_t w) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        const char b = static_cast<char>(w >> shift);
+        out->push_back(b);
+        if (b == '\xFF') out->push_back('\0');
+    }
+}
 
-    void put(uint32_t v, int n) {  // n <= 24
-        buf = (buf << n) | (v & ((1u << n) - 1));
+struct BitWriter {
+    std::string* out;
+    uint64_t buf = 0;
+    int bits = 0;  // pending bits, the low ``bits`` of ``buf``; always < 32 between calls
+
+    void put(uint32_t v, int n) {  // n <= 27 (a Huffman code and its extra bits)
+        buf = (buf << n) | v;
         bits += n;
-        while (bits >= 8) {
-            const uint8_t b = static_cast<uint8_t>(buf >> (bits - 8));
-            out.push_back(static_cast<char>(b));
-            if (b == 0xFF) out.push_back('\0');
-            bits -= 8;
+        if (bits < 32) return;
+        bits -= 32;
+        const uint32_t w = static_cast<uint32_t>(buf >> bits);
+        if (((~w - 0x01010101u) & w & 0x80808080u) == 0) {  // no 0xFF byte: no stuffing
+            const char b[4] = {static_cast<char>(w >> 24), static_cast<char>(w >> 16),
+                               static_cast<char>(w >> 8), static_cast<char>(w)};
+            out->append(b, 4);
+        } else {
+            put_stuffed(out, w);
         }
     }
     void flush() {
-        if (bits) put(0x7F, 8 - bits);  // pad with one bits
+        const int pad = (8 - bits % 8) % 8;
+        if (pad) put((1u << pad) - 1, pad);  // pad the last byte with one bits
+        for (; bits > 0; bits -= 8) {
+            const char b = static_cast<char>(buf >> (bits - 8));
+            out->push_back(b);
+            if (b == '\xFF') out->push_back('\0');
+        }
     }
 };
 
 inline int category(int v) {
-    int a = v < 0 ? -v : v, n = 0;
-    while (a) {
-        ++n;
-        a >>= 1;
-    }
-    return n;
+    const unsigned a = static_cast<unsigned>(v < 0 ? -v : v);
+    return a ? 32 - __builtin_clz(a) : 0;
 }
 
-inline bool emit(BitWriter& bw, const Huff& t, int sym) {
-    if (t.size[sym] == 0) return false;
-    bw.put(t.code[sym], t.size[sym]);
+// The code of ``sym`` followed by ``n`` extra bits of ``v``; false when ``sym`` has no code.
+inline bool emit(BitWriter& bw, const Huff& t, int sym, int v = 0, int n = 0) {
+    const int size = t.size[sym];
+    if (size == 0) return false;
+    const uint32_t extra = static_cast<uint32_t>(v < 0 ? v - 1 : v) & ((1u << n) - 1);
+    bw.put((static_cast<uint32_t>(t.code[sym]) << n) | extra, size + n);
     return true;
 }
 
-bool encode_block(BitWriter& bw, const Huff& dc, const Huff& ac, int& pred, const int16_t* blk) {
+bool encode_block(BitWriter& writer, const Huff& dc, const Huff& ac, int& pred,
+                  const int16_t* blk, uint64_t nz) {
+    BitWriter bw = writer;  // a local copy the compiler keeps in registers
     const int diff = blk[0] - pred;
     pred = blk[0];
-    int n = category(diff);
-    if (n > 11 || !emit(bw, dc, n)) return false;
-    if (n) bw.put(static_cast<uint32_t>(diff < 0 ? diff - 1 : diff), n);
-    int run = 0;
-    for (int k = 1; k < 64; ++k) {
-        const int c = blk[k];
-        if (c == 0) {
-            ++run;
-            continue;
-        }
+    const int n = category(diff);
+    if (n > 11 || !emit(bw, dc, n, diff, n)) return false;
+    int last = 0;
+    for (; nz; nz &= nz - 1) {  // the non-zero AC coefficients, in zigzag order
+        const int k = __builtin_ctzll(nz);
+        int run = k - last - 1;
+        last = k;
         for (; run > 15; run -= 16)
             if (!emit(bw, ac, 0xF0)) return false;
-        n = category(c);
-        if (n > 10 || !emit(bw, ac, (run << 4) | n)) return false;
-        bw.put(static_cast<uint32_t>(c < 0 ? c - 1 : c), n);
-        run = 0;
+        const int c = blk[k], m = category(c);
+        if (m > 10 || !emit(bw, ac, (run << 4) | m, c, m)) return false;
     }
-    return run == 0 || emit(bw, ac, 0x00);
+    if (last != 63 && !emit(bw, ac, 0x00)) return false;
+    writer = bw;
+    return true;
 }
 
 void put_marker(std::string& o, int m, int len) {
@@ -439,6 +500,7 @@ bool jpeg_crop(const uint8_t* data, std::size_t size, const uint8_t* tables,
     }
     std::vector<int16_t> coef(static_cast<std::size_t>(kept) * per_mcu * 64);
     std::vector<int16_t> scratch(static_cast<std::size_t>(per_mcu) * 64);
+    std::vector<uint64_t> nz(static_cast<std::size_t>(kept) * per_mcu + per_mcu);  // + scratch
     BitReader br{s.scan, s.end};
     std::array<int, 4> pred{};
     const long total = static_cast<long>(cols) * rows;
@@ -447,12 +509,13 @@ bool jpeg_crop(const uint8_t* data, std::size_t size, const uint8_t* tables,
             if (!br.restart(static_cast<int>(m / s.restart - 1))) return false;
             pred.fill(0);
         }
-        int16_t* blk = slot[m] >= 0 ? coef.data() + static_cast<std::size_t>(slot[m]) * per_mcu * 64
-                                    : scratch.data();
+        const std::size_t first = static_cast<std::size_t>(slot[m] >= 0 ? slot[m] : kept) * per_mcu;
+        int16_t* blk = slot[m] >= 0 ? coef.data() + first * 64 : scratch.data();
+        uint64_t* mask = nz.data() + first;
         for (int ci = 0; ci < nc; ++ci) {
             const Component& c = s.comps[ci];
-            for (int b = 0; b < c.h * c.v; ++b, blk += 64)
-                if (!decode_block(br, s.dc[c.td], s.ac[c.ta], pred[ci], blk)) return false;
+            for (int b = 0; b < c.h * c.v; ++b, blk += 64, ++mask)
+                if (!decode_block(br, s.dc[c.td], s.ac[c.ta], pred[ci], blk, *mask)) return false;
         }
     }
     if (br.overrun()) return false;
@@ -460,19 +523,22 @@ bool jpeg_crop(const uint8_t* data, std::size_t size, const uint8_t* tables,
     for (std::size_t i = 0; i < rects.size(); ++i) {
         const CropRect& r = rects[i];
         std::string& o = out[i];
+        o.reserve(1024 + static_cast<std::size_t>(s.end - s.scan));
         write_header(o, s, r.w, r.h);
-        BitWriter bw{o};
+        BitWriter bw{&o};
         pred.fill(0);
         for (int my = r.y / mh; my < (r.y + r.h + mh - 1) / mh; ++my)
             for (int mx = r.x / mw; mx < (r.x + r.w + mw - 1) / mw; ++mx) {
-                const int16_t* blk =
-                    coef.data() +
+                const std::size_t first =
                     static_cast<std::size_t>(slot[static_cast<std::size_t>(my) * cols + mx]) *
-                        per_mcu * 64;
+                    per_mcu;
+                const int16_t* blk = coef.data() + first * 64;
+                const uint64_t* mask = nz.data() + first;
                 for (int ci = 0; ci < nc; ++ci) {
                     const Component& c = s.comps[ci];
-                    for (int b = 0; b < c.h * c.v; ++b, blk += 64)
-                        if (!encode_block(bw, s.dc[c.td], s.ac[c.ta], pred[ci], blk)) return false;
+                    for (int b = 0; b < c.h * c.v; ++b, blk += 64, ++mask)
+                        if (!encode_block(bw, s.dc[c.td], s.ac[c.ta], pred[ci], blk, *mask))
+                            return false;
                 }
             }
         bw.flush();

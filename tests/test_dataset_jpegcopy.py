@@ -123,3 +123,14 @@ def test_only_an_exact_identity_counts_as_no_stain_change() -> None:
     assert not _records._is_identity(StainTransform(eye))  # truncates: not the identity
     assert not _records._is_identity(StainTransform(eye, [250.0] * 3, [240.0] * 3, exact=True))
     assert not _records._is_identity(StainTransform(eye * 1.1, exact=True))
+
+
+def test_rgb_jpeg_slide_is_not_cropped(data_dir) -> None:
+    # Aperio's JPEG tiles are RGB (photometric 2) without a colour marker: a crop would decode
+    # as YCbCr elsewhere, so the level is refused and its tiles are read and re-encoded.
+    from prostate_fast.slide.jpegcrop import jpeg_tile_crops
+
+    with open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs") as slide:
+        choice = slide.choose_level(magnification=20.0)
+        assert choice.scale == 1.0
+        assert jpeg_tile_crops(slide, choice, 128) is None

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from .core import LevelChoice, Slide
-from .pixels import level_origin
 
 __all__ = ["JpegTileCrops", "jpeg_crop", "jpeg_tile_crops"]
 
@@ -82,9 +81,9 @@ class JpegTileCrops:
 
     def _where(self, l0_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(TIFF tile index or -1, x and y inside that tile) of each level-0 corner."""
-        lxy = np.array(
-            [level_origin((int(x), int(y)), self._downsample) for x, y in l0_xy], np.int64
-        ).reshape(-1, 2)
+        # level_origin's floor(l0 / downsample), for every corner at once
+        xy = np.asarray(l0_xy, np.int64).reshape(-1, 2).astype(np.float64)
+        lxy = np.floor(xy / self._downsample).astype(np.int64)
         s = self._size
         lx, ly = lxy[:, 0], lxy[:, 1]
         ox, oy = lx % self._tw, ly % self._th
