@@ -134,3 +134,18 @@ def test_rgb_jpeg_slide_is_not_cropped(data_dir) -> None:
         choice = slide.choose_level(magnification=20.0)
         assert choice.scale == 1.0
         assert jpeg_tile_crops(slide, choice, 128) is None
+
+
+def test_each_tiff_tile_is_transcoded_once(tables20, tmp_path, monkeypatch) -> None:
+    import prostate_fast.slide.jpegcrop as jc
+
+    calls: list[int] = []
+    real = jc.jpeg_crop
+    monkeypatch.setattr(jc, "jpeg_crop", lambda d, t, r: calls.append(len(r)) or real(d, t, r))
+    meta = _build(tables20, tmp_path / "ds", n_threads=2)
+    tiles = set()
+    for split in meta["splits"]:
+        for row in csv.DictReader(open(tmp_path / "ds" / f"{split}.csv", encoding="utf-8")):
+            tiles.add((row["slide"], int(row["l0_x"]) // 256, int(row["l0_y"]) // 256))
+    assert sum(calls) == meta["settings"]["jpeg_tiles"]["copied"]
+    assert len(calls) == len(tiles)  # records in grid order: one call per TIFF tile
