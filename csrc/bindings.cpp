@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <pybind11/numpy.h>
@@ -15,6 +16,7 @@
 
 #include "blend.hpp"
 #include "common.hpp"
+#include "jpegcrop.hpp"
 #include "label.hpp"
 #include "predict.hpp"
 #include "tissue.hpp"
@@ -133,6 +135,33 @@ void blend_strip(py::array_t<uint8_t, py::array::c_style>& image, int64_t x0, in
     pf::blend_strip(img, h, w, x0, y0, t, n_threads);
 }
 
+// jpegcrop: lossless DCT-domain crops of one JPEG (see csrc/jpegcrop.hpp); wrapper:
+// prostate_fast.slide.jpegcrop.jpeg_crop. None when the kernel refuses (the caller re-encodes).
+py::object jpeg_crop(const py::bytes& data, const py::object& tables,
+                     const std::vector<std::tuple<int, int, int, int>>& rects) {
+    char* d = nullptr;
+    char* t = nullptr;
+    Py_ssize_t dn = 0, tn = 0;
+    if (PyBytes_AsStringAndSize(data.ptr(), &d, &dn) != 0) throw py::error_already_set();
+    py::bytes tables_bytes = tables.is_none() ? py::bytes() : tables.cast<py::bytes>();
+    if (PyBytes_AsStringAndSize(tables_bytes.ptr(), &t, &tn) != 0) throw py::error_already_set();
+    std::vector<pf::CropRect> r;
+    r.reserve(rects.size());
+    for (const auto& [x, y, w, h] : rects) r.push_back({x, y, w, h});
+    std::vector<std::string> out;
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = pf::jpeg_crop(reinterpret_cast<const uint8_t*>(d), static_cast<std::size_t>(dn),
+                           reinterpret_cast<const uint8_t*>(t), static_cast<std::size_t>(tn), r,
+                           out);
+    }
+    if (!ok) return py::none();
+    py::list result;
+    for (const std::string& o : out) result.append(py::bytes(o));
+    return std::move(result);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -151,4 +180,6 @@ PYBIND11_MODULE(_native, m) {
           py::arg("y0"), py::arg("cls"), py::arg("alpha"), py::arg("outline"), py::arg("colours"),
           py::arg("tile"), py::arg("stride"), py::arg("outline_width"), py::arg("n_threads"),
           "Blend class colours over the tiles of one strip, in place (GIL released).");
+    m.def("jpeg_crop", &jpeg_crop, py::arg("data"), py::arg("tables"), py::arg("rects"),
+          "Lossless crops (x, y, w, h) of a baseline JPEG as JPEGs, or None (GIL released).");
 }

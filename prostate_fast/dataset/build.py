@@ -126,7 +126,10 @@ def build_dataset(
     encoding : {"png", "jpeg"}
         PNG is lossless (records decode to the slide's exact pixels); JPEG is smaller.
     quality : int
-        JPEG quality (default 95). png_compression : int, zlib level 0-9 (default 1: fast).
+        JPEG quality (default 95) of re-encoded tiles: a tile read at a level as it is, inside
+        one JPEG tile of a TIFF slide, with no stain change, is copied losslessly from the
+        slide's JPEG (DCT-domain crop); ``dataset.json``'s ``settings.jpeg_tiles`` counts both.
+        png_compression : int, zlib level 0-9 (default 1: fast).
     seed : int
         Seed of every random choice; the same seed gives byte-identical files.
     n_threads : int, optional
@@ -321,6 +324,10 @@ def _write_metadata(
     settings = _settings(plan, opts)
     if stain is not None:
         settings["stain_normalise"] = stain["target"].method
+    if opts.encoding == "jpeg":
+        copied = sum(p.copied for p in packed)
+        re_encoded = sum(p.records for p in packed) - copied
+        settings["jpeg_tiles"] = {"copied": copied, "re_encoded": re_encoded}
     summary = DatasetSummary(
         out,
         tuple(plan.classes),

@@ -21,7 +21,6 @@ import contextlib
 import csv
 import errno
 import functools
-import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +34,7 @@ from .._mx import import_mxnet
 from .._util import resolve_threads
 from ..errors import DatasetError
 from ..slide import LevelChoice, Slide, open_slide
+from ..slide.jpegcrop import JpegTileCrops, jpeg_tile_crops
 
 __all__ = [
     "AUGMENTS",
@@ -87,11 +87,13 @@ class TileJob:
 
 @dataclass(frozen=True)
 class PackedSlide:
-    """What packing learnt about one slide: the scale its tiles were read at."""
+    """What packing learnt about one slide: the scale its tiles were read at, and how many of
+    its records were copied (lossless JPEG crops) rather than re-encoded."""
 
     slide_name: str
     choice: LevelChoice
     records: int
+    copied: int = 0  # records that are lossless crops of the slide's JPEG tiles
 
 
 def make_encoder(
@@ -140,8 +142,47 @@ def _read_chunk(
     xy: np.ndarray,
     size: int,
     encode: Callable[[np.ndarray], bytes],
-) -> list[bytes]:
-    return [encode(slide.read_scaled((int(x), int(y)), (size, size), choice)) for x, y in xy]
+    crops: JpegTileCrops | None = None,
+) -> tuple[list[bytes], int]:
+    """The encoded tiles at ``xy``: lossless crops of the slide's JPEG tiles where ``crops``
+    gives one, else read (decoded) and encoded; and how many were crops."""
+    copied = crops.crops(xy)[0] if crops is not None else [None] * len(xy)
+    out = [
+        data
+        if data is not None
+        else encode(slide.read_scaled((int(x), int(y)), (size, size), choice))
+        for data, (x, y) in zip(copied, xy, strict=True)
+    ]
+    return out, sum(data is not None for data in copied)
+
+
+def _chunks(l0_xy: np.ndarray, crops: JpegTileCrops | None) -> list[np.ndarray]:
+    """The tasks of one job: ``_CHUNK`` tiles each; with ``crops``, cut only between TIFF tile
+    rows (at most ``8 * _CHUNK`` tiles), so that the grid tiles of one TIFF tile, when they
+    follow each other in record order, are cropped by one kernel call."""
+    n = len(l0_xy)
+    if crops is None:
+        return [l0_xy[i : i + _CHUNK] for i in range(0, n, _CHUNK)]
+    rows = crops.tile_rows(l0_xy)
+    out, start = [], 0
+    for i in range(1, n + 1):
+        if i == n or i - start >= 8 * _CHUNK or (i - start >= _CHUNK and rows[i] != rows[i - 1]):
+            out.append(l0_xy[start:i])
+            start = i
+    return out
+
+
+def _is_identity(norm: Callable[[np.ndarray], np.ndarray] | None) -> bool:
+    """Whether a stain transform gives back every pixel (None, or an exact identity map)."""
+    if norm is None:
+        return True
+    matrix, io_in, io_out = (getattr(norm, a, None) for a in ("matrix", "io_in", "io_out"))
+    return (
+        getattr(norm, "exact", False) is True
+        and matrix is not None
+        and np.array_equal(matrix, np.eye(3))
+        and np.array_equal(io_in, io_out)
+    )
 
 
 class RecordWriter:
@@ -228,7 +269,15 @@ def pack_split(
 
     ``stain`` maps a slide name to the stain normalisation of its tiles (a
     :class:`~prostate_fast.stain.StainTransform`, applied before encoding); a slide it does not
-    name (or maps to None) is packed as read. Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
+    name (or maps to None) is packed as read.
+
+    JPEG records: a tile read at a pyramid level as it is (scale 1), from a JPEG-tiled TIFF
+    level, inside one TIFF tile at MCU-aligned offsets, of a slide with no stain change (or an
+    exact identity), is a lossless crop of the slide's own JPEG tile (no decode, no re-encode,
+    no second JPEG loss; see :mod:`prostate_fast.slide.jpegcrop`): ``quality`` applies to
+    re-encoded tiles only. ``PackedSlide.copied`` counts the crops.
+
+    Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
     OSError naming the ``.rec`` when MXNet cannot write it; the caller owns (and removes) the
     folder on failure.
     """
@@ -243,8 +292,9 @@ def pack_split(
         with writer:
             for job in jobs:
                 norm = (stain or {}).get(job.slide_name)
+                copy = encoding == "jpeg" and _is_identity(norm)
                 enc = encode if norm is None else _normalised(encode, norm)
-                packed.append(_pack_job(writer, job, pool, 2 * threads, enc))
+                packed.append(_pack_job(writer, job, pool, 2 * threads, enc, copy))
     except mx.base.MXNetError as exc:  # dmlc's FileStream: a short fwrite (full disk, I/O error)
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         why = lines[-1][:200] if lines else type(exc).__name__
@@ -269,30 +319,39 @@ def _pack_job(
     pool: ThreadPoolExecutor | None,
     window: int,
     encode: Callable[[np.ndarray], bytes],
+    copy: bool = False,
 ) -> PackedSlide:
-    """Read, encode and write the tiles of one job (one slide), in order."""
+    """Read, encode and write the tiles of one job (one slide), in order.
+
+    ``copy`` (JPEG records, no stain change): a tile read at a level as it is, lying inside one
+    JPEG tile of the TIFF at MCU-aligned offsets, is written as the lossless crop of that tile
+    (:mod:`prostate_fast.slide.jpegcrop`); the others are read and encoded as always.
+    """
     with open_slide(job.slide_path) as slide:
         choice = _choice_for(slide, job)
-        chunks = [job.l0_xy[i : i + _CHUNK] for i in range(0, len(job.l0_xy), _CHUNK)]
+        crops = jpeg_tile_crops(slide, choice, job.tile_size) if copy else None
+        chunks = _chunks(job.l0_xy, crops)
         # closing(): on an error, reads in flight end before the slide is closed
         with contextlib.closing(
-            _ordered(pool, chunks, window, slide, choice, job, encode)
+            _ordered(pool, chunks, window, slide, choice, job, encode, crops)
         ) as encoded:
-            k = 0
-            for data in itertools.chain.from_iterable(encoded):
-                x, y = (int(v) for v in job.l0_xy[k])
-                writer.add(
-                    data,
-                    int(job.label[k]),
-                    job.slide_name,
-                    job.patient,
-                    (x, y),
-                    choice.level,
-                    choice.downsample,
-                    job.white_fraction[k],
-                )
-                k += 1
-    return PackedSlide(job.slide_name, choice, k)
+            k = copied = 0
+            for chunk, n_copied in encoded:
+                copied += n_copied
+                for data in chunk:
+                    x, y = (int(v) for v in job.l0_xy[k])
+                    writer.add(
+                        data,
+                        int(job.label[k]),
+                        job.slide_name,
+                        job.patient,
+                        (x, y),
+                        choice.level,
+                        choice.downsample,
+                        job.white_fraction[k],
+                    )
+                    k += 1
+    return PackedSlide(job.slide_name, choice, k, copied)
 
 
 def _ordered(
@@ -303,16 +362,19 @@ def _ordered(
     choice: LevelChoice,
     job: TileJob,
     encode: Callable[[np.ndarray], bytes],
-) -> Iterator[list[bytes]]:
-    """Encoded chunks in order, at most ``window`` in flight (bounded memory)."""
+    crops: JpegTileCrops | None,
+) -> Iterator[tuple[list[bytes], int]]:
+    """Encoded chunks (and how many of each were copied) in order, at most ``window`` in flight
+    (bounded memory)."""
+    read = functools.partial(_read_chunk, slide, choice, size=job.tile_size, encode=encode)
     if pool is None:
         for xy in chunks:
-            yield _read_chunk(slide, choice, xy, job.tile_size, encode)
+            yield read(xy, crops=crops)
         return
-    pending: collections.deque[Future[list[bytes]]] = collections.deque()
+    pending: collections.deque[Future[tuple[list[bytes], int]]] = collections.deque()
     try:
         for xy in chunks:
-            pending.append(pool.submit(_read_chunk, slide, choice, xy, job.tile_size, encode))
+            pending.append(pool.submit(read, xy, crops=crops))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
