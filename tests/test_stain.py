@@ -102,6 +102,17 @@ def test_glass_light_is_the_slides_own() -> None:
     assert stain.glass_light(fill, 1000).tolist() == [238.0] * 3
 
 
+@pytest.mark.parametrize("n", [2000, 2001, 5000, 5001])
+def test_glass_light_is_numpys_median_of_the_glass_pixels(n) -> None:
+    rng = np.random.default_rng(n)
+    px = rng.integers(190, 256, (n, 3)).astype(np.uint8)
+    keep = ((px >= stain.GLASS_MIN) & (px < 255)).all(axis=1)
+    want = np.median(px[keep], axis=0)
+    np.testing.assert_array_equal(stain.glass_light(px.reshape(-1, 1, 3), n // 3), want)
+    halves = np.repeat(np.array([[200, 210, 220], [203, 211, 250]], np.uint8), 100, axis=0)
+    assert stain.glass_light(halves, 200).tolist() == [201.5, 210.5, 235.0]
+
+
 def test_transform_maps_a_slide_to_the_target_stains() -> None:
     a, b = he_image(3), he_image(4, h_od=1.7, e_od=0.3)
     fa, fb = fit_macenko(a), fit_macenko(b)
