@@ -172,7 +172,7 @@ def painted_coverage(
         pgrid = _painted_grid(grid, factor, choice)
         shifted = shift_warning(where, copy_shift(slide, painted, factor))
         rule = _MarkRule(colours, col_idx, threshold, colour_tol)
-        tally = MarkerTally(colours, threshold, colour_tol)
+        tally = MarkerTally(colours, threshold, colour_tol, n_threads)
         k = len(cmap.names)
         cover, inside, white = _measure(
             rule, slide, painted, grid, pgrid, k, centre, batch_size, n_threads, tally
