@@ -193,7 +193,8 @@ def _low_res_grey(slide: Any, target: float, shape: tuple[int, int] | None) -> n
     if shape is not None and (rgb.shape[1], rgb.shape[0]) != shape:
         rgb = cv2.resize(rgb, shape, interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    paint = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2) >= MIN_SATURATION
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # elementwise: max(axis=2) is 10x slower
+    paint = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b) >= MIN_SATURATION
     grey[paint] = float(np.median(grey))
     return grey
 
