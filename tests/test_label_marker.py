@@ -133,3 +133,19 @@ def test_add_refuses_bad_arrays_and_ignores_empty_batches() -> None:
     tally.add(t[:0], t[:0])
     tally.add(t[:, :0], t[:, :0])
     assert tally.count.sum() == 0 and tally.sums.sum() == 0
+
+
+def test_painted_labels_and_marker_check_do_not_depend_on_the_batch_size(tmp_path) -> None:
+    # _measure reads the next batch while the kernels run on this one
+    from prostate_fast.label import label_tiles
+    from prostate_fast.slide import open_slide
+    from prostate_fast.synthetic import make_synthetic
+    from prostate_fast.tile import full_grid
+
+    syn = make_synthetic(tmp_path, seed=3, n_cancer=4)
+    with open_slide(syn.slide) as slide:
+        grid = full_grid(slide, slide.choose_level(magnification=20), 128)
+        tables = [label_tiles(slide, syn.painted, grid, batch_size=b) for b in (7, 1000)]
+    assert len(grid) > 7 * 3 and (tables[0].label == 1).sum() > 0
+    for name in ("label", "coverage", "white_fraction"):
+        np.testing.assert_array_equal(getattr(tables[0], name), getattr(tables[1], name))
