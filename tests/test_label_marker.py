@@ -30,8 +30,8 @@ def _tallies(o, p, colours=((0, 255, 0),), threshold=60, tol=64, threads=(1, 2, 
     want._add_numpy(o, p)
     got = []
     for t in threads:
-        tally = MarkerTally(np.array(colours), threshold, tol, n_threads=t)
-        tally.add(o, p)
+        tally = MarkerTally(np.array(colours), threshold, tol)
+        tally.add(o, p, n_threads=t)
         got.append(tally)
     return want, got
 
@@ -111,9 +111,9 @@ def test_threshold_and_saturation_limits_count_alike() -> None:
 def test_non_contiguous_batches_and_batches_that_add_up() -> None:
     o, p = _strokes((96, 80), 5)
     want, _ = _tallies(o, p)
-    tally = MarkerTally(np.array([(0, 255, 0)]), 60, 64, n_threads=2)
-    tally.add(o[:10], p[:10])
-    tally.add(o[10:], p[10:])
+    tally = MarkerTally(np.array([(0, 255, 0)]), 60, 64)
+    tally.add(o[:10], p[:10], n_threads=2)
+    tally.add(o[10:], p[10:], n_threads=2)
     _assert_same(want, [tally])
     # views: flipped, strided and a window of bigger tiles
     for view in (np.s_[:, ::-1], np.s_[:, ::3, 1::2], np.s_[::2, 5:70, 3:60]):

@@ -90,34 +90,29 @@ class MarkerTally:
         (m, 3) the classes' marker colours.
     threshold, colour_tol : int
         The marking rule (see :func:`~prostate_fast.label.painted.painted_tile_stats`).
-    n_threads : int, optional
-        Threads of :meth:`add` (None = all cores). The counts do not depend on it.
     """
 
-    def __init__(
-        self, colours: np.ndarray, threshold: int, colour_tol: int, n_threads: int | None = None
-    ) -> None:
+    def __init__(self, colours: np.ndarray, threshold: int, colour_tol: int) -> None:
         self.colours = np.asarray(colours, np.int16).reshape(-1, 3)
         self.threshold = int(threshold)
         self.colour_tol = int(colour_tol)
-        self.n_threads = n_threads
         self.count = np.zeros(_HUES, np.int64)
         self.matched = np.zeros(_HUES, np.int64)
         self.sums = np.zeros((_HUES, 3), np.int64)
 
-    def add(self, original: np.ndarray, painted: np.ndarray) -> None:
+    def add(self, original: np.ndarray, painted: np.ndarray, n_threads: int | None = None) -> None:
         """Tally one batch of (n, h, w, 3) uint8 tiles of the slide and of its copy.
 
         One native pass (``csrc/marker.hpp``: OpenMP over tiles, GIL released); the counts are
-        those of the NumPy rule :meth:`_add_numpy`, bit for bit. Raises ValueError for arrays
-        that are not uint8 (n, h, w, 3) of the same shape.
+        those of the NumPy rule :meth:`_add_numpy`, bit for bit, for any ``n_threads`` (None =
+        all cores). Raises ValueError for arrays that are not uint8 (n, h, w, 3) of one shape.
         """
         from .. import _native
 
         o, p = _check_pair(original, painted)
         if o.size == 0:
             return
-        threads = min(resolve_threads(self.n_threads), len(o))
+        threads = min(resolve_threads(n_threads), len(o))
         cols = np.ascontiguousarray(self.colours, np.int32)
         rule = (self.threshold, MIN_SATURATION, self.colour_tol, _STEP)
         _native.marker_tally(o, p, cols, *rule, self.count, self.matched, self.sums, threads)

@@ -172,7 +172,7 @@ def painted_coverage(
         pgrid = _painted_grid(grid, factor, choice)
         shifted = shift_warning(where, copy_shift(slide, painted, factor))
         rule = _MarkRule(colours, col_idx, threshold, colour_tol)
-        tally = MarkerTally(colours, threshold, colour_tol, n_threads)
+        tally = MarkerTally(colours, threshold, colour_tol)
         k = len(cmap.names)
         cover, inside, white = _measure(
             rule, slide, painted, grid, pgrid, k, centre, batch_size, n_threads, tally
@@ -242,6 +242,9 @@ def _measure(
     c = grid.tile_size // 2
     batches = _batches(n, batch_size)
     pairs = ((slide, grid), (painted, pgrid))
+    # the kernels share the cores with the two readers: 2 kernel threads beside them on 2 cores
+    # made the labelling ~20 % slower than 1 (results do not depend on the thread count)
+    threads = max(1, resolve_threads(n_threads) - len(pairs))
     with ThreadPoolExecutor(max_workers=2) as pool:
 
         def read(i: int) -> list:
@@ -251,14 +254,14 @@ def _measure(
         for i, idx in enumerate(batches):
             orig, pnt = (f.result() for f in pending)  # type: ignore[union-attr]
             pending = read(i + 1) if i + 1 < len(batches) else None  # decoded during the kernels
-            tally.add(orig, pnt)
-            counts, near = rule.nearest(orig, pnt, n_threads)
+            tally.add(orig, pnt, threads)
+            counts, near = rule.nearest(orig, pnt, threads)
             hit = near >= 0
             cover[idx[hit], rule.classes[near[hit]]] = counts[hit] / pixels
             if centre:
                 _, ci = rule.nearest(orig[:, c : c + 1, c : c + 1], pnt[:, c : c + 1, c : c + 1], 1)
                 inside[idx[ci >= 0], rule.classes[ci[ci >= 0]]] = True
-            white[idx] = white_fraction(orig, n_threads=n_threads)
+            white[idx] = white_fraction(orig, n_threads=threads)
     return cover, inside, white
 
 
