@@ -18,6 +18,7 @@
 #include "common.hpp"
 #include "jpegcrop.hpp"
 #include "label.hpp"
+#include "marker.hpp"
 #include "predict.hpp"
 #include "tissue.hpp"
 
@@ -164,6 +165,42 @@ py::object jpeg_crop(const py::bytes& data, const py::object& tables,
 
 }  // namespace
 
+// label: marker-colour tally per hue (see csrc/marker.hpp); wrapper:
+// prostate_fast.label.marker.MarkerTally.add. Adds into count, matched, sums.
+namespace {
+
+void marker_tally(const u8_in& original, const u8_in& painted,
+                  const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& colours,
+                  int threshold, int min_saturation, int colour_tol, int step, i64_out& count,
+                  i64_out& matched, i64_out& sums, int n_threads) {
+    pf::MarkerRule rule;
+    rule.threshold = threshold;
+    rule.min_saturation = min_saturation;
+    rule.colour_tol = colour_tol;
+    rule.colours = colours.data();
+    rule.n_colours = static_cast<int>(colours.shape(0));
+    rule.step = step;
+    const uint8_t* o = original.data();
+    const uint8_t* p = painted.data();
+    const std::ptrdiff_t n = original.shape(0), h = original.shape(1), w = original.shape(2);
+    int64_t* c = count.mutable_data();
+    int64_t* m = matched.mutable_data();
+    int64_t* s = sums.mutable_data();
+    py::gil_scoped_release release;
+    pf::marker_tally(o, p, n, h, w, rule, c, m, s, n_threads);
+}
+
+void bind_marker(py::module_& m) {
+    m.def("marker_tally", &marker_tally, py::arg("original"), py::arg("painted"),
+          py::arg("colours"), py::arg("threshold"), py::arg("min_saturation"),
+          py::arg("colour_tol"), py::arg("step"), py::arg("count").noconvert(),
+          py::arg("matched").noconvert(), py::arg("sums").noconvert(), py::arg("n_threads"),
+          "Changed marker-saturated pixels per hue bin: add to count, matched, sums (GIL "
+          "released).");
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_native, m) {
     m.doc() = "prostate-fast native kernels (C++ with OpenMP); private: call the Python wrappers";
     m.def("built_with_openmp", &pf::built_with_openmp,
@@ -176,6 +213,7 @@ PYBIND11_MODULE(_native, m) {
           py::arg("counts").noconvert(), py::arg("sums").noconvert(), py::arg("n_threads"),
           "Per tile: marked pixel count and painted RGB sums over marked pixels (GIL released).");
     bind_predict(m);
+    bind_marker(m);
     m.def("blend_strip", &blend_strip, py::arg("image").noconvert(), py::arg("x0"),
           py::arg("y0"), py::arg("cls"), py::arg("alpha"), py::arg("outline"), py::arg("colours"),
           py::arg("tile"), py::arg("stride"), py::arg("outline_width"), py::arg("n_threads"),

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util import resolve_threads
 from ..errors import AnnotationError
 
 __all__ = ["CLUSTER_SHARE", "MAX_SHIFT", "MIN_SATURATION", "MarkerTally", "copy_shift"]
@@ -63,6 +64,23 @@ def colour_name(rgb: Any) -> str:
     return f"{name} ({r}, {g}, {b})"
 
 
+def _check_pair(original: np.ndarray, painted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both batches as C-contiguous uint8 (n, h, w, 3) of one shape, else ValueError."""
+    out = []
+    for name, arr in (("original", original), ("painted", painted)):
+        arr = np.asarray(arr)
+        if arr.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8, got {arr.dtype}")
+        if arr.ndim != 4 or arr.shape[3] != 3:
+            raise ValueError(f"{name} must have shape (n, h, w, 3), got {arr.shape}")
+        out.append(np.ascontiguousarray(arr))
+    if out[0].shape != out[1].shape:
+        raise ValueError(
+            f"painted has shape {out[1].shape}, original {out[0].shape}; they must match"
+        )
+    return out[0], out[1]
+
+
 class MarkerTally:
     """Counts of the marker-like changed pixels per hue, over the batches of a painted copy.
 
@@ -82,8 +100,25 @@ class MarkerTally:
         self.matched = np.zeros(_HUES, np.int64)
         self.sums = np.zeros((_HUES, 3), np.int64)
 
-    def add(self, original: np.ndarray, painted: np.ndarray) -> None:
-        """Tally one batch of (n, h, w, 3) uint8 tiles of the slide and of its copy."""
+    def add(self, original: np.ndarray, painted: np.ndarray, n_threads: int | None = None) -> None:
+        """Tally one batch of (n, h, w, 3) uint8 tiles of the slide and of its copy.
+
+        One native pass (``csrc/marker.hpp``: OpenMP over tiles, GIL released); the counts are
+        those of the NumPy rule :meth:`_add_numpy`, bit for bit, for any ``n_threads`` (None =
+        all cores). Raises ValueError for arrays that are not uint8 (n, h, w, 3) of one shape.
+        """
+        from .. import _native
+
+        o, p = _check_pair(original, painted)
+        if o.size == 0:
+            return
+        threads = min(resolve_threads(n_threads), len(o))
+        cols = np.ascontiguousarray(self.colours, np.int32)
+        rule = (self.threshold, MIN_SATURATION, self.colour_tol, _STEP)
+        _native.marker_tally(o, p, cols, *rule, self.count, self.matched, self.sums, threads)
+
+    def _add_numpy(self, original: np.ndarray, painted: np.ndarray) -> None:
+        """:meth:`add` in NumPy: the reference the native kernel is tested against."""
         o = original[:, ::_STEP, ::_STEP].reshape(-1, 3)
         p = painted[:, ::_STEP, ::_STEP].reshape(-1, 3)
         # per channel, elementwise: NumPy's max/min along a 3-wide axis cost 5x the decoding
@@ -153,7 +188,8 @@ def _low_res_grey(slide: Any, target: float, shape: tuple[int, int] | None) -> n
     if shape is not None and (rgb.shape[1], rgb.shape[0]) != shape:
         rgb = cv2.resize(rgb, shape, interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    paint = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2) >= MIN_SATURATION
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # elementwise: max(axis=2) is 10x slower
+    paint = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b) >= MIN_SATURATION
     grey[paint] = float(np.median(grey))
     return grey
 
