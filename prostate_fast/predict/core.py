@@ -283,10 +283,10 @@ def predict_slide(
 
     Notes
     -----
-    Reading follows :func:`reading_plan`: an engine that has every CPU core gets each batch read
-    (and normalised) between its calls, on every core; an engine on a GPU, or with cores to
-    spare, runs batch k while a background thread reads batch k + 1 (the native and ONNX engines
-    release the GIL, and Gluon's calls go through ctypes, which does too). Cost is dominated by inference:
+    A background thread reads and normalises batch k + 1 (``read_tiles`` on the cores the engine
+    leaves, :func:`reader_threads`) while batch k runs in the engine; the native and ONNX engines
+    release the GIL, and Gluon's calls go through ctypes, which does too, so reading and
+    inference overlap. Cost is dominated by inference:
     about 300-600 tiles/s for the study network at 128 px on 2 CPU cores (see
     ``bench/bench_predict.py``); a 20x biopsy slide of 20,000 tissue tiles takes about a minute,
     where the 2018 study took 21.
@@ -381,28 +381,18 @@ def predict_slide(
 def _run_grid(
     predictor: Predictor, slide: Slide, grid: Any, read_tiles: Any, progress: Progress | None
 ) -> np.ndarray:
-    """Probabilities of every tile of ``grid``, batch by batch (see :func:`reading_plan`)."""
+    """Probabilities of every tile of ``grid``; reading of batch k + 1 overlaps batch k."""
     n = len(grid)
     prob = np.empty((n, predictor.info.n_classes), np.float32)
     if n == 0:
         return prob
     bounds = chunks(n, predictor.batch_size)
-    overlap, threads = reading_plan(predictor)
+    threads = reader_threads(predictor)
 
     def load(b: tuple[int, int]) -> np.ndarray:
         return predictor.prepare(read_tiles(slide, grid, np.arange(b[0], b[1]), threads))
 
     t0 = time.perf_counter()
-
-    def done(e: int) -> None:
-        if progress is not None:
-            progress(e, n, e / max(time.perf_counter() - t0, 1e-9))
-
-    if not overlap:
-        for s, e in bounds:
-            prob[s:e] = predictor.run(load((s, e)))
-            done(e)
-        return prob
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pf-read") as pool:
         pending: Future[np.ndarray] = pool.submit(load, bounds[0])
         try:
@@ -411,24 +401,18 @@ def _run_grid(
                 if k + 1 < len(bounds):
                     pending = pool.submit(load, bounds[k + 1])
                 prob[s:e] = predictor.run(x)
-                done(e)
+                if progress is not None:
+                    progress(e, n, e / max(time.perf_counter() - t0, 1e-9))
         finally:
             pending.cancel()
     return prob
 
 
-def reading_plan(predictor: Predictor) -> tuple[bool, int]:
-    """(overlap, reader threads): how :func:`predict_slide` reads its tiles.
-
-    An engine on the CPU with a thread for every core this process may use leaves no core to a
-    reader: reading beside it only takes cores from it in turns (and its threads spin while
-    one waits), so each batch is read between two engine calls, on every core (the time of a
-    slide is the engine's plus the reading's divided by the cores). An engine with cores to
-    spare, or on a GPU, runs while the next batch is read in the background, on the spare cores
-    (every core for a GPU).
-    """
+def reader_threads(predictor: Predictor) -> int:
+    """Threads that read (and decode) the next batch while the engine runs: the CPU cores the
+    engine leaves (at least one: on a CPU engine with every core, reading takes its turns beside
+    it), every core for an engine on a GPU."""
     cores = resolve_threads(None)
     if predictor.device[0] != "cpu":
-        return True, cores
-    spare = cores - int(predictor.n_threads or cores)
-    return (True, spare) if spare > 0 else (False, cores)
+        return cores
+    return max(1, cores - int(predictor.n_threads or cores))

@@ -61,6 +61,10 @@ class OnnxPredictor(Predictor):
         opts.intra_op_num_threads = n_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # no "Initializer appears in graph inputs" warnings
+        # idle worker threads sleep instead of spinning: the CPU time they would burn is the
+        # reader's, which decodes the next batch beside the engine (predict_slide); measured on
+        # 2 cores: predict 4 % faster (int8), the engine alone unchanged within noise
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(ort, device)
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
