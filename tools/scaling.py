@@ -24,7 +24,8 @@ by the kernel over the whole process) after each stage.
 Writes ``scaling.csv``, ``scaling.json`` (rows + machine) and ``scaling.png`` (time against
 slide size and against tissue, peak RSS against slide size) into ``--out``. Expectation: the tile
 stages (tissue, label, predict) grow with the tissue, not with the slide; the overlay, which
-writes every pixel of the full-resolution pyramid, grows with the slide; peak memory stays flat.
+writes the full-resolution pyramid, grows with the slide (only through copying, on slides whose
+untouched tiles it copies at every level); peak memory stays flat.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             [r["overlay_s"] for r in rs],
             "^:",
             color=c,
-            label=f"{labels[series]}: overlay (every pixel)",
+            label=f"{labels[series]}: overlay",
         )
         ax[1].plot(
             [r["tissue_tiles"] / 1000 for r in rs],
