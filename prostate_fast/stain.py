@@ -277,14 +277,15 @@ def fit_macenko(rgb: np.ndarray, io: Any = None) -> StainFit | None:
         return None
 
 
-def glass_light(glass: np.ndarray, n_pixels: int) -> np.ndarray:
+def glass_light(glass: np.ndarray, n_pixels: int, where: np.ndarray | None = None) -> np.ndarray:
     """The light through a slide's bare glass per channel, float64 (3,): the per-channel median
-    of its ``glass`` pixels (uint8 (n, 3): those off the tissue, of an image of ``n_pixels``)
-    that are bright-field glass, every channel in [:data:`GLASS_MIN`, 254] (pure white is a
-    scanner's fill of unscanned area, not glass; dark is ink, dust or a fill too); :data:`IO` in
-    every channel when those are under :data:`GLASS_MIN_SHARE` of the image."""
+    of its ``glass`` pixels (uint8 (..., 3): those off the tissue, of an image of ``n_pixels``;
+    or, with ``where``, the pixels of ``glass`` where it is true) that are bright-field glass,
+    every channel in [:data:`GLASS_MIN`, 254] (pure white is a scanner's fill of unscanned area,
+    not glass; dark is ink, dust or a fill too); :data:`IO` in every channel when those are under
+    :data:`GLASS_MIN_SHARE` of the image."""
     px = np.asarray(glass, np.uint8).reshape(-1, 3)
-    keep = np.ones(len(px), bool)
+    keep = np.ones(len(px), bool) if where is None else np.array(where, bool).reshape(-1)
     for k in range(3):  # per channel, elementwise: NumPy's all() over a 3-wide axis is slow
         keep &= (px[:, k] >= GLASS_MIN) & (px[:, k] < 255)
     n = int(np.count_nonzero(keep))
@@ -334,7 +335,7 @@ def fit_slide(slide: Any, tissue: Any) -> StainFit | None:
     px = rgb[on]
     if len(px) > FIT_PIXELS:
         px = px[np.linspace(0, len(px) - 1, FIT_PIXELS).astype(np.int64)]
-    fit = fit_macenko(px, glass_light(rgb[~on], on.size))
+    fit = fit_macenko(px, glass_light(rgb, on.size, where=~on))
     if fit is None:
         name = getattr(slide, "path", None) or getattr(slide, "name", "<slide>")
         warnings.warn(

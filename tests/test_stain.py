@@ -109,6 +109,10 @@ def test_glass_light_is_numpys_median_of_the_glass_pixels(n) -> None:
     keep = ((px >= stain.GLASS_MIN) & (px < 255)).all(axis=1)
     want = np.median(px[keep], axis=0)
     np.testing.assert_array_equal(stain.glass_light(px.reshape(-1, 1, 3), n // 3), want)
+    img, where = px.reshape(-1, 1, 3), rng.random((n, 1)) < 0.7
+    np.testing.assert_array_equal(
+        stain.glass_light(img, n // 3, where=where), stain.glass_light(img[where], n // 3)
+    )
     halves = np.repeat(np.array([[200, 210, 220], [203, 211, 250]], np.uint8), 100, axis=0)
     assert stain.glass_light(halves, 200).tolist() == [201.5, 210.5, 235.0]
 
