@@ -37,7 +37,6 @@ def texture(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
 
 
 def write_split(
-    mx,
     root: Path,
     split: str,
     slides: list[str],
@@ -49,7 +48,7 @@ def write_split(
     rng = np.random.default_rng(seed)
     encode = make_encoder("png", 95, 1)
     counts = [0] * n_classes
-    with RecordWriter(root / split, mx) as writer:
+    with RecordWriter(root / split) as writer:
         for slide in slides:
             for i in range(per_slide):
                 label = i % 2
@@ -71,15 +70,12 @@ def make_tiny_dataset(
     classes: list[str] | None = None,
 ) -> Path:
     """Write the dataset folder ``root`` (4 train slides, 1 val slide, 50-50 by default)."""
-    from prostate_fast._mx import import_mxnet
-
-    mx = import_mxnet()
     root.mkdir(parents=True, exist_ok=True)
     k = len(classes or CLASSES)
     train_names = [f"t{i}" for i in range(train_slides)]
     splits = {
-        "train": write_split(mx, root, "train", train_names, per_slide, size, seed, k),
-        "val": write_split(mx, root, "val", ["v0"], val_per_slide, size, seed + 1, k),
+        "train": write_split(root, "train", train_names, per_slide, size, seed, k),
+        "val": write_split(root, "val", ["v0"], val_per_slide, size, seed + 1, k),
     }
     info = {
         "format": FORMAT,

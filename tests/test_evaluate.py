@@ -150,12 +150,11 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def with_test(folders, tmp_path_factory):
     """The tiny dataset plus a test split of two slides (x0, x1; 15 tiles of each class each)."""
-    from prostate_fast._mx import import_mxnet
 
     ds = tmp_path_factory.mktemp("evaltest") / "ds"
     shutil.copytree(folders[0], ds)
     info = json.loads((ds / "dataset.json").read_text())
-    info["splits"]["test"] = write_split(import_mxnet(), ds, "test", ["x0", "x1"], 30, 32, 9)
+    info["splits"]["test"] = write_split(ds, "test", ["x0", "x1"], 30, 32, 9)
     (ds / "dataset.json").write_text(json.dumps(info))
     return ds, folders[1]
 

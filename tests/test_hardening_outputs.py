@@ -14,8 +14,7 @@ Simulations (the machine is not really broken):
 * full disk: ``open()``/``io.open`` (and so ``Path.write_*``, ``os.fdopen``, tifffile, zipfile) of
   files under the output folder return a file whose writes raise ``OSError(ENOSPC)`` without a
   file name (as a buffered write on a full disk does) once a byte budget is spent, "halfway"
-  through the outputs; MXNet's record writer (C++, not Python I/O) raises the ``MXNetError``
-  ("FileStream.Write incomplete") it raises on a full disk. (The case that uses the kernel
+  through the outputs, the dataset's record file included. (The case that uses the kernel
   itself, a console script under ``RLIMIT_FSIZE``, is in ``test_hardening.py``.)
 """
 
@@ -387,26 +386,12 @@ def test_full_disk_while_packing_records(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """MXNet writes the .rec in C++: on a full disk it raises MXNetError, not OSError."""
-    from prostate_fast._mx import import_mxnet
-
-    mx = import_mxnet()
-    real = mx.recordio.MXIndexedRecordIO.write_idx
-    calls = []
-
-    def write_idx(self, idx, buf):  # noqa: ANN001, ANN202
-        calls.append(idx)
-        if len(calls) > 5:
-            raise mx.base.MXNetError(
-                'Traceback (most recent call last):\n  File "local_filesys.cc", line 38\n'
-                "MXNetError: Check failed: std::fwrite(ptr, 1, size, fp_) == size: "
-                "FileStream.Write incomplete"
-            )
-        return real(self, idx, buf)
-
-    monkeypatch.setattr(mx.recordio.MXIndexedRecordIO, "write_idx", write_idx)
-    args, named = _writer("dataset", fx, tmp_path)
+    """The .rec fills the disk halfway: one line naming it, nothing of the dataset left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args, named = _writer("dataset", fx, out)
+    disk = _fill_disk(monkeypatch, out, 20000)
     line = refused(
-        capsys, args, names=named, watch=[tmp_path, fx.root], expect="FileStream.Write incomplete"
+        capsys, args, names=named, watch=[tmp_path, fx.root], expect="No space left on device"
     )
-    assert "is the disk full?" in line and ".part" not in line
+    assert disk.failed and "cannot write the record file" in line and "disk full?" in line

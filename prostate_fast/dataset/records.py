@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
-import errno
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from .._util import resolve_threads
 from ..errors import DatasetError
 from ..slide import LevelChoice, Slide, open_slide
 from ..slide.jpegcrop import JpegTileCrops, jpeg_tile_crops
+from .recordio import RecordFile
 
 __all__ = [
     "AUGMENTS",
@@ -190,17 +190,16 @@ class RecordWriter:
 
     :meth:`add` appends an encoded tile (the bytes :func:`make_encoder` gives) with its record
     id (0, 1, ... in the order added), its ``.lst`` line and its side-car row. A context manager:
-    leaving it closes the four files. ``mx`` is the imported MXNet module.
+    leaving it closes the four files. The ``.rec``/``.idx`` are MXNet's indexed RecordIO, written
+    byte for byte as MXNet writes them (:mod:`prostate_fast.dataset.recordio`).
     """
 
-    def __init__(self, prefix: Path, mx: Any) -> None:
-        self._mx = mx
+    def __init__(self, prefix: Path) -> None:
         self.count = 0
         with contextlib.ExitStack() as stack:
-            rec = mx.recordio.MXIndexedRecordIO(
-                str(prefix.with_suffix(".idx")), str(prefix.with_suffix(".rec")), "w"
+            rec = stack.enter_context(
+                RecordFile(prefix.with_suffix(".idx"), prefix.with_suffix(".rec"))
             )
-            stack.callback(rec.close)
             lst = stack.enter_context(
                 open(prefix.with_suffix(".lst"), "w", encoding="utf-8", newline="\n")
             )
@@ -225,8 +224,7 @@ class RecordWriter:
         """Append one record; return its id."""
         rid = self.count
         x, y = l0_xy
-        header = self._mx.recordio.IRHeader(0, float(label), rid, 0)
-        self._rec.write_idx(rid, self._mx.recordio.pack(header, data))
+        self._rec.write(rid, float(label), data)
         self._lst.write(f"{rid}\t{label}\t{slide}:{x}:{y}\n")
         self._side.writerow(
             (
@@ -278,15 +276,14 @@ def pack_split(
     re-encoded tiles only. ``PackedSlide.copied`` counts the crops.
 
     Returns the per-slide facts and the seconds spent. Raises DatasetError or SlideError, and
-    OSError naming the ``.rec`` when MXNet cannot write it; the caller owns (and removes) the
+    OSError naming the ``.rec`` when it cannot be written; the caller owns (and removes) the
     folder on failure.
     """
-    mx = import_mxnet(n_threads)
     encode = make_encoder(encoding, quality, png_compression)
     threads = resolve_threads(n_threads)
     packed: list[PackedSlide] = []
     start = time.perf_counter()
-    writer = RecordWriter(prefix, mx)
+    writer = RecordWriter(prefix)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="pf-pack") if threads > 1 else None
     try:
         with writer:
@@ -295,11 +292,6 @@ def pack_split(
                 copy = encoding == "jpeg" and _is_identity(norm)
                 enc = encode if norm is None else _normalised(encode, norm)
                 packed.append(_pack_job(writer, job, pool, 2 * threads, enc, copy))
-    except mx.base.MXNetError as exc:  # dmlc's FileStream: a short fwrite (full disk, I/O error)
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-        why = lines[-1][:200] if lines else type(exc).__name__
-        msg = f"cannot write the record file ({why}); is the disk full?"
-        raise OSError(errno.EIO, msg, str(prefix.with_suffix(".rec"))) from exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
