@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -265,12 +266,17 @@ def _fit_stains(plan: DatasetPlan, n_threads: int | None, method: str) -> dict[s
     from ..slide import open_slide
     from ..tissue import detect_tissue
 
-    fits = {}
-    for src in plan.sources:
+    def fit(src: TableSource) -> Any:
         with open_slide(src.slide_path, n_threads=n_threads) as slide:
-            fits[src.slide_name] = _stain.fit_slide(
-                slide, detect_tissue(slide, n_threads=n_threads)
-            )
+            return _stain.fit_slide(slide, detect_tissue(slide, n_threads=n_threads))
+
+    threads = min(resolve_threads(n_threads), len(plan.sources))
+    if threads > 1:  # slides fitted side by side (the kernels release the GIL), in plan order
+        with ThreadPoolExecutor(threads, thread_name_prefix="pf-fit") as pool:
+            done = list(pool.map(fit, plan.sources))
+    else:
+        done = [fit(src) for src in plan.sources]
+    fits = {src.slide_name: f for src, f in zip(plan.sources, done, strict=True)}
     train = plan.splits["train"]["slides"]
     target = _stain.reference_target([fits.get(name) for name in train], method)
     if target is None:
