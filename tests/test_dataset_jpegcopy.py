@@ -125,15 +125,41 @@ def test_only_an_exact_identity_counts_as_no_stain_change() -> None:
     assert not _records._is_identity(StainTransform(eye * 1.1, exact=True))
 
 
-def test_rgb_jpeg_slide_is_not_cropped(data_dir) -> None:
-    # Aperio's JPEG tiles are RGB (photometric 2) without a colour marker: a crop would decode
-    # as YCbCr elsewhere, so the level is refused and its tiles are read and re-encoded.
+def test_rgb_jpeg_slide_crops_are_marked_rgb(data_dir) -> None:
+    # Aperio's JPEG tiles are RGB (photometric 2) without a colour marker: on their own they
+    # would decode as YCbCr, so every crop carries Adobe's RGB marker, and decodes (OpenCV,
+    # simplejpeg) to the slide's exact pixels (no chroma subsampling: no border effect either)
+    import cv2
+    import simplejpeg
+
     from prostate_fast.slide.jpegcrop import jpeg_tile_crops
+    from prostate_fast.tile import build_grid
 
     with open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs") as slide:
         choice = slide.choose_level(magnification=20.0)
         assert choice.scale == 1.0
-        assert jpeg_tile_crops(slide, choice, 128) is None
+        crops = jpeg_tile_crops(slide, choice, 128)
+        grid = build_grid(slide, tile_size=128)
+        got, _ = crops.crops(grid.l0_xy)
+        done = [(xy, c) for xy, c in zip(grid.l0_xy, got, strict=True) if c is not None]
+        assert 10 <= len(done) < len(grid)  # grid tiles across two 240 px tiles are re-encoded
+        for (x, y), crop in done:
+            want = slide.read_region((int(x), int(y)), 0, (128, 128))
+            bgr = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
+            np.testing.assert_array_equal(bgr[..., ::-1], want)
+            np.testing.assert_array_equal(simplejpeg.decode_jpeg(crop, colorspace="RGB"), want)
+
+
+def test_mark_rgb() -> None:
+    from prostate_fast.slide.jpegcrop import mark_rgb
+
+    plain = b"\xff\xd8\xff\xdb\x00\x04ab\xff\xda\x00\x02\xff\xd9"
+    marked = mark_rgb(plain)
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, 14 bytes, transform 0
+    assert marked == plain[:2] + adobe + plain[2:]
+    assert mark_rgb(marked) == marked  # one marker only
+    jfif = b"\xff\xd8\xff\xe0\x00\x07JFIF\x00" + plain[2:]
+    assert mark_rgb(jfif) is None  # JFIF would win over Adobe: not cropped
 
 
 def test_each_tiff_tile_is_transcoded_once(tables20, tmp_path, monkeypatch) -> None:

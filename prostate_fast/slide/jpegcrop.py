@@ -6,11 +6,17 @@ JPEG (no IDCT, no second quantisation: the scanner's own pixels). The kernel is
 ``prostate_fast._native.jpeg_crop`` (``csrc/jpegcrop.cpp``).
 
 :func:`jpeg_tile_crops` finds whether a level of a slide allows it (a tiled TIFF page with JPEG
-compression, YCbCr, 8-bit, 3 contiguous samples, with or without JPEGTables) and returns a
+compression, YCbCr or RGB, 8-bit, 3 contiguous samples, with or without JPEGTables) and returns a
 :class:`JpegTileCrops` that turns grid tiles read at that level as they are (scale 1) into crops,
 one kernel call per TIFF tile. The dataset packer uses it (:mod:`prostate_fast.dataset.records`).
 A decoded crop equals the decoded TIFF tile cut to the same rectangle, except that chroma
 upsampling at the crop's 1-pixel border sees edge pixels instead of the neighbours outside.
+
+RGB-coded tiles (TIFF photometric RGB, as Aperio's SVS): the TIFF says the colour space, the tile
+stream does not, and a JPEG without a marker is read as YCbCr by any decoder on its own. Each
+crop therefore gets Adobe's APP14 marker with transform 0 ("RGB, no colour transform"), which
+libjpeg (OpenCV, simplejpeg, MXNet) honours; a tile stream with a JFIF marker (which would win
+over it) is not cropped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,26 @@ import numpy as np
 
 from .core import LevelChoice, Slide
 
-__all__ = ["JpegTileCrops", "jpeg_crop", "jpeg_tile_crops"]
+__all__ = ["JpegTileCrops", "jpeg_crop", "jpeg_tile_crops", "mark_rgb"]
+
+#: Adobe APP14, transform 0: the components are R, G, B (no YCbCr transform).
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+
+
+def mark_rgb(crop: bytes) -> bytes | None:
+    """``crop`` (a complete JPEG of RGB-coded components) with Adobe's RGB marker after SOI;
+    as it is when it has an Adobe marker already, None when it has a JFIF marker."""
+    segments = dict.fromkeys(("jfif", "adobe"), False)
+    i = 2
+    while i + 4 <= len(crop) and crop[i] == 0xFF and crop[i + 1] != 0xDA:  # up to SOS
+        size = int.from_bytes(crop[i + 2 : i + 4], "big")
+        body = crop[i + 4 : i + 2 + size]
+        segments["jfif"] |= crop[i + 1] == 0xE0 and body.startswith(b"JFIF\x00")
+        segments["adobe"] |= crop[i + 1] == 0xEE and body.startswith(b"Adobe")
+        i += 2 + size
+    if segments["jfif"]:
+        return None
+    return crop if segments["adobe"] else crop[:2] + _ADOBE_RGB + crop[2:]
 
 
 def jpeg_crop(
@@ -69,6 +94,7 @@ class JpegTileCrops:
 
     def __init__(self, levels: Any, page: Any, downsample: float, size: int, mcu: tuple[int, int]):
         self._levels = levels
+        self._rgb = int(page.photometric) == 2
         self._page = page
         self._downsample = downsample
         self._size = size
@@ -123,7 +149,7 @@ class JpegTileCrops:
             got = jpeg_crop(data, self._tables, rects)
             if got is not None:
                 for k, crop in zip(ks, got, strict=True):
-                    out[k] = crop
+                    out[k] = mark_rgb(crop) if self._rgb else crop
         return out, len(groups)
 
 
@@ -132,7 +158,8 @@ def jpeg_tile_crops(slide: Slide, choice: LevelChoice, size: int) -> JpegTileCro
 
     None unless the tiles are read at a level as it is (``choice.scale == 1``) through the
     package's TIFF decoder, and that level is a tiled JPEG page (compression 7) in YCbCr
-    (photometric 6: a JPEG without colour markers decodes as YCbCr), 8-bit, 3 contiguous samples.
+    (photometric 6) or RGB (photometric 2: crops marked RGB, see the module), 8-bit, 3 contiguous
+    samples.
     """
     if choice.scale != 1.0 or size <= 0:
         return None
@@ -143,7 +170,7 @@ def jpeg_tile_crops(slide: Slide, choice: LevelChoice, size: int) -> JpegTileCro
     plain = (
         page.is_tiled
         and int(page.compression) == 7
-        and int(page.photometric) == 6
+        and int(page.photometric) in (2, 6)
         and int(page.planarconfig) == 1
         and int(page.samplesperpixel) == 3
         and int(page.bitspersample) == 8
@@ -153,4 +180,6 @@ def jpeg_tile_crops(slide: Slide, choice: LevelChoice, size: int) -> JpegTileCro
         return None
     sub = tuple(getattr(page, "subsampling", None) or (2, 2))
     mcu = (8 * int(sub[0]), 8 * int(sub[1])) if len(sub) == 2 else (16, 16)
+    if int(page.photometric) == 2:  # no YCbCr subsampling tag; the kernel checks the stream's
+        mcu = (8, 8)
     return JpegTileCrops(levels, page, slide.level_downsamples[choice.level], size, mcu)
