@@ -197,6 +197,16 @@ class StainTransform:
         object.__setattr__(self, "_lut", np.ascontiguousarray(od, np.float32)[None])
         object.__setattr__(self, "_affine", affine)
 
+    @property
+    def is_identity(self) -> bool:
+        """Whether the map gives back every pixel: exact, the identity matrix, the same glass in
+        and out (what ``"glass"`` gives a slide under the target's light)."""
+        return bool(
+            self.exact
+            and np.array_equal(self.matrix, np.eye(3))
+            and np.array_equal(self.io_in, self.io_out)
+        )
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """Normalise uint8 (..., 3) RGB ``tiles``; a new uint8 array of the same shape."""
         tiles = np.asarray(tiles)

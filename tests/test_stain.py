@@ -328,3 +328,17 @@ def test_augment_colour_is_seeded_and_stays_in_uint8_range() -> None:
     np.testing.assert_array_equal(same, x)  # zero strength: the batch as it was
     with pytest.raises(ValueError, match="float32"):
         augment_colour(x.astype(np.float64), np.random.default_rng(0))
+
+
+def test_an_identity_map_gives_back_every_pixel_so_it_can_be_skipped() -> None:
+    """predict and dataset skip a map that is_identity: it must give back every uint8 value."""
+    v = np.arange(256, dtype=np.uint8)
+    tiles = np.stack(np.meshgrid(v, v, indexing="ij") + [v[::-1][:, None].repeat(256, 1)], -1)
+    eye = np.eye(3, dtype=np.float32)
+    for io in ([240.0] * 3, [231.0, 235.0, 236.0], [255.0, 200.0, 238.5]):
+        same = stain.StainTransform(eye, io, io, exact=True)
+        assert same.is_identity
+        np.testing.assert_array_equal(same(tiles), tiles)
+    assert not stain.StainTransform(eye, [240.0] * 3, [240.0] * 3).is_identity  # truncates
+    assert not stain.StainTransform(eye, [250.0] * 3, [240.0] * 3, exact=True).is_identity
+    assert not stain.StainTransform(eye * 1.1, exact=True).is_identity

@@ -174,15 +174,7 @@ def _chunks(l0_xy: np.ndarray, crops: JpegTileCrops | None) -> list[np.ndarray]:
 
 def _is_identity(norm: Callable[[np.ndarray], np.ndarray] | None) -> bool:
     """Whether a stain transform gives back every pixel (None, or an exact identity map)."""
-    if norm is None:
-        return True
-    matrix, io_in, io_out = (getattr(norm, a, None) for a in ("matrix", "io_in", "io_out"))
-    return (
-        getattr(norm, "exact", False) is True
-        and matrix is not None
-        and np.array_equal(matrix, np.eye(3))
-        and np.array_equal(io_in, io_out)
-    )
+    return norm is None or bool(getattr(norm, "is_identity", False))
 
 
 class RecordWriter:
@@ -289,8 +281,9 @@ def pack_split(
         with writer:
             for job in jobs:
                 norm = (stain or {}).get(job.slide_name)
-                copy = encoding == "jpeg" and _is_identity(norm)
-                enc = encode if norm is None else _normalised(encode, norm)
+                same = _is_identity(norm)  # pixels as read: no map to apply
+                enc = encode if same else _normalised(encode, norm)
+                copy = encoding == "jpeg" and same
                 packed.append(_pack_job(writer, job, pool, 2 * threads, enc, copy))
     finally:
         if pool is not None:

@@ -162,13 +162,15 @@ def validate_scale(mpp: Any, level: Any) -> None:
 
 def _stain_normaliser(info: ModelInfo, slide: Slide, tissue: Any, n_tiles: int) -> Any:
     """The slide's stain normalisation to the model's target (fitted once, on the slide's tissue);
-    None when the model records none, the slide has no tile, or its stains cannot be fitted."""
+    None when the model records none, the slide has no tile, its stains cannot be fitted, or
+    the map gives back every pixel (a slide under the target's glass light)."""
     if info.stain is None or n_tiles == 0:
         return None
     from .. import stain
 
     fit = stain.fit_slide(slide, tissue)
-    return None if fit is None else stain.stain_transform(fit, info.stain)
+    norm = None if fit is None else stain.stain_transform(fit, info.stain)
+    return None if norm is None or norm.is_identity else norm
 
 
 # -- tiles partly off tissue ----------------------------------------------------------------------
