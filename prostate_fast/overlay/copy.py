@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["page_has_layout", "touched_tiles", "untouched_copier"]
+__all__ = ["decode_tile", "page_has_layout", "touched_tiles", "untouched_copier"]
 
 
 def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray:
@@ -32,6 +32,27 @@ def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray
         y0, x0 = int(r) * s, int(c) * s
         out[y0 // tile : (y0 + t - 1) // tile + 1, x0 // tile : (x0 + t - 1) // tile + 1] = True
     return out
+
+
+def decode_tile(data: bytes, tile: int, reduce: int = 1) -> np.ndarray | None:
+    """A JPEG tile of ``tile`` px decoded as RGB, whole (``reduce`` 1) or at scale 1/2 (2:
+    libjpeg-turbo's scaled IDCT); None when it does not decode. simplejpeg when installed (less
+    overhead per call), else OpenCV: the same libjpeg-turbo, the same pixels."""
+    if reduce not in (1, 2):
+        raise ValueError(f"reduce must be 1 or 2, got {reduce!r}")
+    try:
+        import simplejpeg
+    except ImportError:  # simplejpeg is a dependency; OpenCV gives the same pixels
+        import cv2
+
+        flags = cv2.IMREAD_REDUCED_COLOR_2 if reduce == 2 else cv2.IMREAD_COLOR
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        return None if img is None else img[..., ::-1]
+    size = {} if reduce == 1 else {"min_height": tile // 2, "min_width": tile // 2}
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", **size)
+    except ValueError:
+        return None
 
 
 def untouched_copier(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import page_has_layout, touched_tiles
+from .copy import decode_tile, page_has_layout, touched_tiles
 
 __all__ = ["MirrorLevels", "mirror_levels"]
 
@@ -115,18 +115,8 @@ class MirrorLevels:
 
 
 def _decode(data: bytes, tile: int, path: Any, key: tuple[int, int]) -> np.ndarray:
-    """A whole JPEG tile as RGB (simplejpeg, else OpenCV: the same libjpeg-turbo pixels)."""
-    img = None
-    try:
-        import simplejpeg
-
-        with contextlib.suppress(ValueError):
-            img = simplejpeg.decode_jpeg(data, colorspace="RGB")
-    except ImportError:  # simplejpeg is a dependency; OpenCV gives the same pixels
-        import cv2
-
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        img = None if bgr is None else bgr[..., ::-1]
+    """A whole JPEG tile as RGB; SlideError naming the tile when it does not decode."""
+    img = decode_tile(data, tile)
     if img is None or img.shape != (tile, tile, 3):
         raise SlideError(f"{path}: cannot decode JPEG tile {key[1]} of level {key[0]}")
     return img

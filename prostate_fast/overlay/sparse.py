@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import _matching_page, touched_tiles, untouched_copier
+from .copy import _matching_page, decode_tile, touched_tiles, untouched_copier
 from .mirror import mirror_levels
 
 __all__ = ["SparseLevels", "capture_level", "sparse_levels", "tile_sources"]
@@ -99,33 +99,13 @@ class SparseLevels:
             return
         count = int(self.page.databytecounts[i])
         data = os.pread(self.fd, count, int(self.page.dataoffsets[i]))
-        img = _half_decode(data, t) if len(data) == count else None
+        img = decode_tile(data, t, reduce=2) if len(data) == count else None
         if img is None or img.shape != (t // 2, t // 2, 3):
             raise SlideError(f"{self.path}: cannot decode JPEG tile {i} of level {self.level}")
         self._bytes[i] = data
         n, m = min(t // 2, half.shape[0] - ya // 2), min(t // 2, half.shape[1] - xa // 2)
         if n > 0 and m > 0:
             half[ya // 2 : ya // 2 + n, xa // 2 : xa // 2 + m] = img[:n, :m]
-
-
-def _half_decode(data: bytes, tile: int) -> np.ndarray | None:
-    """A JPEG tile of ``tile`` px decoded at scale 1/2 (RGB), or None when it does not decode:
-    simplejpeg when installed (less overhead per call), else OpenCV; the same libjpeg-turbo
-    scaled IDCT, the same pixels."""
-    try:
-        import simplejpeg
-    except ImportError:  # simplejpeg is a dependency; OpenCV gives the same pixels
-        import cv2
-
-        flags = cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-        return None if img is None else img[..., ::-1]
-    try:
-        return simplejpeg.decode_jpeg(
-            data, colorspace="RGB", min_height=tile // 2, min_width=tile // 2
-        )
-    except ValueError:
-        return None
 
 
 def sparse_levels(
