@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["decode_tile", "page_has_layout", "touched_tiles", "untouched_copier"]
+__all__ = ["can_copy", "decode_tile", "page_has_layout", "touched_tiles", "untouched_copier"]
 
 
 def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray:
@@ -32,6 +32,13 @@ def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray
         y0, x0 = int(r) * s, int(c) * s
         out[y0 // tile : (y0 + t - 1) // tile + 1, x0 // tile : (x0 + t - 1) // tile + 1] = True
     return out
+
+
+def can_copy(slide: Any, choice: Any, compression: str) -> bool:
+    """Whether the overlay of ``slide`` may store its tiles' bytes at all: a JPEG overlay, the
+    level read as it is (``choice.scale`` 1), a file on disk. The page itself is checked by
+    :func:`page_has_layout`."""
+    return compression == "jpeg" and choice.scale == 1.0 and slide.path is not None
 
 
 def decode_tile(data: bytes, tile: int, reduce: int = 1) -> np.ndarray | None:
@@ -68,7 +75,7 @@ def untouched_copier(
     else None (and for other levels); None
     when the slide's file does not allow copying (see the module). The file stays open in
     ``stack``."""
-    if compression != "jpeg" or choice.scale != 1.0 or slide.path is None:
+    if not can_copy(slide, choice, compression):
         return None
     page = _matching_page(stack, slide.path, choice.level, size, tile)
     if page is None:

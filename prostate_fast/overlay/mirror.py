@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import decode_tile, page_has_layout, touched_tiles
+from .copy import can_copy, decode_tile, page_has_layout, touched_tiles
 
 __all__ = ["MirrorLevels", "mirror_levels"]
 
@@ -129,12 +129,7 @@ def mirror_levels(
     tile; ``encoding``: write_overlay's TIFF settings), or None when the slide's levels do not
     allow it (see the module). Its file stays open in ``stack``."""
     size, tile = tuple(layout[:2]), int(layout[2])
-    if (
-        encoding["compression"] != "jpeg"
-        or choice.scale != 1.0
-        or slide.path is None
-        or not hasattr(os, "pread")
-    ):
+    if not can_copy(slide, choice, encoding["compression"]) or not hasattr(os, "pread"):
         return None
     pages = _pyramid_pages(stack, slide.path, choice.level, size, tile)
     if pages is None:

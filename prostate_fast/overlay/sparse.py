@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import _matching_page, decode_tile, touched_tiles, untouched_copier
+from .copy import _matching_page, can_copy, decode_tile, touched_tiles, untouched_copier
 from .mirror import mirror_levels
 
 __all__ = ["SparseLevels", "capture_level", "sparse_levels", "tile_sources"]
@@ -125,9 +125,7 @@ def sparse_levels(
 
     size, tile = layout[:2], layout[2]
     if (
-        encoding["compression"] != "jpeg"
-        or choice.scale != 1.0
-        or slide.path is None
+        not can_copy(slide, choice, encoding["compression"])
         or (halves and encoding.get("capture_level") == 0)
         or not hasattr(os, "pread")
         or tile % 2
