@@ -9,8 +9,9 @@ Run: ``pytest bench/bench_limits.py --benchmark-only`` (a minute at the default 
 * ``predict vs engine`` (fp32 and int8, the onnx engine): ``predict_slide``'s inference phase
   (tiles read and normalised in its background thread while the engine runs) against the engine's
   pure batch time on the same tiles (``Predictor.run`` on batches read and normalised beforehand,
-  untimed). The ratio is printed (target: <= 1.1, reading fully hidden). The model is the study
-  CNN at 128 px with seeded weights and a synthetic validation split for int8's calibration.
+  untimed), each the best of :data:`ROUNDS` runs. The ratio is printed (target: <= 1.1,
+  reading fully hidden). The model is the study CNN at 128 px with seeded weights and a
+  synthetic validation split for int8's calibration.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ TILE = 128
 BATCH = 64
 THREADS = int(os.environ.get("PF_BENCH_THREADS", "0")) or None
 RESULTS: dict[str, dict[str, Any]] = {}
+#: Runs of predict and of the engine alone; the ratio takes the best of each.
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +126,19 @@ def test_predict_vs_engine(benchmark, bench_slide, grid_of, model: Path, precisi
         n_threads=THREADS,
         max_auc_drop=1.0,  # seeded weights: the bench measures speed
     )
+    inference_runs: list[float] = []
+
+    def predict() -> Any:
+        scores = predict_slide(pred, bench_slide.slide, tissue=tissue)
+        inference_runs.append(scores.timings["inference"])
+        return scores
+
     with pred:
-        engine_s = min(engine_seconds(pred, bench_slide.slide, grid) for _ in range(2))
+        engine_s = min(engine_seconds(pred, bench_slide.slide, grid) for _ in range(ROUNDS))
         benchmark.group = "limits: predict vs engine"
-        scores = benchmark.pedantic(
-            predict_slide, args=(pred, bench_slide.slide), kwargs={"tissue": tissue}, rounds=2
-        )
+        scores = benchmark.pedantic(predict, rounds=ROUNDS)
     assert len(scores.prob) == len(grid)
-    inference = scores.timings["inference"]
+    inference = min(inference_runs)  # the same statistic as the engine's: the best of ROUNDS
     info = {
         "limit": f"predict-{precision}",
         "tissue_tiles": len(grid),

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Pixel kernel for tissue detection: chroma and pixel class of a bright-field thumbnail.
+"""Pixel kernels for tissue detection (chroma and pixel class of a bright-field thumbnail) and
+for filling the pixels off the tissue mask (predict's tiles partly off tissue).
 
 Private: ``prostate_fast.tissue`` validates the arrays, resolves defaults and the thread count and
 calls it; the kernel checks nothing. A plain typed-memoryview loop, hence Cython (the rule is in
@@ -7,7 +8,9 @@ setup.py's docstring). The tissue stage's other kernel, the white-pixel count, i
 (``csrc/tissue.cpp``): it needs an AVX2 copy picked at run time, which Cython cannot express.
 Integer-only and per pixel, so any thread count gives the same result.
 """
+import numpy as np
 from cython.parallel cimport prange
+from libc.math cimport floor
 
 cdef extern from *:
     """
@@ -70,3 +73,33 @@ def classify_pixels(const unsigned char[:, :, ::1] rgb, unsigned char[:, ::1] ch
                 mn = mn if mn < b else b
                 chroma[y, x] = <unsigned char>(mx - mn)
                 cls[y, x] = _pixel_class(r, g, b, mx, mx - mn, dark_max, pen, hue_lo, hue_hi)
+
+
+def fill_off_tissue(unsigned char[:, :, :, ::1] tiles, const long long[:, ::1] origin,
+                    const unsigned char[:, ::1] mask, double scale,
+                    const unsigned char[::1] fill):
+    """Set the pixels of ``tiles[k]`` (tile origin ``origin[k]`` = (x0, y0) at the tiling level)
+    that the tissue ``mask`` does not cover to ``fill``, in place.
+
+    A pixel (x, y) is covered when ``mask[r, c]``, r = floor((y + 0.5) * scale), c likewise,
+    both clipped to the mask (the nearest-neighbour rule of
+    ``prostate_fast.predict.scoregrid.tissue_pixels``, the same float64 arithmetic as its
+    NumPy form). The mask is nonempty.
+    """
+    cdef Py_ssize_t n = tiles.shape[0], h = tiles.shape[1], w = tiles.shape[2]
+    cdef Py_ssize_t rows = mask.shape[0], cols = mask.shape[1], k, y, x, r, c
+    cdef unsigned char f0 = fill[0], f1 = fill[1], f2 = fill[2]
+    cdef Py_ssize_t[::1] mc = np.empty(max(w, 1), np.intp)
+    with nogil:
+        for k in range(n):
+            for x in range(w):
+                c = <Py_ssize_t>floor((<double>(origin[k, 0] + x) + 0.5) * scale)
+                mc[x] = 0 if c < 0 else (cols - 1 if c > cols - 1 else c)
+            for y in range(h):
+                r = <Py_ssize_t>floor((<double>(origin[k, 1] + y) + 0.5) * scale)
+                r = 0 if r < 0 else (rows - 1 if r > rows - 1 else r)
+                for x in range(w):
+                    if not mask[r, mc[x]]:
+                        tiles[k, y, x, 0] = f0
+                        tiles[k, y, x, 1] = f1
+                        tiles[k, y, x, 2] = f2

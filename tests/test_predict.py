@@ -329,6 +329,64 @@ def test_predict_slide_matches_predict_batch_and_reads_in_background(
     np.testing.assert_array_equal(grid.l0_xy, grid.tile_rc[:, ::-1].astype(np.int64) * TILE)
 
 
+def test_lane_parts() -> None:
+    from prostate_fast.predict.engines.base import MIN_LANE_PART, lane_parts
+
+    assert lane_parts(64, 2) == [(0, 32), (32, 64)]
+    assert lane_parts(65, 3) == [(0, 21), (21, 43), (43, 65)]
+    assert lane_parts(64, 1) == [(0, 64)]
+    assert lane_parts(MIN_LANE_PART + 3, 4) == [(0, MIN_LANE_PART + 3)]  # too small to share
+    assert lane_parts(5, 2) == [(0, 5)] and lane_parts(0, 2) == []
+    for n, lanes in ((100, 16), (17, 2), (1000, 7)):
+        parts = lane_parts(n, lanes)
+        assert parts[0][0] == 0 and parts[-1][1] == n and len(parts) <= lanes
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+        assert all(e - s >= MIN_LANE_PART for s, e in parts)
+
+
+def test_onnx_lanes_run_side_by_side_with_the_same_results(
+    model_dir: Path, synthetic_slide: Path, real_tiles: np.ndarray, tmp_path: Path
+) -> None:
+    """On CPU the onnx engine runs one lane per thread (sessions of one thread each, calls side
+    by side): run() shares a batch out over the lanes, predict_slide keeps every lane busy;
+    probabilities as with one lane, progress once per batch, an engine error raised."""
+    from prostate_fast.predict import load_model, predict_slide
+
+    m = _copy_model(model_dir, tmp_path / "m")
+    one = load_model(m, engine="onnx", n_threads=1, batch_size=16)
+    two = load_model(m, engine="onnx", n_threads=2, batch_size=16)
+    assert one.lanes == 1 and two.lanes == 2 and "lanes=2" in repr(two)
+    assert two._sess.get_session_options().intra_op_num_threads == 1
+    x = two.prepare(real_tiles)
+    ref = one.run(x)
+    np.testing.assert_allclose(two.run(x), ref, atol=1e-6)
+    np.testing.assert_allclose(two.run_lane(x[:5]), ref[:5], atol=1e-6)
+    assert two.run(x[:0]).shape == (0, 2)
+
+    seen: list[tuple[int, int]] = []
+    a = predict_slide(one, synthetic_slide)
+    b = predict_slide(two, synthetic_slide, progress=lambda d, n, _: seen.append((d, n)))
+    np.testing.assert_allclose(b.prob, a.prob, atol=1e-6)
+    n = len(b.prob)
+    assert n > 32 and seen == [(min(e, n), n) for e in range(16, n + 16, 16)]
+
+    calls = []
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise ModelError("lane failed")
+        return np.full((len(x), 2), 0.5, np.float32)
+
+    two._run = broken  # type: ignore[method-assign]
+    with pytest.raises(ModelError, match="lane failed"):
+        predict_slide(two, synthetic_slide)
+    assert all(c <= 8 for c in calls)  # batches of 16 shared out over two lanes
+    two.close()
+    two.close()  # idempotent
+    assert two._lane_pool is None
+
+
 def test_reader_threads() -> None:
     from types import SimpleNamespace
 

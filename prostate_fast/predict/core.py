@@ -56,6 +56,7 @@ import contextlib
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -67,7 +68,7 @@ from ..errors import ModelError
 from ..model import ModelInfo
 from ..slide.core import Slide
 from .engines import Engine, Predictor, load_model
-from .engines.base import chunks
+from .engines.base import chunks, lane_parts
 from .scoregrid import ScoreGrid, merge_thresholds, tissue_pixels
 
 #: ``progress(done, total, tiles_per_s)``: called after each batch of tiles.
@@ -195,13 +196,24 @@ def glass_colour(slide: Slide, tissue: Any) -> np.ndarray:
 def _fill_off_tissue(
     tiles: np.ndarray, grid: Any, idx: np.ndarray, tissue: Any, fill: np.ndarray
 ) -> np.ndarray:
-    """``tiles`` (of grid positions ``idx``) with the off-tissue pixels of partial tiles = fill."""
-    t, s = grid.tile_size, grid.stride
-    mask, mds, ds = np.asarray(tissue.mask, bool), float(tissue.downsample), grid.downsample
-    for k in np.flatnonzero(grid.tissue_fraction[idx] < 1.0):
-        r, c = (int(v) for v in grid.tile_rc[idx[k]])
-        on = tissue_pixels(mask, mds, ds, (c * s, r * s, t, t))
-        tiles[k][~on] = fill
+    """``tiles`` (of grid positions ``idx``) with the off-tissue pixels of partial tiles = fill
+    (the rule of :func:`~.scoregrid.tissue_pixels`, in a native kernel)."""
+    from .. import _tissue_cy
+
+    part = np.flatnonzero(grid.tissue_fraction[idx] < 1.0)
+    mask = np.asarray(tissue.mask, bool)
+    if len(part) == 0:
+        return tiles
+    if mask.size == 0:
+        tiles[part] = fill
+        return tiles
+    origin = grid.tile_rc[idx[part]][:, ::-1].astype(np.int64) * grid.stride
+    sub = np.ascontiguousarray(tiles[part]) if len(part) < len(tiles) else tiles
+    scale = float(grid.downsample) / float(tissue.downsample)
+    u8 = np.ascontiguousarray(mask).view(np.uint8)
+    _tissue_cy.fill_off_tissue(sub, origin, u8, scale, np.ascontiguousarray(fill, np.uint8))
+    if sub is not tiles:
+        tiles[part] = sub
     return tiles
 
 
@@ -383,31 +395,68 @@ def predict_slide(
 def _run_grid(
     predictor: Predictor, slide: Slide, grid: Any, read_tiles: Any, progress: Progress | None
 ) -> np.ndarray:
-    """Probabilities of every tile of ``grid``; reading of batch k + 1 overlaps batch k."""
+    """Probabilities of every tile of ``grid``; reading of batch k + 1 overlaps batch k.
+
+    An engine with several lanes (:attr:`Predictor.lanes`) gets each batch shared out over its
+    lanes, each part run on a worker thread of its own; the parts of batch k + 1 are queued
+    behind those of batch k, so a lane that finishes (or that the reader did not preempt) goes
+    on at once instead of waiting for the batch's slowest part.
+    """
     n = len(grid)
     prob = np.empty((n, predictor.info.n_classes), np.float32)
     if n == 0:
         return prob
     bounds = chunks(n, predictor.batch_size)
     threads = reader_threads(predictor)
+    lanes = max(1, int(predictor.lanes))
 
     def load(b: tuple[int, int]) -> np.ndarray:
         return predictor.prepare(read_tiles(slide, grid, np.arange(b[0], b[1]), threads))
 
+    def run(x: np.ndarray) -> np.ndarray:
+        return predictor.run_lane(x) if lanes > 1 else predictor.run(x)
+
+    ends = {e for _, e in bounds}
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pf-read") as pool:
-        pending: Future[np.ndarray] = pool.submit(load, bounds[0])
+    running: deque[tuple[int, Future[np.ndarray]]] = deque()
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="pf-read"))
+        engine = stack.enter_context(ThreadPoolExecutor(lanes, thread_name_prefix="pf-engine"))
+        pending: Future[np.ndarray] = reader.submit(load, bounds[0])
         try:
             for k, (s, e) in enumerate(bounds):
                 x = pending.result()
                 if k + 1 < len(bounds):
-                    pending = pool.submit(load, bounds[k + 1])
-                prob[s:e] = predictor.run(x)
-                if progress is not None:
-                    progress(e, n, e / max(time.perf_counter() - t0, 1e-9))
+                    pending = reader.submit(load, bounds[k + 1])
+                for ps, pe in lane_parts(e - s, lanes):
+                    running.append((s + ps, engine.submit(run, x[ps:pe])))
+                # batch k's parts wait their turn; everything before it is collected
+                while running and running[0][0] < s:
+                    _collect(running, prob, ends, t0, progress)
+            while running:
+                _collect(running, prob, ends, t0, progress)
         finally:
             pending.cancel()
+            for _, f in running:
+                f.cancel()
     return prob
+
+
+def _collect(
+    running: deque[tuple[int, Future[np.ndarray]]],
+    prob: np.ndarray,
+    ends: set[int],
+    t0: float,
+    progress: Progress | None,
+) -> None:
+    """Store the oldest running part's probabilities (its errors raised here); ``progress``
+    after the last part of a batch (``ends``: the batches' ends)."""
+    s, f = running.popleft()
+    out = f.result()
+    done = s + len(out)
+    prob[s:done] = out
+    if progress is not None and done in ends:
+        progress(done, len(prob), done / max(time.perf_counter() - t0, 1e-9))
 
 
 def reader_threads(predictor: Predictor) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "Predictor",
     "check_engine",
     "chunks",
+    "lane_parts",
     "mxnet_with_threads",
     "parse_device",
     "prepare_tiles",
@@ -129,6 +130,19 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+#: Fewest tiles one lane is given when a batch is shared out (smaller parts cost more in calls
+#: than they gain in parallelism).
+MIN_LANE_PART = 8
+
+
+def lane_parts(n: int, lanes: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: ``range(n)`` shared out over at most ``lanes`` nearly equal parts
+    of at least :data:`MIN_LANE_PART` (one part when ``n`` is smaller)."""
+    k = max(1, min(lanes, n // MIN_LANE_PART))
+    edges = [n * i // k for i in range(k + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(k) if edges[i + 1] > edges[i]]
+
+
 class Predictor:
     """A loaded model bound to one engine and device.
 
@@ -138,6 +152,13 @@ class Predictor:
     prepare batch k + 1 while batch k runs. :meth:`run` is not meant to be called from several
     threads at once (the native engine serialises such calls, Gluon's buffers are shared): use
     one Predictor per thread.
+
+    Lanes: an engine with :attr:`lanes` > 1 runs that many calls at once, each on one thread of
+    its own (the onnx engine on CPU: one lane per thread, batch parallelism instead of splitting
+    every layer over the threads, which synchronises the threads at every layer). :meth:`run`
+    then shares each batch out over the lanes (:func:`lane_parts`), and :meth:`run_lane` runs
+    one part on the calling thread (thread-safe), so ``predict_slide`` can keep every lane busy
+    with no wait between batches.
 
     Attributes
     ----------
@@ -151,10 +172,14 @@ class Predictor:
         Samples per engine call (the last batch is padded where the engine needs a fixed shape).
     n_threads : int
         Threads the engine was asked to use.
+    lanes : int
+        Engine calls that may run at once (1: one call at a time, over the engine's threads).
     """
 
     engine: str = ""
     precision: str = "fp32"
+    lanes: int = 1
+    _lane_pool: Any = None
 
     def __init__(
         self, info: ModelInfo, device: tuple[str, int], batch_size: int, n_threads: int
@@ -186,14 +211,39 @@ class Predictor:
         return prepare_tiles(self.info, tiles)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """float32 (n, 3, T, T) prepared input → float32 (n, n_classes) probabilities."""
+        """float32 (n, 3, T, T) prepared input → float32 (n, n_classes) probabilities (on every
+        lane: the batch shared out over them)."""
+        x = self._checked(x)
+        parts = lane_parts(len(x), self.lanes)
+        if len(parts) < 2:
+            return self._run(x) if len(x) else self._empty()
+        if self._lane_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._lane_pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="pf-lane")
+        out = np.empty((len(x), self.info.n_classes), np.float32)
+        futures = [(s, e, self._lane_pool.submit(self._run, x[s:e])) for s, e in parts]
+        for s, e, f in futures:
+            out[s:e] = f.result()
+        return out
+
+    def run_lane(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`run` on one lane: on the calling thread alone (engines with :attr:`lanes` > 1;
+        with one lane, the same as :meth:`run`). Thread-safe when :attr:`lanes` > 1."""
+        if self.lanes < 2:
+            return self.run(x)
+        x = self._checked(x)
+        return self._run(x) if len(x) else self._empty()
+
+    def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         t = self.info.tile_size
         if x.ndim != 4 or x.shape[1:] != (3, t, t):
             raise ValueError(f"x must have shape (n, 3, {t}, {t}), got {x.shape}")
-        if len(x) == 0:
-            return np.zeros((0, self.info.n_classes), np.float32)
-        return self._run(x)
+        return x
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.info.n_classes), np.float32)
 
     def predict_batch(self, tiles: np.ndarray) -> np.ndarray:
         """Class probabilities of uint8 RGB tiles.
@@ -216,6 +266,9 @@ class Predictor:
 
     def close(self) -> None:
         """Release the engine's resources (idempotent)."""
+        pool, self._lane_pool = self._lane_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def __enter__(self) -> Predictor:
         return self
@@ -227,5 +280,6 @@ class Predictor:
         kind, i = self.device
         return (
             f"<{type(self).__name__} {self.info.model_dir} engine={self.engine} "
-            f"device={kind}({i}) precision={self.precision} batch={self.batch_size} threads={self.n_threads}>"
+            f"device={kind}({i}) precision={self.precision} batch={self.batch_size} "
+            f"threads={self.n_threads} lanes={self.lanes}>"
         )

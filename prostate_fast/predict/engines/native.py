@@ -93,4 +93,5 @@ class NativePredictor(Predictor):
             raise ModelError(f"{self.info.model_dir}: native engine: {exc}") from exc
 
     def close(self) -> None:
+        super().close()
         self._pred.close()
