@@ -98,6 +98,9 @@ GLASS_MIN_SHARE = 0.05
 """Smallest share of the fitted image off the tissue for the slide's glass to give ``Io``."""
 GLASS_MIN = 200
 """Darkest pixel value (per channel) read as glass for ``Io``."""
+HIST_EXACT = 1 << 24
+"""Glass pixels up to which :func:`glass_light` counts with OpenCV (float32 counts, exact below
+2^24); NumPy counts more."""
 
 #: Ruifrok and Johnston's H, E, DAB optical density vectors (rows), as scikit-image's.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
@@ -265,14 +268,17 @@ def fit_macenko(rgb: np.ndarray, io: Any = None) -> StainFit | None:
     px = _pixels(rgb)
     io = np.full(3, IO) if io is None else np.asarray(io, np.float64)
     od = -np.log((px.astype(np.float64) + 1.0) / io)
-    odhat = od[~np.any(od < BETA, axis=1)]
+    stained = od[:, 0] >= BETA  # no channel under BETA, channel by channel: any(axis=1) is slow
+    stained &= od[:, 1] >= BETA
+    stained &= od[:, 2] >= BETA
+    odhat = od[stained]
     if len(odhat) < MIN_PIXELS:
         return None
     _, eigvecs = np.linalg.eigh(np.cov(odhat.T))
     plane = eigvecs[:, 1:3]
     that = odhat @ plane
     phi = np.arctan2(that[:, 1], that[:, 0])
-    lo, hi = np.percentile(phi, ALPHA), np.percentile(phi, 100 - ALPHA)
+    lo, hi = np.percentile(phi, [ALPHA, 100 - ALPHA])  # one partition for both
     v_min = plane @ np.array([np.cos(lo), np.sin(lo)])
     v_max = plane @ np.array([np.cos(hi), np.sin(hi)])
     he = np.stack((v_min, v_max), axis=1)
@@ -294,20 +300,30 @@ def glass_light(glass: np.ndarray, n_pixels: int, where: np.ndarray | None = Non
     every channel in [:data:`GLASS_MIN`, 254] (pure white is a scanner's fill of unscanned area,
     not glass; dark is ink, dust or a fill too); :data:`IO` in every channel when those are under
     :data:`GLASS_MIN_SHARE` of the image."""
-    px = np.asarray(glass, np.uint8).reshape(-1, 3)
-    keep = np.ones(len(px), bool) if where is None else np.array(where, bool).reshape(-1)
-    for k in range(3):  # per channel, elementwise: NumPy's all() over a 3-wide axis is slow
-        keep &= (px[:, k] >= GLASS_MIN) & (px[:, k] < 255)
-    n = int(np.count_nonzero(keep))
+    import cv2
+
+    px = np.ascontiguousarray(glass, np.uint8).reshape(1, -1, 3)  # one row: OpenCV's fast path
+    if px.shape[1] == 0:
+        return np.full(3, IO)
+    # every channel in [GLASS_MIN, 254]: one OpenCV pass (0 or 255 per pixel)
+    keep = cv2.inRange(px, (GLASS_MIN,) * 3, (254,) * 3)
+    if where is not None:  # 0 or 1 off ``where``: OpenCV's masks take any nonzero value
+        keep &= np.ascontiguousarray(where, bool).reshape(1, -1).view(np.uint8)
+    n = cv2.countNonZero(keep)
     if n < max(GLASS_MIN_SHARE * n_pixels, MIN_PIXELS):
         return np.full(3, IO)
-    return np.array([_median_u8(px[keep, k]) for k in range(3)], np.float64)
+    if n < HIST_EXACT:
+        hists = [cv2.calcHist([px], [k], keep, [256], [0, 256]).ravel() for k in range(3)]
+    else:
+        on = keep.ravel() != 0
+        hists = [np.bincount(px[0, on, k], minlength=256) for k in range(3)]
+    return np.array([_median_of_histogram(h) for h in hists], np.float64)
 
 
-def _median_u8(values: np.ndarray) -> float:
+def _median_of_histogram(hist: np.ndarray) -> float:
     """NumPy's median of uint8 values (the mean of the two middle ones for an even count), from
-    their histogram: one pass instead of a partition."""
-    cum = np.cumsum(np.bincount(values, minlength=256))
+    their histogram (256 counts): one pass instead of a partition."""
+    cum = np.cumsum(np.asarray(hist, np.int64))
     n = int(cum[-1])
     lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))  # the ((n - 1) // 2)-th value
     hi = int(np.searchsorted(cum, n // 2, side="right"))  # the (n // 2)-th value

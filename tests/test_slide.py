@@ -361,3 +361,27 @@ def test_striped_tiff_mpp_from_resolution_tags(
         assert sl.with_mpp(1.0).mpp_source == "given"
     assert main(["info", str(path)]) == 0
     assert f"{mpp:.4f} x {mpp:.4f} um/px (TIFF resolution tags)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("downsample", [1.0, 3.0, 8.0])
+def test_low_res_bands_read_on_threads_give_the_same_pixels(
+    data_dir: Path, downsample: float
+) -> None:
+    """read_low_res reads its bands side by side with several threads: the same image (each
+    pixel is the mean of its own block), on a real SVS and on an in-memory slide."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (1037, 1543, 3), np.uint8)
+
+    def array_slide(n: int) -> ArraySlide:
+        slide = ArraySlide(image, mpp=0.5)
+        slide.n_threads = n
+        return slide
+
+    for make in (
+        lambda n: open_slide(data_dir / "wsi" / "CMU-1-Small-Region.svs", n_threads=n),
+        array_slide,
+    ):
+        one, ds1 = make(1).read_low_res(downsample)
+        three, ds3 = make(3).read_low_res(downsample)
+        assert ds1 == ds3 and one.shape[0] > 3
+        np.testing.assert_array_equal(one, three)

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._util import resolve_threads
 from ..errors import SlideError
 from .strips import StripReader
 
@@ -242,7 +244,9 @@ class Slide(ABC):
         """Whole slide as RGB uint8 at about ``downsample`` level-0 px per pixel, and its exact
         downsample: a level read in bands (bounded memory), each block-mean shrunk by the whole
         factor k that brings the level's downsample nearest ``downsample`` (the tissue mask's and
-        the label table fingerprint's image)."""
+        the label table fingerprint's image). With several threads (``n_threads``) the bands
+        are read side by side, at least one per thread: the same pixels (each output pixel is
+        the mean of its own k x k block)."""
         import cv2
 
         level = self.best_level_for_downsample(downsample)
@@ -251,14 +255,24 @@ class Slide(ABC):
         lw, lh = self.level_dimensions[level]
         mw, mh = -(-lw // k), -(-lh // k)
         out = np.empty((mh, mw, 3), np.uint8)
-        band = max(1, (16 << 20) // (mw * k * k))
-        for r0 in range(0, mh, band):
+        threads = resolve_threads(self.n_threads)
+        band = max(1, min((16 << 20) // (mw * k * k * threads), -(-mh // threads)))
+
+        def read_band(r0: int) -> None:
             r1 = min(mh, r0 + band)
             l0_y = math.ceil(r0 * k * lds) if level else r0 * k
             img = self.read_region((0, l0_y), level, (mw * k, (r1 - r0) * k))
             if k > 1:
                 img = cv2.resize(img, (mw, r1 - r0), interpolation=cv2.INTER_AREA)
             out[r0:r1] = img
+
+        starts = range(0, mh, band)
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(min(threads, len(starts)), thread_name_prefix="pf-low") as pool:
+                list(pool.map(read_band, starts))
+        else:
+            for r0 in starts:
+                read_band(r0)
         return out, lds * k
 
     # -- magnification --------------------------------------------------------------------------
