@@ -385,3 +385,44 @@ def test_low_res_bands_read_on_threads_give_the_same_pixels(
         three, ds3 = make(3).read_low_res(downsample)
         assert ds1 == ds3 and one.shape[0] > 3
         np.testing.assert_array_equal(one, three)
+
+
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "synthetic"])
+def test_whole_tiles_decoded_in_place_equal_the_cached_path(
+    data_dir: Path, synthetic_small, name: str, monkeypatch
+) -> None:
+    """Regions holding whole JPEG tiles decode them straight into the region (RGB-coded Aperio
+    tiles with shared tables, YCbCr tiles of our pyramids): the pixels of the tile-by-tile
+    cached path, and OpenSlide's (damaged tiles: test_hardening)."""
+    import openslide
+
+    from prostate_fast.slide.tiff import TiffLevels
+
+    path = synthetic_small.slide if name == "synthetic" else data_dir / "wsi" / name
+    levels = TiffLevels(path)
+    ref = openslide.OpenSlide(str(path))
+    rng = np.random.default_rng(11)
+    decoded = []
+    into = levels._decode_into
+    monkeypatch.setattr(levels, "_decode_into", lambda *a: decoded.append(into(*a)) or decoded[-1])
+    try:
+        assert levels._jpeg_args(0) is not None
+        for _ in range(12):
+            level = int(rng.integers(0, levels.level_count))
+            lw, lh = levels.level_dimensions[level]
+            x, y = int(rng.integers(-50, lw // 2)), int(rng.integers(-50, lh // 2))
+            size = (int(rng.integers(300, 900)), int(rng.integers(300, 900)))
+            direct = levels.read(level, x, y, size)
+            with monkeypatch.context() as m:  # every tile through segment() and its cache
+                m.setattr(levels, "_jpeg_args", lambda level: None)
+                cached = levels.read(level, x, y, size)
+            np.testing.assert_array_equal(direct, cached, err_msg=f"{level} {(x, y)} {size}")
+            if level == 0:
+                rgba = np.asarray(ref.read_region((x, y), 0, size)).astype(np.int64)
+                a = rgba[..., 3:]
+                want = ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+                np.testing.assert_array_equal(direct, want)
+        assert sum(decoded) >= 5  # whole tiles went the direct way (others: cached already)
+    finally:
+        levels.close()
+        ref.close()

@@ -97,6 +97,8 @@ class TiffLevels:
         self._fd = os.open(path, os.O_RDONLY) if hasattr(os, "pread") else None
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_bytes = 0
+        self._jpeg: dict[int, dict[str, Any] | None] = {}  # level -> _jpeg_args
+        self._scratch = threading.local()  # each thread's scratch tile (_decode_into)
 
     def _check_pages(self, file_size: int) -> None:
         for page in self.pages:
@@ -178,18 +180,81 @@ class TiffLevels:
                 self._cache_bytes -= old.nbytes
 
     def read(self, level: int, lx: int, ly: int, size: tuple[int, int]) -> np.ndarray:
-        """Region of ``level`` with top-left (lx, ly) in level pixels; white outside the level."""
+        """Region of ``level`` with top-left (lx, ly) in level pixels; white outside the level.
+
+        A whole tile inside the region, of a plain JPEG level (:meth:`_jpeg_args`), not in the
+        cache, is decoded into a scratch tile of the thread and copied into the region (no new
+        array per tile, and not cached: the region holds all of it); tiles the region cuts go
+        through the cache (:meth:`segment`), as neighbouring regions share them.
+        """
         lw, lh = self.level_dimensions[level]
         th, tw, per_row = self._geometry(level)
-        out = white(*size)
+        inside = lx >= 0 and ly >= 0 and lx + size[0] <= lw and ly + size[1] <= lh
+        out = np.empty((size[1], size[0], 3), np.uint8) if inside else white(*size)
         r1, c1 = min(ly + size[1], lh) - 1, min(lx + size[0], lw) - 1
         if r1 < 0 or c1 < 0:
             return out
+        jpeg = self._jpeg_args(level)
         for r in range(max(ly, 0) // th, r1 // th + 1):
             for c in range(max(lx, 0) // tw, c1 // tw + 1):
+                y, x = r * th - ly, c * tw - lx
+                whole = 0 <= y and y + th <= size[1] and 0 <= x and x + tw <= size[0]
+                if jpeg is not None and whole and (r + 1) * th <= lh and (c + 1) * tw <= lw:
+                    if self._decode_into(level, r * per_row + c, jpeg, out[y : y + th, x : x + tw]):
+                        continue
                 seg = self.segment(level, r * per_row + c)
-                paste(out, seg[: lh - r * th, : lw - c * tw], c * tw - lx, r * th - ly)
+                paste(out, seg[: lh - r * th, : lw - c * tw], x, y)
         return out
+
+    def _jpeg_args(self, level: int) -> dict[str, Any] | None:
+        """The JPEG decoder's arguments for the tiles of ``level`` (tifffile's, for its
+        photometric), or None when they are not plain 8-bit 3-sample JPEG tiles."""
+        hit = self._jpeg.get(level, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        from tifffile.tifffile import jpeg_decode_colorspace
+
+        page = self.pages[level]
+        plain = (
+            page.is_tiled
+            and page.compression == 7
+            and page.samplesperpixel == 3
+            and page.planarconfig == 1
+            and page.dtype == np.uint8
+            and page.imagedepth == 1
+            and not page.extrasamples
+            and page.jpegheader is None
+            and page.photometric in (2, 6)  # RGB (Aperio), YCbCr
+        )
+        args = None
+        if plain:
+            cs, out_cs = jpeg_decode_colorspace(page.photometric, 1, (), page.is_jfif)
+            args = {"tables": page.jpegtables, "colorspace": cs, "outcolorspace": out_cs}
+        self._jpeg[level] = args
+        return args
+
+    def _decode_into(self, level: int, index: int, args: dict[str, Any], dest: np.ndarray) -> bool:
+        """Decode tile ``index`` of ``level`` into ``dest`` (a view of the region) through the
+        thread's scratch tile; False (nothing written) when it is cached or will not decode
+        as a whole tile (the caller reads it through :meth:`segment`, which reports errors)."""
+        import imagecodecs
+
+        page = self.pages[level]
+        with self._lock:
+            if (page.index, index) in self._cache:
+                return False
+        scratch = getattr(self._scratch, "tile", None)
+        if scratch is None or scratch.shape != dest.shape:
+            scratch = self._scratch.tile = np.empty(dest.shape, np.uint8)
+        data = self._bytes(int(page.dataoffsets[index]), int(page.databytecounts[index]))
+        try:
+            got = imagecodecs.jpeg_decode(data, shape=dest.shape[:2], out=scratch, **args)
+        except Exception:  # noqa: BLE001 - any decoder failure: segment() names it
+            return False
+        if got.shape != dest.shape:
+            return False
+        dest[...] = got
+        return True
 
     def band_height(self, level: int) -> int | None:
         """Rows per :meth:`band` of ``level``, or None when its pages are no tiled 8-bit RGB."""
