@@ -584,3 +584,30 @@ def test_tiles_partly_off_tissue_are_scored_on_their_tissue(
         tiles[i][~on] = fill
     np.testing.assert_allclose(a.prob[partial], pred.predict_batch(tiles), atol=1e-6)
     assert a.tissue_mask is not None and a.tissue_downsample == tissue.downsample
+
+
+def test_glass_colour_is_the_glass_not_the_scanners_white_fill() -> None:
+    """The fill of tiles partly off tissue is the light through the slide's glass, read as the
+    stain normalisation reads it: a scanner's pure white fill of unscanned area (here most of
+    the background), ink and dust do not count; a dark background keeps the background median."""
+    from types import SimpleNamespace
+
+    from prostate_fast.predict.core import glass_colour
+    from prostate_fast.slide import ArraySlide
+    from prostate_fast.stain import IO
+
+    img = np.full((512, 1024, 3), 255, np.uint8)  # unscanned area: pure white fill
+    img[:, 600:] = (236, 231, 241)  # the scanned strip's glass ...
+    img[100:400, 700:900] = (180, 90, 160)  # ... with tissue on it
+    img[20:40, 620:680] = (20, 30, 140)  # and a little ink
+    mask = np.zeros((32, 64), bool)
+    mask[100 // 16 : 400 // 16, 700 // 16 : 900 // 16] = True
+    tissue = SimpleNamespace(mask=mask, downsample=16.0)
+    slide = ArraySlide(img, mpp=0.5)
+    assert glass_colour(slide, tissue).tolist() == [236, 231, 241]
+    white = ArraySlide(np.full((512, 1024, 3), 255, np.uint8), mpp=0.5)
+    assert glass_colour(white, tissue).tolist() == [round(IO)] * 3  # no glass seen
+    dark = np.zeros((512, 1024, 3), np.uint8)
+    dark[100:400, 700:900] = (30, 200, 40)
+    tissue_dark = SimpleNamespace(mask=mask, downsample=16.0, background="dark")
+    assert glass_colour(ArraySlide(dark, mpp=0.5), tissue_dark).tolist() == [0, 0, 0]

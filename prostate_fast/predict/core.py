@@ -38,9 +38,9 @@ Tiles partly off tissue: a tile is kept when the tissue mask covers at least ``m
 it (25 % by default), so edge tiles can be mostly glass. Such a tile is scored on its tissue:
 before the model sees it, its pixels off the mask (the rule of
 :meth:`ScoreGrid.tissue_window`: nearest neighbour of the low-resolution mask) are filled with
-the slide's glass colour (:func:`glass_colour`: per-channel median of the off-tissue pixels of a
-thumbnail; white when there are none), so pen ink, dust and glass texture beside a biopsy do
-not drive its score. Tiles fully on tissue are scored exactly as read. The ScoreGrid records
+the slide's glass colour (:func:`glass_colour`: the light through its glass, read on the
+off-tissue pixels of a thumbnail as the stain normalisation reads it), so pen ink, dust and
+glass texture beside a biopsy do not drive its score. Tiles fully on tissue are scored exactly as read. The ScoreGrid records
 every tile's tissue share and the mask, and the overlay tints only tissue pixels.
 
 Decision rule (:attr:`ScoreGrid.predicted`): class 0 is the negative class. A tile is assigned
@@ -176,9 +176,18 @@ def _stain_normaliser(info: ModelInfo, slide: Slide, tissue: Any, n_tiles: int) 
 
 # -- tiles partly off tissue ----------------------------------------------------------------------
 def glass_colour(slide: Slide, tissue: Any) -> np.ndarray:
-    """(3,) uint8 colour of the slide's glass: the per-channel median of the pixels of a
-    512 px thumbnail that ``tissue`` (a TissueMask of the slide) calls background; white when
-    there are none."""
+    """(3,) uint8 colour of the slide's glass, read on the pixels of a 512 px thumbnail that
+    ``tissue`` (a TissueMask of the slide) calls background.
+
+    Bright field: the light through the glass as the stain normalisation reads it
+    (:func:`prostate_fast.stain.glass_light`: the median of the glass-coloured pixels, so a
+    scanner's pure white fill of unscanned area, ink and dust are left out), rounded; the
+    reference light :data:`~prostate_fast.stain.IO` when too little glass is seen. A dark
+    background (``tissue.background == "dark"``): the median of the background pixels. White
+    when the thumbnail is empty or all tissue (dark background).
+    """
+    from ..stain import glass_light
+
     thumb = np.asarray(slide.get_thumbnail((512, 512)))[..., :3]
     w0, h0 = slide.dimensions
     th, tw = thumb.shape[:2]
@@ -188,6 +197,9 @@ def glass_colour(slide: Slide, tissue: Any) -> np.ndarray:
     off = ~tissue_pixels(
         np.asarray(tissue.mask, bool), float(tissue.downsample), ds, (0, 0, tw, th)
     )
+    if getattr(tissue, "background", "bright") != "dark":
+        light = glass_light(thumb, off.size, where=off)
+        return np.clip(np.round(light), 0, 255).astype(np.uint8)
     if not off.any():
         return np.full(3, 255, np.uint8)
     return np.median(thumb[off], axis=0).round().astype(np.uint8)
