@@ -347,8 +347,8 @@ def test_lane_parts() -> None:
 def test_onnx_lanes_run_side_by_side_with_the_same_results(
     model_dir: Path, synthetic_slide: Path, real_tiles: np.ndarray, tmp_path: Path
 ) -> None:
-    """On CPU the onnx engine runs one lane per thread (sessions of one thread each, calls side
-    by side): run() shares a batch out over the lanes, predict_slide keeps every lane busy;
+    """On CPU the onnx engine runs one lane per thread (a session of one thread per lane, calls
+    side by side): run() shares a batch out over the lanes, predict_slide keeps every lane busy;
     probabilities as with one lane, progress once per batch, an engine error raised."""
     from prostate_fast.predict import load_model, predict_slide
 
@@ -362,6 +362,7 @@ def test_onnx_lanes_run_side_by_side_with_the_same_results(
     np.testing.assert_allclose(two.run(x), ref, atol=1e-6)
     np.testing.assert_allclose(two.run_lane(x[:5]), ref[:5], atol=1e-6)
     assert two.run(x[:0]).shape == (0, 2)
+    assert two._free.qsize() == 2  # a session per lane, each back after its run
 
     seen: list[tuple[int, int]] = []
     a = predict_slide(one, synthetic_slide)
