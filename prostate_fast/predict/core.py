@@ -40,8 +40,9 @@ before the model sees it, its pixels off the mask (the rule of
 :meth:`ScoreGrid.tissue_window`: nearest neighbour of the low-resolution mask) are filled with
 the slide's glass colour (:func:`glass_colour`: the light through its glass, read on the
 off-tissue pixels of a thumbnail as the stain normalisation reads it), so pen ink, dust and
-glass texture beside a biopsy do not drive its score. Tiles fully on tissue are scored exactly as read. The ScoreGrid records
-every tile's tissue share and the mask, and the overlay tints only tissue pixels.
+glass texture beside a biopsy do not drive its score. Tiles fully on tissue are scored exactly
+as read. The ScoreGrid records every tile's tissue share and the mask, and the overlay tints
+only tissue pixels.
 
 Decision rule (:attr:`ScoreGrid.predicted`): class 0 is the negative class. A tile is assigned
 the non-negative class with the highest probability among those whose probability reaches their

@@ -212,7 +212,11 @@ class TiffLevels:
         hit = self._jpeg.get(level, False)
         if hit is not False:
             return hit  # type: ignore[return-value]
-        from tifffile.tifffile import jpeg_decode_colorspace
+        try:  # tifffile's own colour-space rule for JPEG in TIFF (not in its top-level API)
+            from tifffile.tifffile import jpeg_decode_colorspace
+        except ImportError:  # another tifffile: every tile goes through segment()
+            self._jpeg[level] = None
+            return None
 
         page = self.pages[level]
         plain = (
