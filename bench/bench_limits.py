@@ -138,6 +138,7 @@ def test_predict_vs_engine(benchmark, bench_slide, grid_of, model: Path, precisi
         benchmark.group = "limits: predict vs engine"
         scores = benchmark.pedantic(predict, rounds=ROUNDS, warmup_rounds=1)
     assert len(scores.prob) == len(grid)
+    assert scores.engine == ("onnx" if precision == "fp32" else f"onnx-{precision}")  # no fallback
     inference = min(inference_runs[1:])  # after the warm-up: the best of ROUNDS, as the engine
     info = {
         "limit": f"predict-{precision}",

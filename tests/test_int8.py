@@ -161,3 +161,41 @@ def test_cli_int8_needs_onnx(trained, tmp_path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "needs engine 'onnx'" in err and "\n" not in err
+
+
+def test_int8_is_checked_on_every_slide_and_falls_back_to_fp32(trained, tmp_path) -> None:
+    """predict_slide checks int8 against fp32 on the slide's sampled tissue tiles: faithful, the
+    slide is scored in int8; a changed decision or a probability moved past
+    INT8_SLIDE_MAX_DIFF, the slide is scored in fp32 with a warning naming it."""
+    from prostate_fast.predict import predict_slide
+    from prostate_fast.predict.core import INT8_SLIDE_MAX_DIFF
+    from prostate_fast.synthetic import make_synthetic
+
+    model, _ = trained
+    slide = make_synthetic(tmp_path, width=2048, height=1024, seed=5).slide
+    kw = {"ignore_domain": True, "ignore_scale": True, "level": 0}
+    with load_model(model, engine="onnx", n_threads=2) as fp32:
+        want = predict_slide(fp32, slide, **kw)
+    with load_model(model, engine="onnx", precision="int8", n_threads=2) as q:
+        int8 = predict_slide(q, slide, **kw)
+        assert int8.engine == "onnx-int8"  # faithful on its sample: scored in int8 ...
+        assert np.abs(int8.prob - want.prob).max() > 0  # ... which is not fp32
+        twin = q.fp32_twin()
+        assert twin.precision == "fp32" and q.fp32_twin() is twin and twin.fp32_twin() is twin
+
+        real_run = q._run
+
+        def drifting(x: np.ndarray) -> np.ndarray:  # int8 past its calibrated ranges
+            p = real_run(x)
+            p[:, 1] = np.clip(p[:, 1] + 2 * INT8_SLIDE_MAX_DIFF, 0, 1)
+            p[:, 0] = 1 - p[:, 1]
+            return p
+
+        q._run = drifting  # type: ignore[method-assign]
+        with pytest.warns(UserWarning, match=slide.name) as seen:
+            fell = predict_slide(q, slide, **kw)
+        text = str(seen[0].message)
+        assert "int8 differs from fp32" in text and "scored in fp32" in text
+        assert fell.engine == "onnx"
+        np.testing.assert_allclose(fell.prob, want.prob, atol=1e-6)
+    assert q._twin is None and twin._lane_pool is None  # closed with it

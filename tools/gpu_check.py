@@ -194,6 +194,7 @@ def measure_predict(args: argparse.Namespace, synth: Any, model: Path, fixture: 
             seconds = scores.timings["inference"]
             assert len(scores.prob) == len(grid), "predict's grid is not the check's grid"
             rows[precision] = {
+                "engine": scores.engine,  # int8 found unfaithful on the slide: scored in fp32
                 "providers": list(getattr(pred, "providers", ())),
                 "tiles": len(grid),
                 "seconds": seconds,
@@ -261,13 +262,17 @@ def print_table(report: dict[str, Any]) -> None:
         f"gpu_check: slide {slide['size']}, {slide['tissue_tiles']} tissue tiles, "
         f"decode only {slide['decode_s']:.2f} s"
     )
-    print("precision  tiles/s  GPU util mean/max  decode share  max |dp| vs CPU fp32  providers")
+    print(
+        "precision  tiles/s  GPU util mean/max  decode share  max |dp| vs CPU fp32  providers"
+        "  scored by"
+    )
     for p in PRECISIONS:
         r = report["predict"][p]
         util = f"{_fmt(r['gpu_util_mean'], '.0f')}/{_fmt(r['gpu_util_max'], '.0f')} %"
         print(
             f"{p:<9} {r['tiles_per_s']:8.0f}  {util:>17}  {r['decode_share']:12.2f}  "
             f"{r['max_abs_prob_diff_vs_cpu_fp32']:20.2e}  {','.join(r['providers'])}"
+            f"  {r.get('engine', '?')}"
         )
     t = report["mxnet_training"]
     if t.get("runs"):

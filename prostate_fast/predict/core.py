@@ -34,6 +34,11 @@ training tiles were: the slide's stains are fitted once on its tissue
 thread (:class:`~prostate_fast.stain.StainTransform`), after the off-tissue fill. A model without
 one scores the tiles as read.
 
+int8: an int8 engine (``precision="int8"``) is checked on every slide before it scores it: on the
+same sample of tissue tiles as the domain check it must take every decision the same model takes
+in fp32 and move no probability by more than :data:`INT8_SLIDE_MAX_DIFF`; otherwise the slide is
+scored in fp32 (a warning says so, and the ScoreGrid's engine reads ``onnx``, not ``onnx-int8``).
+
 Tiles partly off tissue: a tile is kept when the tissue mask covers at least ``min_tissue`` of
 it (25 % by default), so edge tiles can be mostly glass. Such a tile is scored on its tissue:
 before the model sees it, its pixels off the mask (the rule of
@@ -70,7 +75,7 @@ from ..model import ModelInfo
 from ..slide.core import Slide
 from .engines import Engine, Predictor, load_model
 from .engines.base import chunks, lane_parts
-from .scoregrid import ScoreGrid, merge_thresholds, tissue_pixels
+from .scoregrid import ScoreGrid, decide, merge_thresholds, tissue_pixels
 
 #: ``progress(done, total, tiles_per_s)``: called after each batch of tiles.
 Progress = Callable[[int, int, float], None]
@@ -80,8 +85,10 @@ __all__ = ["Progress", "glass_colour", "predict_slide", "validate_scale"]
 
 #: Largest relative difference between an explicit ``level``'s scale and the model's.
 SCALE_TOLERANCE = 0.25
-#: Tissue tiles measured for the domain check.
+#: Tissue tiles measured for the domain check (and for int8 against fp32).
 DOMAIN_SAMPLE = 64
+#: Largest probability change from fp32 that an int8 engine may make on a slide's sampled tiles.
+INT8_SLIDE_MAX_DIFF = 0.1
 _UNKNOWN_DOMAIN_SAID: set[str] = set()
 
 
@@ -230,6 +237,39 @@ def _fill_off_tissue(
     return tiles
 
 
+# -- int8, slide by slide -------------------------------------------------------------------------
+def _int8_or_fp32(
+    predictor: Predictor, slide: Slide, grid: Any, read_tiles: Any, thresholds: Mapping[str, float]
+) -> Predictor:
+    """The engine that scores this slide: an int8 one when, on up to :data:`DOMAIN_SAMPLE` tissue
+    tiles spread over the slide, it takes every decision its fp32 twin takes and moves no
+    probability by more than :data:`INT8_SLIDE_MAX_DIFF`; else its fp32 twin (a warning names
+    the slide and the numbers). int8's activation ranges come from the model's validation tiles:
+    tissue unlike them (another lab, scanner or organ) can push activations past those ranges,
+    where int8 saturates."""
+    twin = getattr(predictor, "fp32_twin", None)
+    if predictor.precision != "int8" or twin is None or len(grid) == 0:
+        return predictor
+    from ..model.domain import sample_indices
+
+    idx = np.asarray(sample_indices(len(grid), DOMAIN_SAMPLE), np.int64)
+    x = predictor.prepare(read_tiles(slide, grid, idx, reader_threads(predictor)))
+    fp32 = twin()
+    p8, p32 = predictor.run(x), fp32.run(x)
+    t = np.array([thresholds[c] for c in predictor.info.classes[1:]], np.float64)
+    changed = int(np.count_nonzero(decide(p8, t) != decide(p32, t)))
+    diff = float(np.abs(p8 - p32).max())
+    if changed == 0 and diff <= INT8_SLIDE_MAX_DIFF:
+        return predictor
+    warnings.warn(
+        f"{slide.path or slide.name}: int8 differs from fp32 on this slide ({changed} of "
+        f"{len(idx)} sampled tiles change decision, largest probability change {diff:.2f}); "
+        "scored in fp32",
+        stacklevel=3,
+    )
+    return fp32
+
+
 # -- the stage ------------------------------------------------------------------------------------
 def predict_slide(
     model: str | os.PathLike[str] | Predictor,
@@ -368,8 +408,9 @@ def predict_slide(
             tiles = _fill_off_tissue(tiles, g, idx, tissue, fill)
             return tiles if norm is None else norm(tiles)
 
+        scorer = _int8_or_fp32(predictor, view, grid, read_on_tissue, thr)
         t2 = time.perf_counter()
-        prob = _run_grid(predictor, view, grid, read_on_tissue, progress)
+        prob = _run_grid(scorer, view, grid, read_on_tissue, progress)
         t3 = time.perf_counter()
     choice = grid.choice
     return ScoreGrid(
@@ -389,9 +430,9 @@ def predict_slide(
         prob=prob,
         thresholds=thr,
         model=str(info.model_dir),
-        engine=predictor.engine
-        if predictor.precision == "fp32"
-        else f"{predictor.engine}-{predictor.precision}",
+        engine=scorer.engine
+        if scorer.precision == "fp32"
+        else f"{scorer.engine}-{scorer.precision}",
         timings={
             "tissue": t1 - t0,
             "grid": t2 - t1,

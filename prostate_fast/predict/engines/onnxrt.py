@@ -41,6 +41,7 @@ class OnnxPredictor(Predictor):
         super().__init__(info, device, batch_size, n_threads)
         self.precision = precision
         self.int8_report: dict[str, Any] | None = None
+        self._twin: OnnxPredictor | None = None
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -86,6 +87,24 @@ class OnnxPredictor(Predictor):
         self.onnx_path = path
         self.providers = tuple(self._sess.get_providers())
         self._input = self._sess.get_inputs()[0].name
+
+    def fp32_twin(self) -> OnnxPredictor:
+        """This model in fp32 on the same device, batch size and threads (this predictor when it
+        is fp32): made on first use, closed with this one. ``predict_slide`` checks an int8
+        engine against it on every slide."""
+        if self.precision == "fp32":
+            return self
+        if self._twin is None:
+            self._twin = OnnxPredictor(
+                self.info, self.device, self.batch_size, self.n_threads, "fp32"
+            )
+        return self._twin
+
+    def close(self) -> None:
+        super().close()
+        twin, self._twin = self._twin, None
+        if twin is not None:
+            twin.close()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), self.info.n_classes), np.float32)
