@@ -59,6 +59,7 @@ compared with it (:func:`~.scoregrid.decide`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import warnings
@@ -72,6 +73,7 @@ import numpy as np
 from .._util import resolve_threads
 from ..errors import ModelError
 from ..model import ModelInfo
+from ..model.domain import sample_indices
 from ..slide.core import Slide
 from .engines import Engine, Predictor, load_model
 from .engines.base import chunks, lane_parts
@@ -131,12 +133,13 @@ def _check_level_scale(info: ModelInfo, slide: Slide, choice: Any, ignore: bool)
 
 
 def _check_domain(
-    info: ModelInfo, slide: Slide, grid: Any, tissue: Any, read_tiles: Any, ignore: bool
+    info: ModelInfo, slide: Slide, n_tiles: int, tissue: Any, sample: Any, ignore: bool
 ) -> None:
-    """OutOfDomainError when a sample of the slide's tissue tiles lies outside the model's domain."""
-    from ..model.domain import OutOfDomainError, domain_problem, sample_indices
+    """OutOfDomainError when a sample of the slide's tissue tiles (``sample()``: up to
+    :data:`DOMAIN_SAMPLE` of its ``n_tiles``, as read) lies outside the model's domain."""
+    from ..model.domain import OutOfDomainError, domain_problem
 
-    if ignore or len(grid) == 0:
+    if ignore or n_tiles == 0:
         return
     if info.domain is None:
         key = str(info.model_dir)
@@ -148,9 +151,8 @@ def _check_domain(
                 stacklevel=3,
             )
         return
-    idx = np.asarray(sample_indices(len(grid), DOMAIN_SAMPLE), np.int64)
     dark = getattr(tissue, "background", "bright") == "dark"
-    reason = domain_problem(info.domain, read_tiles(slide, grid, idx), dark_background=dark)
+    reason = domain_problem(info.domain, sample(), dark_background=dark)
     if reason is not None:
         raise OutOfDomainError(
             f"{slide.path or slide.name}: outside the model's training domain: {reason}; "
@@ -239,21 +241,21 @@ def _fill_off_tissue(
 
 # -- int8, slide by slide -------------------------------------------------------------------------
 def _int8_or_fp32(
-    predictor: Predictor, slide: Slide, grid: Any, read_tiles: Any, thresholds: Mapping[str, float]
+    predictor: Predictor, slide: Slide, sample: Any, thresholds: Mapping[str, float]
 ) -> Predictor:
-    """The engine that scores this slide: an int8 one when, on up to :data:`DOMAIN_SAMPLE` tissue
-    tiles spread over the slide, it takes every decision its fp32 twin takes and moves no
-    probability by more than :data:`INT8_SLIDE_MAX_DIFF`; else its fp32 twin (a warning names
-    the slide and the numbers). int8's activation ranges come from the model's validation tiles:
-    tissue unlike them (another lab, scanner or organ) can push activations past those ranges,
-    where int8 saturates."""
+    """The engine that scores this slide: an int8 one when, on the domain check's sample of
+    tissue tiles (``sample()``: up to :data:`DOMAIN_SAMPLE`, spread over the slide, as the model
+    sees them), it takes every decision its fp32 twin takes and moves no probability by more
+    than :data:`INT8_SLIDE_MAX_DIFF`; else its fp32 twin (a warning names the slide and the
+    numbers). int8's activation ranges come from the model's validation tiles: tissue unlike
+    them (another lab, scanner or organ) can push activations past those ranges, where int8
+    saturates."""
     twin = getattr(predictor, "fp32_twin", None)
-    if predictor.precision != "int8" or twin is None or len(grid) == 0:
+    if predictor.precision != "int8" or twin is None:
         return predictor
-    from ..model.domain import sample_indices
-
-    idx = np.asarray(sample_indices(len(grid), DOMAIN_SAMPLE), np.int64)
-    x = predictor.prepare(read_tiles(slide, grid, idx, reader_threads(predictor)))
+    x = predictor.prepare(sample())
+    if len(x) == 0:
+        return predictor
     fp32 = twin()
     p8, p32 = predictor.run(x), fp32.run(x)
     t = np.array([thresholds[c] for c in predictor.info.classes[1:]], np.float64)
@@ -263,7 +265,7 @@ def _int8_or_fp32(
         return predictor
     warnings.warn(
         f"{slide.path or slide.name}: int8 differs from fp32 on this slide ({changed} of "
-        f"{len(idx)} sampled tiles change decision, largest probability change {diff:.2f}); "
+        f"{len(x)} sampled tiles change decision, largest probability change {diff:.2f}); "
         "scored in fp32",
         stacklevel=3,
     )
@@ -399,16 +401,24 @@ def predict_slide(
         t1 = time.perf_counter()
         kw: dict[str, Any] = {} if min_tissue is None else {"min_tissue": min_tissue}
         grid = build_grid(view, tissue, **request, tile_size=info.tile_size, **kw)
-        _check_domain(info, view, grid, tissue, read_tiles, ignore_domain)
+        # one sample of tissue tiles, read once, for the domain check and for int8 against fp32
+        sample_idx = np.asarray(sample_indices(len(grid), DOMAIN_SAMPLE), np.int64)
+        sampled = functools.cache(lambda: read_tiles(view, grid, sample_idx))
+        _check_domain(info, view, len(grid), tissue, sampled, ignore_domain)
         fill = glass_colour(view, tissue) if len(grid) else np.full(3, 255, np.uint8)
         norm = _stain_normaliser(info, view, tissue, len(grid))
 
-        def read_on_tissue(slide: Slide, g: Any, idx: np.ndarray, threads: int) -> np.ndarray:
-            tiles = read_tiles(slide, g, idx, n_threads=threads)
+        def on_tissue(tiles: np.ndarray, g: Any, idx: np.ndarray) -> np.ndarray:
             tiles = _fill_off_tissue(tiles, g, idx, tissue, fill)
             return tiles if norm is None else norm(tiles)
 
-        scorer = _int8_or_fp32(predictor, view, grid, read_on_tissue, thr)
+        def read_on_tissue(slide: Slide, g: Any, idx: np.ndarray, threads: int) -> np.ndarray:
+            return on_tissue(read_tiles(slide, g, idx, n_threads=threads), g, idx)
+
+        def sample_on_tissue() -> np.ndarray:
+            return on_tissue(sampled().copy(), grid, sample_idx)
+
+        scorer = _int8_or_fp32(predictor, view, sample_on_tissue, thr)
         t2 = time.perf_counter()
         prob = _run_grid(scorer, view, grid, read_on_tissue, progress)
         t3 = time.perf_counter()
@@ -467,9 +477,6 @@ def _run_grid(
     def load(b: tuple[int, int]) -> np.ndarray:
         return predictor.prepare(read_tiles(slide, grid, np.arange(b[0], b[1]), threads))
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return predictor.run_lane(x) if lanes > 1 else predictor.run(x)
-
     ends = {e for _, e in bounds}
     t0 = time.perf_counter()
     running: deque[tuple[int, Future[np.ndarray]]] = deque()
@@ -483,7 +490,7 @@ def _run_grid(
                 if k + 1 < len(bounds):
                     pending = reader.submit(load, bounds[k + 1])
                 for ps, pe in lane_parts(e - s, lanes):
-                    running.append((s + ps, engine.submit(run, x[ps:pe])))
+                    running.append((s + ps, engine.submit(predictor.run_lane, x[ps:pe])))
                 # batch k's parts wait their turn; everything before it is collected
                 while running and running[0][0] < s:
                     _collect(running, prob, ends, t0, progress)

@@ -209,9 +209,8 @@ class TiffLevels:
     def _jpeg_args(self, level: int) -> dict[str, Any] | None:
         """The JPEG decoder's arguments for the tiles of ``level`` (tifffile's, for its
         photometric), or None when they are not plain 8-bit 3-sample JPEG tiles."""
-        hit = self._jpeg.get(level, False)
-        if hit is not False:
-            return hit  # type: ignore[return-value]
+        if level in self._jpeg:
+            return self._jpeg[level]
         try:  # tifffile's own colour-space rule for JPEG in TIFF (not in its top-level API)
             from tifffile.tifffile import jpeg_decode_colorspace
         except ImportError:  # another tifffile: every tile goes through segment()
