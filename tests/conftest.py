@@ -33,3 +33,20 @@ def synthetic_small(tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("synthetic_small")
     return make_synthetic(out, width=4096, height=2048, seed=3, n_cores=3, pen_marks=True)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study CNN at 64 px tiles, 20x / 0.5 µm, Xavier-seeded (not trained): predict's tests
+    (a module may define its own ``model_dir``)."""
+    from _tiny_model import make_model
+
+    return make_model(tmp_path_factory.mktemp("model") / "m", tile_size=64)
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2048 x 1024 synthetic slide at 20x (seed 3): predict's tests."""
+    from prostate_fast.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("slide"), width=2048, height=1024, seed=3).slide

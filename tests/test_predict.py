@@ -1,5 +1,6 @@
-"""Prediction: three engines that agree, the GIL released by the native one, scale handling
-(slides without mpp) and every model-folder error (the ScoreGrid file: test_scoregrid.py)."""
+"""Prediction: three engines that agree, the GIL released by the native one, the onnx engine's
+lanes, scale handling (slides without mpp) and every model-folder error (the ScoreGrid file:
+test_scoregrid.py; tiles partly off tissue: test_predict_edges.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny_model import make_model
 
 from prostate_fast._util import resolve_threads
 from prostate_fast.cli.main import main
@@ -24,19 +24,7 @@ pytest.importorskip("mxnet")
 TILE = 64
 
 
-# -- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The study CNN at 64 px tiles, 20x / 0.5 µm, Xavier-seeded (not trained)."""
-    return make_model(tmp_path_factory.mktemp("model") / "m", tile_size=TILE)
-
-
-@pytest.fixture(scope="module")
-def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prostate_fast.synthetic import make_synthetic
-
-    out = tmp_path_factory.mktemp("slide")
-    return make_synthetic(out, width=2048, height=1024, seed=3).slide
+# model_dir (64 px tiles) and synthetic_slide: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -532,83 +520,3 @@ def test_cli_slide_without_mpp(
     line = _one_line(capsys)
     assert "--slide-mpp or --level" in line and "tcga-cr-7395" in line
     assert not os.listdir(tmp_path)
-
-
-def test_tiles_partly_off_tissue_are_scored_on_their_tissue(
-    model_dir: Path, synthetic_slide: Path
-) -> None:
-    """Ink painted on the glass of edge tiles does not change their score (it did before)."""
-    from prostate_fast.predict import load_model, predict_slide
-    from prostate_fast.predict.core import glass_colour
-    from prostate_fast.predict.scoregrid import tissue_pixels
-    from prostate_fast.slide import ArraySlide, open_slide
-    from prostate_fast.tile import build_grid, read_tiles
-    from prostate_fast.tissue import detect_tissue
-
-    with open_slide(synthetic_slide) as sl:
-        image = sl.read_region((0, 0), 0, sl.dimensions)
-    kw = {"mpp": 0.5, "objective_power": 20.0, "name": synthetic_slide.name}
-    clean = ArraySlide(image, **kw)
-    tissue = detect_tissue(clean)
-    grid = build_grid(clean, tissue, tile_size=TILE)
-    partial = np.flatnonzero(grid.tissue_fraction < 1.0)
-    assert len(partial) >= 5
-    inked = image.copy()
-    for k in partial[::2]:  # ink on the glass of every other edge tile
-        (x, y), (r, c) = grid.l0_xy[k], grid.tile_rc[k]
-        on = tissue_pixels(tissue.mask, tissue.downsample, 1.0, (c * TILE, r * TILE, TILE, TILE))
-        inked[y : y + TILE, x : x + TILE][~on] = (20, 30, 140)
-    inked_slide = ArraySlide(inked, **kw)
-
-    pred = load_model(model_dir, engine="native", batch_size=32)
-
-    def darkness(x: np.ndarray) -> np.ndarray:  # a model that looks at every pixel
-        p = np.clip(1.0 - x.mean(axis=(1, 2, 3)), 0.0, 1.0)
-        return np.stack([1.0 - p, p], 1).astype(np.float32)
-
-    pred._run = darkness  # type: ignore[method-assign]
-    a = predict_slide(pred, clean, tissue=tissue)
-    b = predict_slide(pred, inked_slide, tissue=tissue)
-    full = grid.tissue_fraction == 1.0
-    np.testing.assert_array_equal(a.prob[full], b.prob[full])
-    raw = pred.predict_batch(read_tiles(inked_slide, grid, partial[::2]))[:, 1]
-    clean_raw = pred.predict_batch(read_tiles(clean, grid, partial[::2]))[:, 1]
-    assert np.abs(raw - clean_raw).min() > 0.02  # the ink matters to this model ...
-    assert np.abs(a.prob[partial, 1] - b.prob[partial, 1]).max() < 0.005  # ... not to the score
-    # the score of an edge tile is the score of its tissue on the slide's glass colour
-    fill = glass_colour(clean, tissue)
-    assert (fill > 200).all()
-    tiles = read_tiles(clean, grid, partial)
-    for i, k in enumerate(partial):
-        r, c = grid.tile_rc[k]
-        on = tissue_pixels(tissue.mask, tissue.downsample, 1.0, (c * TILE, r * TILE, TILE, TILE))
-        tiles[i][~on] = fill
-    np.testing.assert_allclose(a.prob[partial], pred.predict_batch(tiles), atol=1e-6)
-    assert a.tissue_mask is not None and a.tissue_downsample == tissue.downsample
-
-
-def test_glass_colour_is_the_glass_not_the_scanners_white_fill() -> None:
-    """The fill of tiles partly off tissue is the light through the slide's glass, read as the
-    stain normalisation reads it: a scanner's pure white fill of unscanned area (here most of
-    the background), ink and dust do not count; a dark background keeps the background median."""
-    from types import SimpleNamespace
-
-    from prostate_fast.predict.core import glass_colour
-    from prostate_fast.slide import ArraySlide
-    from prostate_fast.stain import IO
-
-    img = np.full((512, 1024, 3), 255, np.uint8)  # unscanned area: pure white fill
-    img[:, 600:] = (236, 231, 241)  # the scanned strip's glass ...
-    img[100:400, 700:900] = (180, 90, 160)  # ... with tissue on it
-    img[20:40, 620:680] = (20, 30, 140)  # and a little ink
-    mask = np.zeros((32, 64), bool)
-    mask[100 // 16 : 400 // 16, 700 // 16 : 900 // 16] = True
-    tissue = SimpleNamespace(mask=mask, downsample=16.0)
-    slide = ArraySlide(img, mpp=0.5)
-    assert glass_colour(slide, tissue).tolist() == [236, 231, 241]
-    white = ArraySlide(np.full((512, 1024, 3), 255, np.uint8), mpp=0.5)
-    assert glass_colour(white, tissue).tolist() == [round(IO)] * 3  # no glass seen
-    dark = np.zeros((512, 1024, 3), np.uint8)
-    dark[100:400, 700:900] = (30, 200, 40)
-    tissue_dark = SimpleNamespace(mask=mask, downsample=16.0, background="dark")
-    assert glass_colour(ArraySlide(dark, mpp=0.5), tissue_dark).tolist() == [0, 0, 0]

@@ -105,37 +105,3 @@ def test_predicted_rule() -> None:
     assert m.shape == (6, 10) and np.isnan(m).sum() == 60 - 4
     two = _grid()
     np.testing.assert_array_equal(two.predicted, (two.prob[:, 1] >= 0.4).astype(np.int16))
-
-
-@pytest.mark.parametrize("mds, ds", [(16.0, 1.0), (32.0, 2.0), (24.0, 1.0), (7.3, 1.0), (4.0, 4.0)])
-def test_off_tissue_fill_follows_tissue_pixels(mds: float, ds: float) -> None:
-    """predict's native fill of partial tiles sets exactly the pixels tissue_pixels calls off the
-    tissue (fractional scales, tiles over the mask's edges), and leaves full tiles as read."""
-    from types import SimpleNamespace
-
-    from prostate_fast.predict.core import _fill_off_tissue
-    from prostate_fast.predict.scoregrid import tissue_pixels
-
-    rng = np.random.default_rng(int(mds * 10 + ds))
-    mask = rng.random((23, 31)) > 0.5
-    t, stride = 48, 40
-    rc = np.array([[0, 0], [1, 2], [3, 5], [int(23 * mds / ds / stride), 1], [2, 2]], np.int32)
-    frac = np.array([0.5, 0.2, 0.9, 0.3, 1.0], np.float32)  # the last: a full tile
-    grid = SimpleNamespace(
-        tile_size=t, stride=stride, downsample=ds, tile_rc=rc, tissue_fraction=frac
-    )
-    tissue = SimpleNamespace(mask=mask, downsample=mds)
-    tiles = rng.integers(0, 256, (len(rc), t, t, 3), np.uint8)
-    fill = np.array([241, 237, 250], np.uint8)
-    want = tiles.copy()
-    for k, (r, c) in enumerate(rc[:-1]):
-        want[k][~tissue_pixels(mask, mds, ds, (c * stride, r * stride, t, t))] = fill
-    idx = np.arange(len(rc))
-    got = _fill_off_tissue(tiles.copy(), grid, idx, tissue, fill)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(  # a batch holding some of them, in another order
-        _fill_off_tissue(tiles[[4, 1]].copy(), grid, idx[[4, 1]], tissue, fill), want[[4, 1]]
-    )
-    empty = SimpleNamespace(mask=np.zeros((0, 0), bool), downsample=mds)
-    none = _fill_off_tissue(tiles.copy(), grid, idx, empty, fill)
-    assert (none[:-1] == fill).all() and np.array_equal(none[-1], tiles[-1])
