@@ -23,6 +23,14 @@ def br():
     return mod
 
 
+@pytest.fixture(scope="module")
+def bt(br):
+    """tools/bench_tables.py (on the path once bench_report is loaded): the tables."""
+    import bench_tables
+
+    return bench_tables
+
+
 FACTS = {"slide": "1000x500", "slide_gp": 0.0005, "grid_tiles": 1000, "tissue_tiles": 200}
 
 
@@ -99,27 +107,27 @@ def fake_json() -> dict:
     return {"benchmarks": b, "datetime": "2026-01-01T00:00:00", "commit_info": {"id": "abc123"}}
 
 
-def test_load_entries_and_cost(br) -> None:
-    entries = br.load_entries(fake_json())
-    e = br.find(entries, "bench_tissue", "test_native[all-cores]")
+def test_load_entries_and_cost(bt) -> None:
+    entries = bt.load_entries(fake_json())
+    e = bt.find(entries, "bench_tissue", "test_native[all-cores]")
     assert (e.file, e.group, e.median) == ("bench_tissue", None, 0.01)
-    assert br.cost(e, "tile", ("us_per_tile",)) == pytest.approx(2e-6)
-    assert br.cost(e, "tile") == pytest.approx(0.01 / 2048)  # median per recorded tile
-    p = br.find(entries, "bench_predict", "test_engine[native]")
-    assert br.cost(p, "tile", ("tiles_per_s",)) == pytest.approx(1 / 500)
-    d = br.find(entries, "bench_dataset", "test_baseline_tile_files")
-    assert br.cost(d, "tile", ("img/s",)) == pytest.approx(1 / 4000)
-    assert br.cost(d, "tile", ("tiles/s",)) == pytest.approx(1 / 400)
-    study = br.find(entries, "bench_overlay", "test_study_way")
-    assert br.cost(study, "slide", ("extrapolated_s", "s_per_slide"), strict=True) is None
-    assert br.cost(study, "slide", ("extrapolated_s", "s_per_slide")) == 1.0
-    assert br.cost(None, "tile") is None
-    assert br.find(entries, "bench_tissue", "missing") is None
+    assert bt.cost(e, "tile", ("us_per_tile",)) == pytest.approx(2e-6)
+    assert bt.cost(e, "tile") == pytest.approx(0.01 / 2048)  # median per recorded tile
+    p = bt.find(entries, "bench_predict", "test_engine[native]")
+    assert bt.cost(p, "tile", ("tiles_per_s",)) == pytest.approx(1 / 500)
+    d = bt.find(entries, "bench_dataset", "test_baseline_tile_files")
+    assert bt.cost(d, "tile", ("img/s",)) == pytest.approx(1 / 4000)
+    assert bt.cost(d, "tile", ("tiles/s",)) == pytest.approx(1 / 400)
+    study = bt.find(entries, "bench_overlay", "test_study_way")
+    assert bt.cost(study, "slide", ("extrapolated_s", "s_per_slide"), strict=True) is None
+    assert bt.cost(study, "slide", ("extrapolated_s", "s_per_slide")) == 1.0
+    assert bt.cost(None, "tile") is None
+    assert bt.find(entries, "bench_tissue", "missing") is None
 
 
-def test_table3_rows(br) -> None:
-    rows = {r["key"]: r for r in br.table3(br.e2e_stages(br.load_entries(fake_json())))}
-    assert list(rows) == [r[0] for r in br.TABLE3] + ["total"]
+def test_table3_rows(bt) -> None:
+    rows = {r["key"]: r for r in bt.table3(bt.e2e_stages(bt.load_entries(fake_json())))}
+    assert list(rows) == [r[0] for r in bt.TABLE3] + ["total"]
     white = rows["white"]
     assert white["study_s"] == 3 * 3600 + 45 * 60
     assert white["baseline_s"] == pytest.approx(50.0) and white["ours_s"] == 1.0
@@ -135,8 +143,8 @@ def test_table3_rows(br) -> None:
     assert total["study_s"] == 45 + 12 + 720 + 13500 + 120 + 1020 + 27
 
 
-def test_preprocess_and_the_study_data_set(br) -> None:
-    pre = br.preprocess(br.e2e_stages(br.load_entries(fake_json())))
+def test_preprocess_and_the_study_data_set(bt) -> None:
+    pre = bt.preprocess(bt.e2e_stages(bt.load_entries(fake_json())))
     # baseline: (0.01 + 0.002 + 0.05) s per full-grid tile; ours: 1000 tiles in 4 s
     assert pre["baseline_s"] == pytest.approx(62.0)
     assert pre["baseline_rate"] == pytest.approx(1000 / 62)
@@ -146,12 +154,12 @@ def test_preprocess_and_the_study_data_set(br) -> None:
     assert pre["ours_study_s"] == pytest.approx(400_000 / 250)
     assert pre["ours_study_s_all_kept"] == pytest.approx(400_000 / 50)  # 200 kept tiles in 4 s
     assert pre["sample"] == {"tiles": 256, "label": 256, "white": 64}
-    assert br.preprocess({}) is None
+    assert bt.preprocess({}) is None
 
 
-def test_kernel_rows_best_alternative_and_targets(br) -> None:
-    entries = br.load_entries(fake_json())
-    rows = {r["title"]: r for r in br.kernel_rows(entries)}
+def test_kernel_rows_best_alternative_and_targets(bt) -> None:
+    entries = bt.load_entries(fake_json())
+    rows = {r["title"]: r for r in bt.kernel_rows(entries)}
     w = rows["white fraction, 128 px tiles"]
     assert w["alt_name"] == "test_opencv" and w["alt"] == pytest.approx(20e-6)
     assert w["vs_alt"] == pytest.approx(10.0) and w["vs_baseline"] == pytest.approx(25_000)
@@ -167,10 +175,10 @@ def test_kernel_rows_best_alternative_and_targets(br) -> None:
     assert e2e["vs_alt"] == pytest.approx(2.5 / 3.0)
     assert rows["per slide: pack (1000x500)"]["baseline"] == pytest.approx(10.0)
     assert "per slide: predict (1000x500)" in rows  # no alt measured: still listed
-    pre = br.preprocess(br.e2e_stages(entries))
-    got = [t["ok"] for t in br.targets(list(rows.values()), pre)]
+    pre = bt.preprocess(bt.e2e_stages(entries))
+    got = [t["ok"] for t in bt.targets(list(rows.values()), pre)]
     assert got == [True, False, True, False]  # label slower than opencv; ratio 15.5 < 100
-    assert [t["ok"] for t in br.targets([], None)] == [None] * 4
+    assert [t["ok"] for t in bt.targets([], None)] == [None] * 4
 
 
 def test_formatting(br) -> None:
@@ -213,7 +221,7 @@ def test_main_writes_the_report_and_compares(br, tmp_path, monkeypatch, capsys) 
     assert "Largest difference: 10 %" in capsys.readouterr().out
 
 
-def test_limits_against_peak_decode_and_engine(br) -> None:
+def test_limits_against_peak_decode_and_engine(br, bt) -> None:
     data = fake_json()
     data["benchmarks"] += [
         _bench("bench_predict", "test_peak_matmul[numpy]", 0.1, {"gflops": 100.0}),
@@ -233,7 +241,7 @@ def test_limits_against_peak_decode_and_engine(br) -> None:
             {"limit_sps": 100.0, "real_sps": 85.0, "ratio": 0.86},
         ),
     ]
-    rows = {r["what"]: r for r in br.limits(br.load_entries(data))}
+    rows = {r["what"]: r for r in bt.limits(bt.load_entries(data))}
     t = rows["training samples/s vs the same step on decoded batches, training_vs_limit[study]"]
     assert t["ratio"] == 0.86 and t["ok"] is True  # at least 0.8 of the limit
     g = rows["inference GFLOP/s, onnx_precision[fp32]"]
@@ -247,7 +255,7 @@ def test_limits_against_peak_decode_and_engine(br) -> None:
     assert "| 85.0 samples/s | 100.0 samples/s | 0.86x | >= 0.8x PASS |" in text
 
 
-def test_issue18_rows_int8_and_overlay(br) -> None:
+def test_issue18_rows_int8_and_overlay(bt) -> None:
     data = fake_json()  # overlay: ours 4.0 s, pyvips 5.0 s
     fp32 = {"tiles_per_s": 400.0}
     data["benchmarks"] += [
@@ -259,12 +267,12 @@ def test_issue18_rows_int8_and_overlay(br) -> None:
             {"tiles_per_s": 800.0, "decisions_unchanged": 0.985},
         ),
     ]
-    rows = {r["what"][:20]: r for r in br.limits(br.load_entries(data))}
+    rows = {r["what"][:20]: r for r in bt.limits(bt.load_entries(data))}
     q = rows["int8 vs fp32 tiles/s"]
     assert q["ratio"] == pytest.approx(2.0) and q["ok"] is False  # fast, but 1.5 % changed
     assert "98.5% of decisions unchanged" in q["what"]
     ov = rows["overlay vs pyvips, s"]
     assert ov["ratio"] == pytest.approx(5.0 / 4.0) and ov["ok"] is False and ov["at_least"]
     data["benchmarks"][-1]["extra_info"]["decisions_unchanged"] = 0.995
-    rows = {r["what"][:20]: r for r in br.limits(br.load_entries(data))}
+    rows = {r["what"][:20]: r for r in bt.limits(bt.load_entries(data))}
     assert rows["int8 vs fp32 tiles/s"]["ok"] is True
