@@ -14,12 +14,21 @@ touches the overlay tiles its ``tile_size`` square overlaps (overlapping cells i
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["can_copy", "decode_tile", "page_has_layout", "touched_tiles", "untouched_copier"]
+__all__ = [
+    "absent_tiles",
+    "can_copy",
+    "decode_tile",
+    "open_fd",
+    "page_has_layout",
+    "touched_tiles",
+    "untouched_copier",
+]
 
 
 def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray:
@@ -32,6 +41,19 @@ def touched_tiles(tables: Any, width: int, height: int, tile: int) -> np.ndarray
         y0, x0 = int(r) * s, int(c) * s
         out[y0 // tile : (y0 + t - 1) // tile + 1, x0 // tile : (x0 + t - 1) // tile + 1] = True
     return out
+
+
+def absent_tiles(page: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """(tile rows, tile cols) bool: the tiles of a tifffile ``page`` stored empty (absent). The
+    overlay never copies them: it decodes them as the slide reader makes them."""
+    return (np.asarray(page.databytecounts) == 0).reshape(shape)
+
+
+def open_fd(stack: contextlib.ExitStack, path: Any) -> int:
+    """A read-only file descriptor of ``path`` (for ``os.pread``), closed with ``stack``."""
+    fd = os.open(path, os.O_RDONLY)
+    stack.callback(os.close, fd)
+    return fd
 
 
 def can_copy(slide: Any, choice: Any, compression: str) -> bool:

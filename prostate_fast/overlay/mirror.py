@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import can_copy, decode_tile, page_has_layout, touched_tiles
+from .copy import absent_tiles, can_copy, decode_tile, open_fd, page_has_layout, touched_tiles
 
 __all__ = ["MirrorLevels", "mirror_levels"]
 
@@ -143,9 +143,8 @@ def mirror_levels(
         parent[rr // factor, cc // factor] = True  # a tile lies inside one tile of the next level
         touched.append(parent)
     # empty (absent) level-0 tiles are decoded as the slide reader makes them: touched
-    touched[0] |= (np.asarray(pages[0].databytecounts) == 0).reshape(touched[0].shape)
-    fd = os.open(slide.path, os.O_RDONLY)
-    stack.callback(os.close, fd)
+    touched[0] |= absent_tiles(pages[0], touched[0].shape)
+    fd = open_fd(stack, slide.path)
     kw = {"factor": factor, "tile": tile, "fd": fd, "path": slide.path}
     return MirrorLevels(pages, touched, **kw)
 

@@ -25,8 +25,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from .copy import _matching_page, can_copy, decode_tile, touched_tiles, untouched_copier
-from .mirror import mirror_levels
+from .copy import (
+    _matching_page,
+    absent_tiles,
+    can_copy,
+    decode_tile,
+    open_fd,
+    touched_tiles,
+    untouched_copier,
+)
+from .mirror import MirrorLevels, mirror_levels
 
 __all__ = ["SparseLevels", "capture_level", "sparse_levels", "tile_sources"]
 
@@ -116,11 +124,14 @@ def sparse_levels(
     layout: Any,
     encoding: Any,
     halves: bool = True,
+    mirror: MirrorLevels | None = None,
 ) -> SparseLevels | None:
     """A :class:`SparseLevels` for the overlay of ``slide``, or None when its tiles cannot be
     copied (see :mod:`prostate_fast.overlay.copy`), its level has no exact decoder of ours, or
     level 0 itself is captured for the thumbnail. Its file and threads stay open in ``stack``;
-    ``layout`` is (width, height, TIFF tile), ``encoding`` write_overlay's TIFF settings."""
+    ``layout`` is (width, height, TIFF tile), ``encoding`` write_overlay's TIFF settings. With
+    the slide's ``mirror``, its level-0 page, touched tiles and open file are used (the mirror
+    has checked the page and worked them out already)."""
     from concurrent.futures import ThreadPoolExecutor
 
     size, tile = layout[:2], layout[2]
@@ -132,15 +143,19 @@ def sparse_levels(
     ):
         return None
     decoder = slide._level_decoder(choice.level)
-    page = _matching_page(stack, slide.path, choice.level, size, tile)
-    if decoder is None or page is None:
+    if decoder is None:
         return None
-    touched = touched_tiles(tables, size[0], size[1], tile)
-    if len(page.dataoffsets) != touched.size:
-        return None
-    touched |= (np.asarray(page.databytecounts) == 0).reshape(touched.shape)
-    fd = os.open(slide.path, os.O_RDONLY)
-    stack.callback(os.close, fd)
+    if mirror is not None:
+        page, touched, fd = mirror.pages[0], mirror.touched[0], mirror.fd
+    else:
+        page = _matching_page(stack, slide.path, choice.level, size, tile)
+        if page is None:
+            return None
+        touched = touched_tiles(tables, size[0], size[1], tile)
+        if len(page.dataoffsets) != touched.size:
+            return None
+        touched |= absent_tiles(page, touched.shape)
+        fd = open_fd(stack, slide.path)
     pool = stack.enter_context(ThreadPoolExecutor(max(1, int(encoding["n_threads"]))))
     kw = {"tile": tile, "fd": fd, "pool": pool, "path": slide.path, "halves": halves}
     kw["full"] = encoding.get("capture_level") == 0  # level 0 kept whole for the thumbnail
@@ -170,7 +185,9 @@ def tile_sources(
         mirror.capture = None if thumbnail_size is None else capture_level(dims, thumbnail_size)
         if dims == mirror.dims:
             plain = {**encoding, "capture_level": mirror.capture}
-            sparse = sparse_levels(stack, slide, choice, tables, layout, plain, halves=False)
+            sparse = sparse_levels(
+                stack, slide, choice, tables, layout, plain, halves=False, mirror=mirror
+            )
             if sparse is not None:
                 encoding["capture_level"] = mirror.capture
                 levels = {"factor": mirror.factor, "top": mirror.top, "reduce_rows": mirror.reduce}
